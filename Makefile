@@ -1,0 +1,43 @@
+# The README's commands. `make setup` is run by the others; it is quick once .venv exists.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU torch from the local wheel cache where there is no NVIDIA GPU (an unpinned torch pulls a
+# multi-GB CUDA build); the CUDA build where there is one.
+TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
+
+.PHONY: setup browser test test-fast demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+# Debian's Chromium for the playground's browser test; the test skips (saying why) where it cannot be installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
+	  || echo "chromium could not be installed: the browser test will be skipped")
+
+test: setup browser
+	$(BIN)/python -m pytest -n 2 --timeout 600 -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -q -m "not slow and not distributed"
+
+demo: setup
+	$(BIN)/cerebras-gpt demo
+
+bench: setup
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/prepare.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/sparse.py
+
+clean:
+	rm -rf $(VENV) runs out build dist

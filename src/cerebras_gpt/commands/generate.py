@@ -1,0 +1,90 @@
+"""`cerebras-gpt generate`: text from a model directory or hub id."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Annotated
+
+import tyro
+
+from cerebras_gpt.commands import run_command
+from cerebras_gpt.generate import SamplingParams
+
+
+@dataclasses.dataclass
+class GenerateArgs:
+    """Generate text from a model directory, training checkpoint or Hugging Face hub id.
+
+    Prompts come from --prompt, --prompt-file (one per line) or standard input (one per line).
+    """
+
+    model: str
+    """Model directory, training checkpoint directory, or hub id (e.g. cerebras/Cerebras-GPT-111M)."""
+    prompt: str | None = None
+    """The prompt. Without it, prompts are read from --prompt-file or standard input."""
+    prompt_file: str | None = None
+    """A file with one prompt per line (generated as one batch)."""
+    stream: bool = False
+    """Print tokens as they are generated (one prompt at a time)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    dtype: str = "auto"
+    """float32, bfloat16, float16, or auto (bfloat16 on CUDA, float32 on CPU)."""
+    sampling: Annotated[SamplingParams, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=SamplingParams)
+
+
+def resolve_device_dtype(device: str, dtype: str):
+    """(torch.device, torch.dtype) from the 'auto'-able strings every command takes."""
+    import torch
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+               "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in choices:
+        raise ValueError(f"--dtype {dtype!r} is not one of {sorted(choices)}")
+    return dev, choices[dtype]
+
+
+def _prompts(args: GenerateArgs) -> list[str]:
+    if args.prompt is not None:
+        return [args.prompt]
+    if args.prompt_file is not None:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            lines = [line.rstrip("\n") for line in f if line.strip()]
+        if not lines:
+            raise ValueError(f"--prompt-file {args.prompt_file!r} has no prompts")
+        return lines
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ValueError("no prompt: pass --prompt TEXT, --prompt-file FILE, or pipe prompts on standard input")
+    lines = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not lines:
+        raise ValueError("standard input held no prompts")
+    return lines
+
+
+def run(args: GenerateArgs) -> int:
+    from cerebras_gpt.generate import generate, stream_text
+    from cerebras_gpt.hf import load_model_and_tokenizer
+
+    prompts = _prompts(args)
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(args.model, device=device, dtype=dtype)
+    if args.stream:
+        for prompt in prompts:
+            sys.stdout.write(prompt)
+            for chunk in stream_text(model, tokenizer, prompt, args.sampling):
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        return 0
+    outputs = generate(model, tokenizer, prompts, args.sampling)
+    for prompt, text in zip(prompts, outputs):
+        print(prompt + text)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_command(GenerateArgs, argv, "cerebras-gpt generate", run)

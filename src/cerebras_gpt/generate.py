@@ -1,0 +1,271 @@
+"""Text generation: sampling, the streaming token iterator, and batched generation.
+
+Layers, after litgpt's `generate/base.py`:
+- `sample_next` turns a batch of logits into token ids (repetition penalty → temperature → top-k →
+  top-p, the order Hugging Face's logits processors apply them);
+- `stream_tokens` is *the* iterator: ragged prompts are prefilled into the KV cache in one pass, then
+  one token per row per step. The CLI, `generate()` and the server all decode through it (the server's
+  continuous batching engine drives the same model calls one step at a time);
+- `stream_text` / `generate` add the tokenizer: UTF-8-safe incremental text and stop strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from cerebras_gpt.model import GPT
+
+
+@dataclass
+class SamplingParams:
+    """How to pick each next token. ``temperature=0`` is greedy."""
+
+    max_new_tokens: int = 64
+    """Most tokens to generate per prompt."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 picks the most likely token (greedy)."""
+    top_k: int | None = None
+    """Sample among the k most likely tokens only (None: all)."""
+    top_p: float = 1.0
+    """Nucleus sampling: the smallest set of tokens whose probability reaches top_p."""
+    repetition_penalty: float = 1.0
+    """>1 discourages tokens already in the prompt or output (CTRL / HF semantics)."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end generation; they are not included in the output."""
+    seed: int | None = None
+    """Seed for sampling; the same seed and prompt give the same text."""
+    stop_at_eos: bool = True
+    """End a sequence at <|endoftext|>."""
+    truncate_prompt: bool = False
+    """Keep the last tokens of a prompt that does not fit instead of raising an error."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1")
+        if not self.temperature >= 0:
+            problems.append(f"temperature={self.temperature!r} must be >= 0 (0 is greedy)")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            problems.append(f"top_k={self.top_k!r} must be a positive integer or None")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p={self.top_p!r} must be in (0, 1]")
+        if not self.repetition_penalty > 0:
+            problems.append(f"repetition_penalty={self.repetition_penalty!r} must be > 0 (1 is off)")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            problems.append(f"stop={self.stop!r} must be non-empty strings")
+        if problems:
+            raise ValueError("invalid sampling parameters: " + "; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Divide positive / multiply negative logits of tokens in ``seen`` (B, V bool) by ``penalty``."""
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalized, logits)
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None,
+                seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V)."""
+    logits = logits.float()
+    if params.repetition_penalty != 1.0 and seen is not None:
+        logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    logits = logits / params.temperature
+    if params.top_k is not None and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop tokens once the mass *before* them reaches top_p (the top token always stays).
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= params.top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def check_prompt_lengths(prompts: list[list[int]], params: SamplingParams, block_size: int) -> list[list[int]]:
+    """Validate (or, with ``truncate_prompt``, left-truncate) prompts to fit the context."""
+    room = block_size - params.max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens={params.max_new_tokens} leaves no room for a prompt in the "
+                         f"{block_size}-token context; lower max_new_tokens")
+    out = []
+    for i, ids in enumerate(prompts):
+        if not ids:
+            raise ValueError(f"prompt {i} is empty; give at least one token")
+        if len(ids) > room:
+            if not params.truncate_prompt:
+                raise ValueError(
+                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} at most "
+                    f"{room} fit the {block_size}-token context: shorten it, lower max_new_tokens, "
+                    "or truncate (--truncate / truncate_prompt=True keeps the last tokens)"
+                )
+            ids = ids[-room:]
+        out.append(list(ids))
+    return out
+
+
+@torch.inference_mode()
+def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams,
+                  eos_id: int | None = 50256) -> Iterator[list[int | None]]:
+    """Yield, per decoding step, one new token id per prompt (None once that row has finished).
+
+    Prompts may differ in length: each row is written to the KV cache at its own positions, so no
+    padding token ever enters attention.
+    """
+    prompts = check_prompt_lengths([list(p) for p in prompts], params, model.config.block_size)
+    device = model.transformer.wte.weight.device
+    B = len(prompts)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    max_len = int(lengths.max())
+    generator = None
+    if params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+    seen = None
+    if params.repetition_penalty != 1.0:
+        seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
+        for row, ids in enumerate(prompts):
+            seen[row, ids] = True
+
+    tokens = torch.zeros(B, max_len, dtype=torch.long, device=device)  # right-padded; padding is never attended
+    for row, ids in enumerate(prompts):
+        tokens[row, : len(ids)] = torch.tensor(ids, device=device)
+    model.setup_kv_cache(B, min(max_len + params.max_new_tokens, model.config.block_size), device=device)
+    try:
+        positions = torch.arange(max_len, device=device)
+        logits = model(tokens, positions, logits_index=lengths - 1)[:, -1]
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        next_pos = lengths.clone()
+        for _ in range(params.max_new_tokens):
+            token = sample_next(logits, params, generator, seen)
+            if eos_id is not None and params.stop_at_eos:
+                new_finished = finished | (token == eos_id)
+            else:
+                new_finished = finished
+            out = token.tolist()
+            yield [None if done else t for done, t in zip(finished.tolist(), out)]
+            finished = new_finished
+            if bool(finished.all()):
+                return
+            if seen is not None:
+                seen[torch.arange(B, device=device), token] = True
+            logits = model(token.unsqueeze(1), next_pos.unsqueeze(1))[:, -1]
+            next_pos += 1
+    finally:
+        model.clear_kv_cache()
+
+
+def generate_ids(model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
+                 eos_id: int | None = 50256, **sampling) -> list[list[int]]:
+    """New token ids for each prompt (EOS not included)."""
+    params = params or SamplingParams(**sampling)
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for step in stream_tokens(model, prompts, params, eos_id):
+        for row, token in enumerate(step):
+            if token is not None and not (params.stop_at_eos and token == eos_id):
+                outputs[row].append(token)
+    return outputs
+
+
+class TextStreamer:
+    """Turns a stream of token ids into text chunks: whole UTF-8 characters only, stop strings cut."""
+
+    def __init__(self, tokenizer, stop: Sequence[str] = ()) -> None:
+        self.tokenizer, self.stop = tokenizer, list(stop)
+        self.ids: list[int] = []
+        self.emitted = 0  # characters of the decoded text already handed out
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        """Add a token; return the text that is now safe to show (may be empty)."""
+        if self.stopped:
+            return ""
+        self.ids.append(token)
+        raw = self.tokenizer.decode_bytes(self.ids)
+        text = raw.decode("utf-8", errors="ignore") if _incomplete_utf8(raw) else raw.decode("utf-8", errors="replace")
+        for s in self.stop:
+            cut = text.find(s, max(0, self.emitted - len(s)))
+            if cut != -1:
+                self.stopped = True
+                chunk, self.emitted = text[self.emitted:cut], cut
+                return chunk
+        # Hold back a tail that could still grow into a stop string.
+        hold = max((_overlap(text, s) for s in self.stop), default=0)
+        safe = len(text) - hold
+        chunk = text[self.emitted:safe] if safe > self.emitted else ""
+        self.emitted = max(self.emitted, safe)
+        return chunk
+
+    def flush(self) -> str:
+        """Text still held back when the stream ends without a stop string."""
+        if self.stopped:
+            return ""
+        text = self.tokenizer.decode(self.ids)
+        chunk, self.emitted = text[self.emitted:], len(text)
+        return chunk
+
+
+def _incomplete_utf8(raw: bytes) -> bool:
+    """True when ``raw`` ends inside a multi-byte UTF-8 character."""
+    for back in range(1, min(4, len(raw)) + 1):
+        byte = raw[-back]
+        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII): does the character need more bytes?
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            return need > back
+    return False
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
+    for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+def stream_text(model: GPT, tokenizer, prompt: str, params: SamplingParams | None = None, **sampling) -> Iterator[str]:
+    """Yield text chunks as they are generated for one prompt."""
+    params = params or SamplingParams(**sampling)
+    streamer = TextStreamer(tokenizer, params.stop)
+    for (token,) in stream_tokens(model, [tokenizer.encode(prompt)], params, tokenizer.eos_id):
+        if token is None or (params.stop_at_eos and token == tokenizer.eos_id):
+            break
+        chunk = streamer.push(token)
+        if chunk:
+            yield chunk
+        if streamer.stopped:
+            return
+    tail = streamer.flush()
+    if tail:
+        yield tail
+
+
+def generate(model: GPT, tokenizer, prompt: str | Sequence[str], params: SamplingParams | None = None,
+             **sampling) -> str | list[str]:
+    """Generated text (without the prompt) for one prompt or a batch of prompts."""
+    params = params or SamplingParams(**sampling)
+    single = isinstance(prompt, str)
+    prompts = [prompt] if single else list(prompt)
+    streamers = [TextStreamer(tokenizer, params.stop) for _ in prompts]
+    texts = ["" for _ in prompts]
+    for step in stream_tokens(model, [tokenizer.encode(p) for p in prompts], params, tokenizer.eos_id):
+        for row, token in enumerate(step):
+            if token is None or streamers[row].stopped or (params.stop_at_eos and token == tokenizer.eos_id):
+                continue
+            texts[row] += streamers[row].push(token)
+        if all(s.stopped for s in streamers):
+            break
+    texts = [t + s.flush() for t, s in zip(texts, streamers)]
+    return texts[0] if single else texts

@@ -1,0 +1,239 @@
+"""The Cerebras-GPT network: GPT-2 blocks with GPT-3 shapes, plus a KV cache for decoding.
+
+Pre-LN blocks, exact (erf) GELU, learned absolute positions, tied input/output embeddings, no
+LM-head bias, biases everywhere else, LayerNorm eps 1e-5, SDPA attention. Parameter names are
+Hugging Face GPT-2's (`transformer.h.N.attn.c_attn`, ...) so checkpoints map one to one, up to the
+transpose of HF's `Conv1D` (we use `nn.Linear`). μP's forward multipliers come from the config
+(`embeddings_scale`, `attn_scale`, `output_logits_scale`); under SP they are 1, 1/√d_head and 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cerebras_gpt import mup
+from cerebras_gpt.config import GPTConfig
+
+if TYPE_CHECKING:
+    import os
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values of one layer, addressed by absolute position.
+
+    Slot ``p`` of a row holds the key/value of the token at position ``p`` of that row, so rows
+    of a batch may sit at different positions (ragged prompts, continuous batching): a query at
+    position ``p`` attends to slots ``0..p`` of its own row and never sees stale slots beyond.
+    """
+
+    def __init__(self, batch_size: int, max_seq_len: int, n_head: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        shape = (batch_size, n_head, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nh, T, hd) at positions (T,) or (B, T); return the whole buffers."""
+        if input_pos.dim() == 1:
+            self.k.index_copy_(2, input_pos, k)
+            self.v.index_copy_(2, input_pos, v)
+        else:
+            rows = torch.arange(k.shape[0], device=k.device).unsqueeze(1)  # (B, 1)
+            self.k[rows, :, input_pos] = k.transpose(1, 2)  # indexed view is (B, T, nh, hd)
+            self.v[rows, :, input_pos] = v.transpose(1, 2)
+        return self.k, self.v
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.scale = config.attn_scale
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # packed q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if kv_cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            k, v = kv_cache.update(input_pos, k, v)
+            S = mask.shape[-1]  # only the slots some query can see
+            y = F.scaled_dot_product_attention(q, k[:, :, :S], v[:, :, :S], attn_mask=mask, scale=self.scale)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.ffn_dim)
+        self.c_proj = nn.Linear(config.ffn_dim, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Exact erf GELU: the HF configs say "gelu", not GPT-2's tanh "gelu_new".
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), input_pos, self.kv_cache, mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Cerebras-GPT decoder. ``model(input_ids)`` returns logits of shape (B, T, vocab_size)."""
+
+    def __init__(self, config: GPTConfig, init_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.embeddings_scale = config.embeddings_scale
+        self.output_logits_scale = config.output_logits_scale
+        if init_weights:
+            self.init_weights()
+
+    # ----- initialization ---------------------------------------------------------------
+    def init_std(self, name: str) -> float | None:
+        """Init std of a parameter by name (None: LayerNorm/bias, set to ones/zeros)."""
+        if self.config.use_mup:
+            return mup.init_std(self.config, name)
+        if name.endswith(mup.RESIDUAL_PROJ_SUFFIXES):
+            return self.config.residual_init_std  # 0.02/sqrt(2L), or the preset's fixed 0.0025
+        if name.endswith(".weight") and not (".ln_" in name or "ln_f" in name):
+            return self.config.init_std
+        return None
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Truncated normal (±2σ) as in the ModelZoo; biases zero, LayerNorms one/zero."""
+        for name, p in self.named_parameters():
+            std = self.init_std(name)
+            if std is not None:
+                nn.init.trunc_normal_(p, mean=0.0, std=std, a=-2 * std, b=2 * std)
+            elif name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+
+    # ----- forward ----------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, input_pos: torch.Tensor | None = None,
+                logits_index: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for ``input_ids`` (B, T).
+
+        Args:
+            input_ids: token ids (B, T).
+            input_pos: positions of the tokens, (T,) or (B, T); needed with a KV cache
+                (`setup_kv_cache`), default ``arange(T)`` without one.
+            logits_index: return logits of one position per row only, (B, 1, V): an int (``-1`` for
+                the last) or a (B,) tensor of indices along T (ragged prompts). Decoding needs only
+                these, and the LM head is the largest matmul of a small model.
+        """
+        B, T = input_ids.shape
+        caching = self.transformer.h[0].kv_cache is not None
+        if input_pos is None:
+            if caching:
+                raise ValueError("a KV cache is set up: pass input_pos (positions of the tokens)")
+            if T > self.config.block_size:
+                raise ValueError(
+                    f"sequence of {T} tokens is longer than the context ({self.config.block_size}); "
+                    "truncate the input or use a sliding window"
+                )
+            input_pos = torch.arange(T, device=input_ids.device)
+        mask = None
+        if caching:
+            # Position p sees cache slots 0..p of its own row; slots past the furthest position are cut.
+            span = int(input_pos.max()) + 1
+            if span > self.transformer.h[0].kv_cache.k.shape[2]:
+                raise ValueError(f"position {span - 1} is past the KV cache length; set up a longer cache")
+            slots = torch.arange(span, device=input_ids.device)
+            mask = slots <= input_pos.unsqueeze(-1)  # (T, S) or (B, T, S)
+            mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (B, 1, T, S)
+        x = self.transformer.wte(input_ids) + self.transformer.wpe(input_pos)
+        if self.embeddings_scale != 1.0:
+            x = x * self.embeddings_scale
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, input_pos, mask)
+        if isinstance(logits_index, int):
+            x = x[:, logits_index].unsqueeze(1)
+        elif logits_index is not None:
+            x = x[torch.arange(B, device=x.device), logits_index].unsqueeze(1)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        if self.output_logits_scale != 1.0:
+            logits = logits * self.output_logits_scale
+        return logits
+
+    # ----- KV cache ---------------------------------------------------------------------
+    def setup_kv_cache(self, batch_size: int, max_seq_len: int | None = None,
+                       device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        """Allocate a cache of ``batch_size`` rows x ``max_seq_len`` positions in every block."""
+        max_seq_len = max_seq_len or self.config.block_size
+        if max_seq_len > self.config.block_size:
+            raise ValueError(f"max_seq_len={max_seq_len} exceeds the context ({self.config.block_size})")
+        param = self.transformer.wte.weight
+        for block in self.transformer.h:
+            block.kv_cache = KVCache(batch_size, max_seq_len, self.config.n_head, self.config.head_dim,
+                                     device=device or param.device, dtype=dtype or param.dtype)
+
+    def clear_kv_cache(self) -> None:
+        for block in self.transformer.h:
+            block.kv_cache = None
+
+    # ----- I/O (Hugging Face GPT-2 format; see hf.py) ----------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **kwargs) -> "GPT":
+        """Load a model directory or Hugging Face hub id (e.g. ``cerebras/Cerebras-GPT-111M``)."""
+        from cerebras_gpt import hf  # I/O lives in hf.py; imported lazily to keep the model lean
+
+        return hf.load_pretrained(path_or_hub_id, **kwargs)
+
+    def save_pretrained(self, directory: str | Path, **kwargs) -> Path:
+        """Write a Hugging Face GPT-2 directory (μP multipliers folded in) that transformers loads."""
+        from cerebras_gpt import hf
+
+        return hf.save_pretrained(self, directory, **kwargs)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+__all__ = ["GPT", "Block", "CausalSelfAttention", "MLP", "KVCache"]
