@@ -1,0 +1,39 @@
+"""Shared fixtures: the ../shared corpora, tiny models, and a quiet torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# pytest-xdist runs two workers on two cores: one intra-op thread each avoids oversubscription.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (tinyshakespeare.txt, wikitext-2-valid.txt); skips the test where it is absent."""
+    if not (SHARED_DATA / "tinyshakespeare.txt").exists():
+        pytest.skip(f"{SHARED_DATA} is absent (the corpora live beside the project, in ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_config():
+    from cerebras_gpt import GPTConfig
+
+    return GPTConfig.from_name("debug-tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    from cerebras_gpt import GPT
+
+    torch.manual_seed(0)
+    return GPT(tiny_config).eval()
