@@ -38,16 +38,27 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hd) at positions (T,) or (B, T); return the whole buffers."""
-        if input_pos.dim() == 1:
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nh, T, hd) at positions (T,) or (B, T); return the keys/values to attend to.
+
+        ``rows`` (B,) selects which cache rows the batch occupies (a server prefilling one request
+        while others decode); then the returned tensors are those rows only.
+        """
+        if rows is None and input_pos.dim() == 1:
             self.k.index_copy_(2, input_pos, k)
             self.v.index_copy_(2, input_pos, v)
-        else:
-            rows = torch.arange(k.shape[0], device=k.device).unsqueeze(1)  # (B, 1)
-            self.k[rows, :, input_pos] = k.transpose(1, 2)  # indexed view is (B, T, nh, hd)
-            self.v[rows, :, input_pos] = v.transpose(1, 2)
-        return self.k, self.v
+            return self.k, self.v
+        if rows is None:
+            rows = torch.arange(k.shape[0], device=k.device)
+        if input_pos.dim() == 1:
+            input_pos = input_pos.expand(k.shape[0], -1)
+        index = rows.unsqueeze(1)  # (B, 1)
+        self.k[index, :, input_pos] = k.transpose(1, 2)  # the indexed view is (B, T, nh, hd)
+        self.v[index, :, input_pos] = v.transpose(1, 2)
+        if rows.numel() == self.k.shape[0] and bool((rows == torch.arange(rows.numel(), device=rows.device)).all()):
+            return self.k, self.v
+        return self.k[rows], self.v[rows]
 
     def reset(self) -> None:
         self.k.zero_()
@@ -65,7 +76,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache_rows: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
@@ -76,7 +87,7 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
             )
         else:
-            k, v = kv_cache.update(input_pos, k, v)
+            k, v = kv_cache.update(input_pos, k, v, cache_rows)
             S = mask.shape[-1]  # only the slots some query can see
             y = F.scaled_dot_product_attention(q, k[:, :, :S], v[:, :, :S], attn_mask=mask, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
@@ -105,8 +116,8 @@ class Block(nn.Module):
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), input_pos, self.kv_cache, mask)
+                mask: torch.Tensor | None = None, cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), input_pos, self.kv_cache, mask, cache_rows)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -156,7 +167,8 @@ class GPT(nn.Module):
 
     # ----- forward ----------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, input_pos: torch.Tensor | None = None,
-                logits_index: int | torch.Tensor | None = None) -> torch.Tensor:
+                logits_index: int | torch.Tensor | None = None,
+                cache_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for ``input_ids`` (B, T).
 
         Args:
@@ -166,6 +178,8 @@ class GPT(nn.Module):
             logits_index: return logits of one position per row only, (B, 1, V): an int (``-1`` for
                 the last) or a (B,) tensor of indices along T (ragged prompts). Decoding needs only
                 these, and the LM head is the largest matmul of a small model.
+            cache_rows: which rows of the KV cache this batch uses, (B,); default rows 0..B-1.
+                Lets a serving engine prefill or decode any subset of its sequence slots.
         """
         B, T = input_ids.shape
         caching = self.transformer.h[0].kv_cache is not None
@@ -192,7 +206,7 @@ class GPT(nn.Module):
             x = x * self.embeddings_scale
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, input_pos, mask)
+            x = block(x, input_pos, mask, cache_rows)
         if isinstance(logits_index, int):
             x = x[:, logits_index].unsqueeze(1)
         elif logits_index is not None:
