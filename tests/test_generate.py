@@ -1,0 +1,128 @@
+"""Generation: greedy parity with transformers, cache = no cache, sampling controls, text streaming."""
+
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+from cerebras_gpt import GPT, GPTConfig, SamplingParams, generate, generate_ids, load_tokenizer, stream_text
+from cerebras_gpt.generate import TextStreamer, sample_next
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Our debug-small model with random weights and transformers' GPT2LMHeadModel on the same files."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("gen_model")
+    GPT(GPTConfig.from_name("debug-small")).save_pretrained(directory)
+    return GPT.from_pretrained(directory), GPT2LMHeadModel.from_pretrained(directory).eval()
+
+
+def test_greedy_tokens_equal_transformers_generate_for_64_tokens(pair):
+    ours, theirs = pair
+    prompt = load_tokenizer().encode("The quick brown fox jumps over the lazy dog")
+    mine = generate_ids(ours, [prompt], max_new_tokens=64, temperature=0, stop_at_eos=False)[0]
+    with torch.no_grad():
+        ref = theirs.generate(torch.tensor([prompt]), max_new_tokens=64, min_new_tokens=64, do_sample=False,
+                              pad_token_id=50256)
+    assert len(mine) == 64 and mine == ref[0, len(prompt):].tolist()
+
+
+def test_ragged_batch_equals_transformers_left_padded_batch(pair):
+    ours, theirs = pair
+    tok = load_tokenizer()
+    prompts = [tok.encode("Once upon a time"), tok.encode("In the beginning, there was only a single word"), [11]]
+    mine = generate_ids(ours, prompts, max_new_tokens=16, temperature=0, stop_at_eos=False)
+    width = max(map(len, prompts))
+    ids = torch.tensor([[50256] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        ref = theirs.generate(ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16, do_sample=False,
+                              pad_token_id=50256)
+    assert mine == ref[:, width:].tolist()
+
+
+def test_cached_and_uncached_greedy_decoding_agree(pair):
+    ours, _ = pair
+    prompt = load_tokenizer().encode("Cached and uncached")
+    cached = generate_ids(ours, [prompt], max_new_tokens=24, temperature=0, stop_at_eos=False)[0]
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(24):
+            ids.append(int(ours(torch.tensor([ids]))[0, -1].argmax()))
+    assert cached == ids[len(prompt):]
+
+
+def test_repetition_penalty_matches_transformers(pair):
+    ours, theirs = pair
+    prompt = load_tokenizer().encode("la la la la la")
+    mine = generate_ids(ours, [prompt], max_new_tokens=20, temperature=0, repetition_penalty=1.3, stop_at_eos=False)[0]
+    with torch.no_grad():
+        ref = theirs.generate(torch.tensor([prompt]), max_new_tokens=20, min_new_tokens=20, do_sample=False,
+                              repetition_penalty=1.3, pad_token_id=50256)
+    assert mine == ref[0, len(prompt):].tolist()
+
+
+def test_seeded_sampling_is_reproducible_and_topk1_is_greedy(pair):
+    ours, _ = pair
+    prompt = [[464, 2068, 7586]]
+    a = generate_ids(ours, prompt, max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7, stop_at_eos=False)
+    b = generate_ids(ours, prompt, max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7, stop_at_eos=False)
+    assert a == b
+    assert generate_ids(ours, prompt, max_new_tokens=12, top_k=1, seed=3, stop_at_eos=False) == generate_ids(
+        ours, prompt, max_new_tokens=12, temperature=0, stop_at_eos=False)
+
+
+def test_top_p_and_top_k_filter_the_distribution():
+    logits = torch.tensor([[4.0, 3.0, 2.0, -1.0, -5.0]])
+    gen = torch.Generator().manual_seed(0)
+    draws = {int(sample_next(logits, SamplingParams(top_k=2), gen)) for _ in range(200)}
+    assert draws == {0, 1}
+    # softmax ≈ [0.66, 0.24, 0.09, ...]: top_p 0.8 keeps the first two only.
+    draws = {int(sample_next(logits, SamplingParams(top_p=0.8), gen)) for _ in range(200)}
+    assert draws == {0, 1}
+    assert {int(sample_next(logits, SamplingParams(top_p=0.5), gen)) for _ in range(50)} == {0}
+
+
+def test_text_api_streaming_equals_batch_and_stops(pair):
+    ours, _ = pair
+    tok = load_tokenizer()
+    full = generate(ours, tok, "Hello there", max_new_tokens=30, temperature=0, stop_at_eos=False)
+    streamed = "".join(stream_text(ours, tok, "Hello there", max_new_tokens=30, temperature=0, stop_at_eos=False))
+    assert streamed == full and len(full) > 0
+    stop = full[5:8]
+    cut = generate(ours, tok, "Hello there", max_new_tokens=30, temperature=0, stop=[stop], stop_at_eos=False)
+    assert cut == full[: full.index(stop)]
+    assert generate(ours, tok, ["Hello there", "Hi"], max_new_tokens=30, temperature=0, stop_at_eos=False)[0] == full
+
+
+def test_streamer_holds_partial_characters_and_stop_prefixes():
+    tok = load_tokenizer()
+    ids = tok.encode("ab🙂cd END tail")
+    s = TextStreamer(tok, stop=[" END"])
+    out = "".join(s.push(i) for i in ids) + s.flush()
+    assert out == "ab🙂cd" and "\ufffd" not in out
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-1), "temperature=-1"),
+    (dict(top_p=0), "top_p=0"),
+    (dict(top_k=0), "top_k=0"),
+    (dict(max_new_tokens=0), "max_new_tokens=0"),
+    (dict(repetition_penalty=0), "repetition_penalty=0"),
+    (dict(stop=[""]), "stop="),
+])
+def test_out_of_range_sampling_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_prompt_longer_than_context_errors_or_truncates(tiny_model):
+    long_prompt = list(range(1, 200))  # debug-tiny has a 128-token context
+    with pytest.raises(ValueError, match="prompt 0 has 199 tokens.*at most 118 fit"):
+        generate_ids(tiny_model, [long_prompt], max_new_tokens=10)
+    out = generate_ids(tiny_model, [long_prompt], max_new_tokens=10, temperature=0, truncate_prompt=True, stop_at_eos=False)
+    assert len(out[0]) == 10
+    with pytest.raises(ValueError, match="leaves no room"):
+        generate_ids(tiny_model, [[1]], max_new_tokens=128)
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        generate_ids(tiny_model, [[]], max_new_tokens=4)
