@@ -1,15 +1,53 @@
-"""Weight sparsity: masks, static / GMP / SET / RigL, SPDF densify, sparse storage and kernels.
+"""Weight sparsity: masks, static / GMP / SET / RigL, SPDF densify, sparse storage.
 
-Options follow the Cerebras ModelZoo's `trainer.init.sparsity` section (facts file §5).
+Options follow the Cerebras ModelZoo's `trainer.init.sparsity` section (facts file §5): a target
+sparsity, `param_filter` globs (attention QKV and output projections and both FFN matrices by
+default; never embeddings, LayerNorms or biases), an initial mask, and the algorithm with its
+update frequency, stop step and drop-fraction schedule.
+
+A `Sparsifier` owns one boolean keep-mask per selected matrix. The training loop calls
+
+    sp = Sparsifier(cfg.sparsity, model, total_steps)
+    sp.apply(model)                        # after init and after loading a checkpoint
+    ...backward, clip...
+    sp.update(step, model, optimizer)      # mask updates on their schedule; masks the gradients
+    optimizer.step()
+    sp.apply(model, optimizer)             # masked weights and their optimizer state exactly zero
+
+Masks are the same on every rank: random masks come from a seeded generator, magnitude and
+gradient decisions are taken on full tensors (`DTensor.full_tensor()` under FSDP2) and rank 0's
+result is broadcast. Under FSDP2 each rank applies its local shard of the full mask.
+
+Sparse storage (`save_sparse` / `load_sparse`) keeps each sparse matrix as its nonzero values plus
+a bitmask and every other tensor dense; the round trip is bit-exact. Sparse inference kernels are
+in `sparse_kernels.py`.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import logging
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from cerebras_gpt.model import GPT
+
+log = logging.getLogger(__name__)
 
 # Attention QKV and output projections and both FFN matrices; never embeddings, LayerNorms or biases.
 DEFAULT_PARAM_FILTER = ["*attn.c_attn.weight", "*attn.c_proj.weight", "*mlp.c_fc.weight", "*mlp.c_proj.weight"]
+
+# Wrapper path components that DDP (`module.`), torch.compile (`_orig_mod.`) and FSDP1/activation
+# checkpointing insert into parameter names; masks are keyed by the plain model's names.
+_WRAPPER_PARTS = {"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"}
 
 
 @dataclass
@@ -23,6 +61,8 @@ class SparsityConfig:
     rigl: drop smallest, regrow where the dense gradient is largest."""
     param_filter: list[str] = field(default_factory=lambda: list(DEFAULT_PARAM_FILTER))
     """Glob patterns of parameter names to sparsify."""
+    param_sparsity: dict[str, float] = field(default_factory=dict)
+    """Per-parameter targets: glob -> sparsity, overriding `sparsity` for the matrices it matches."""
     init_method: Literal["random", "magnitude"] = "random"
     """How the initial mask is chosen."""
     scope: Literal["per_param", "global"] = "per_param"
@@ -46,6 +86,514 @@ class SparsityConfig:
     seed: int = 0
     """Seed for random masks and regrowth (identical on every rank)."""
 
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0.0 <= self.sparsity < 1.0:
+            problems.append(f"sparsity={self.sparsity!r} must be in [0, 1)")
+        for glob, value in self.param_sparsity.items():
+            if not 0.0 <= value < 1.0:
+                problems.append(f"param_sparsity[{glob!r}]={value!r} must be in [0, 1)")
+        if self.algorithm not in ("static", "gmp", "set", "rigl"):
+            problems.append(f"algorithm={self.algorithm!r} must be one of static, gmp, set, rigl")
+        if self.init_method not in ("random", "magnitude"):
+            problems.append(f"init_method={self.init_method!r} must be random or magnitude")
+        if self.scope not in ("per_param", "global"):
+            problems.append(f"scope={self.scope!r} must be per_param or global")
+        if self.scope == "global" and self.param_sparsity:
+            problems.append("param_sparsity sets per-parameter targets: use scope=per_param with it")
+        if not self.param_filter:
+            problems.append("param_filter is empty: give at least one glob (default: the QKV, out-proj and FFN weights)")
+        if not 0.0 <= self.init_sparsity < 1.0:
+            problems.append(f"init_sparsity={self.init_sparsity!r} must be in [0, 1)")
+        if self.algorithm == "gmp" and self.init_sparsity > self.sparsity:
+            problems.append(f"init_sparsity={self.init_sparsity} exceeds the final sparsity={self.sparsity}: GMP only prunes")
+        if self.update_freq < 1:
+            problems.append(f"update_freq={self.update_freq!r} must be >= 1")
+        if not 0.0 <= self.drop_fraction <= 1.0:
+            problems.append(f"drop_fraction={self.drop_fraction!r} must be in [0, 1]")
+        if self.drop_fraction_schedule not in ("constant", "cosine"):
+            problems.append(f"drop_fraction_schedule={self.drop_fraction_schedule!r} must be constant or cosine")
+        if self.begin_step < 0:
+            problems.append(f"begin_step={self.begin_step!r} must be >= 0")
+        if self.end_step is not None and self.end_step <= self.begin_step:
+            problems.append(f"end_step={self.end_step!r} must be after begin_step={self.begin_step}")
+        if problems:
+            raise ValueError("invalid sparsity config: " + "; ".join(problems))
+
     @property
     def enabled(self) -> bool:
-        return self.sparsity > 0 and not self.densify
+        return (self.sparsity > 0 or any(v > 0 for v in self.param_sparsity.values())) and not self.densify
+
+
+# ----------------------------------------------------------------------------- helpers
+def canonical_name(name: str) -> str:
+    """A parameter name without the DDP / torch.compile / FSDP1 wrapper components."""
+    parts = [p for p in name.split(".") if p not in _WRAPPER_PARTS]
+    if parts and parts[0] == "module":
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank holds: the local shard of a DTensor, else the tensor itself."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor on every rank (an all-gather for an FSDP2 DTensor)."""
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
+def _world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _broadcast_masks(masks: list[torch.Tensor]) -> None:
+    """Make every rank hold rank 0's masks (guards against ties broken differently per device)."""
+    if _world() == 1:
+        return
+    import torch.distributed as dist
+
+    for mask in masks:
+        # gloo has no bool broadcast; uint8 works on every backend.
+        buf = mask.to(torch.uint8)
+        dist.broadcast(buf, src=0)
+        mask.copy_(buf.bool())
+
+
+def _keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Boolean mask of the ``n_keep`` largest entries of ``scores`` (any shape)."""
+    flat = scores.flatten()
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    if n_keep > 0:
+        mask[torch.topk(flat, n_keep, sorted=False).indices] = True
+    return mask.view(scores.shape)
+
+
+def gmp_sparsity(step: int, init: float, final: float, begin: int, end: int) -> float:
+    """Cubic GMP schedule of Zhu & Gupta (arXiv 1710.01878, eq. 1): s_f + (s_i - s_f)(1 - t')^3."""
+    progress = min(max((step - begin) / (end - begin), 0.0), 1.0)
+    return final + (init - final) * (1.0 - progress) ** 3
+
+
+def drop_fraction_at(step: int, init: float, stop: int, schedule: str) -> float:
+    """RigL's drop fraction (Evci et al., arXiv 1911.11134): init/2 (1 + cos(pi t / T_end)), or constant."""
+    if schedule == "constant":
+        return init
+    return init * 0.5 * (1.0 + math.cos(math.pi * min(step, stop) / stop))
+
+
+# ----------------------------------------------------------------------------- sparsifier
+class Sparsifier:
+    """Masks, schedules and state of weight-sparse training for one model.
+
+    With ``cfg.enabled`` false (sparsity 0, or ``densify`` for SPDF phase 2) every method is a
+    no-op, so a training loop can call it unconditionally.
+
+    Args:
+        cfg: the sparsity section of the run config.
+        model: the model (plain, DDP-, torch.compile- or FSDP2-wrapped).
+        total_steps: planned optimizer steps; defaults of end_step / stop_step are 75% of it.
+    """
+
+    def __init__(self, cfg: SparsityConfig, model: nn.Module, total_steps: int) -> None:
+        self.cfg = cfg
+        self.total_steps = int(total_steps)
+        self.enabled = cfg.enabled
+        self.masks: dict[str, torch.Tensor] = {}  # canonical name -> full keep-mask, bool
+        self.targets: dict[str, float] = {}  # canonical name -> final sparsity
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.last_update_step = -1
+        self._local_pruned: dict[str, torch.Tensor] = {}  # cache: this rank's ~mask on the param's device
+        self._config = getattr(_unwrap(model), "config", None)
+        if not self.enabled:
+            return
+        default_end = max(1, int(0.75 * self.total_steps))  # ModelZoo configs stop at 75% of steps
+        self.end_step = cfg.end_step if cfg.end_step is not None else max(default_end, cfg.begin_step + 1)
+        self.stop_step = cfg.stop_step if cfg.stop_step is not None else default_end
+        params = self._select(model)
+        for name, p in params:
+            self.shapes[name] = tuple(p.shape)
+            self.targets[name] = self._target_of(name)
+        self._init_masks(params)
+
+    # ----- selection ---------------------------------------------------------------------
+    def _target_of(self, name: str) -> float:
+        target = self.cfg.sparsity
+        for glob, value in self.cfg.param_sparsity.items():
+            if fnmatch.fnmatchcase(name, glob):
+                target = value
+        return target
+
+    def _select(self, model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        chosen, rejected = [], []
+        seen: set[int] = set()
+        for raw, p in model.named_parameters():
+            name = canonical_name(raw)
+            if not any(fnmatch.fnmatchcase(name, g) for g in self.cfg.param_filter) or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (chosen if p.dim() == 2 else rejected).append((name, p))
+        if rejected:
+            raise ValueError(
+                f"param_filter {self.cfg.param_filter} matches non-matrix parameters "
+                f"{[n for n, _ in rejected]}; sparsity applies to 2-D weights only (not biases or LayerNorms)"
+            )
+        if not chosen:
+            names = [canonical_name(n) for n, _ in model.named_parameters()][:8]
+            raise ValueError(
+                f"param_filter {self.cfg.param_filter} matches no parameter; names look like {names}"
+            )
+        return chosen
+
+    def _params(self, model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        found = 0
+        for raw, p in model.named_parameters():
+            name = canonical_name(raw)
+            if name in self.masks:
+                found += 1
+                yield name, p
+        if found != len(self.masks):
+            raise ValueError(f"the model lacks {len(self.masks) - found} of the sparsified parameters")
+
+    # ----- masks -------------------------------------------------------------------------
+    def _scores_init(self, params: list[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
+        scores = []
+        for index, (name, p) in enumerate(params):
+            if self.cfg.init_method == "random":
+                gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
+                scores.append(torch.rand(p.shape, generator=gen).to(_local(p).device))
+            else:
+                scores.append(_full(p.detach()).abs().float())
+        return scores
+
+    def _init_masks(self, params: list[tuple[str, torch.Tensor]]) -> None:
+        initial = self.cfg.init_sparsity if self.cfg.algorithm == "gmp" else None
+        targets = [initial if initial is not None else self.targets[n] for n, _ in params]
+        masks = self._masks_from_scores(self._scores_init(params), targets)
+        _broadcast_masks(masks)
+        self.masks = {name: m for (name, _), m in zip(params, masks)}
+        self._local_pruned.clear()
+
+    def _masks_from_scores(self, scores: list[torch.Tensor], targets: list[float]) -> list[torch.Tensor]:
+        """Keep the top-scoring entries: per matrix, or over all matrices together (global scope)."""
+        if self.cfg.scope == "per_param":
+            return [_keep_top(s, s.numel() - round(t * s.numel())) for s, t in zip(scores, targets)]
+        flat = torch.cat([s.flatten().to(scores[0].device) for s in scores])
+        keep = _keep_top(flat, flat.numel() - round(targets[0] * flat.numel()))
+        return [m.view(s.shape).to(s.device) for m, s in zip(keep.split([s.numel() for s in scores]), scores)]
+
+    def _pruned(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        """This rank's ~mask for parameter ``p`` (a shard of the full mask under FSDP2), cached."""
+        local = _local(p)
+        cached = self._local_pruned.get(name)
+        if cached is None or cached.device != local.device or cached.shape != local.shape:
+            pruned = ~self.masks[name].to(local.device)
+            if _is_dtensor(p):
+                from torch.distributed.tensor import distribute_tensor
+
+                # Every rank holds the same full mask, so each takes its own shard without communication.
+                pruned = distribute_tensor(pruned, p.device_mesh, p.placements, src_data_rank=None).to_local()
+            self._local_pruned[name] = cached = pruned
+        return cached
+
+    # ----- the training-loop interface ---------------------------------------------------
+    @torch.no_grad()
+    def apply(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Zero the masked weights (and, given the optimizer, their state: AdamW's moments)."""
+        if not self.enabled:
+            return
+        for name, p in self._params(model):
+            pruned = self._pruned(name, p)
+            _local(p).masked_fill_(pruned, 0.0)  # masked_fill writes +0.0 (mul by 0 would keep -0.0)
+            if optimizer is not None:
+                for value in optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(value) and value.shape == p.shape:
+                        _local(value).masked_fill_(pruned, 0.0)
+
+    @torch.no_grad()
+    def update(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:
+        """Update masks where the schedule says so, then mask the gradients; call before optimizer.step().
+
+        Step ``step`` is the 1-based count of the optimizer step about to be taken. Regrown
+        weights start at zero (they were masked, hence zero, with zero optimizer state); dropped
+        ones are zeroed with their state at once. The gradients of masked weights are zeroed so
+        the optimizer's moments never see them. RigL reads the dense gradient before that.
+
+        Returns:
+            Whether the masks changed at this step.
+        """
+        if not self.enabled:
+            return False
+        changed = False
+        algo = self.cfg.algorithm
+        if algo == "gmp" and self._gmp_due(step):
+            self._update_gmp(step, model)
+            changed = True
+        elif algo in ("set", "rigl") and step % self.cfg.update_freq == 0 and 0 < step <= self.stop_step:
+            changed = self._update_drop_grow(step, model)
+        if changed:
+            self.last_update_step = step
+            self._local_pruned.clear()
+            self.apply(model, optimizer)
+            if log.isEnabledFor(logging.INFO) and _rank() == 0:
+                log.info("sparsity step %d: %s masks updated, sparsity %.4f", step, algo, self.report()["sparsity"])
+        for name, p in self._params(model):
+            if p.grad is not None:
+                _local(p.grad).masked_fill_(self._pruned(name, p), 0.0)
+        return changed
+
+    def _gmp_due(self, step: int) -> bool:
+        begin, end = self.cfg.begin_step, self.end_step
+        if step < begin or step > end:
+            return False
+        return (step - begin) % self.cfg.update_freq == 0 or step == end
+
+    def sparsity_at(self, step: int, name: str) -> float:
+        """The target sparsity of matrix ``name`` after the mask update at ``step`` (GMP: the schedule)."""
+        final = self.targets[name]
+        if self.cfg.algorithm != "gmp":
+            return final
+        return gmp_sparsity(step, self.cfg.init_sparsity, final, self.cfg.begin_step, self.end_step)
+
+    def _update_gmp(self, step: int, model: nn.Module) -> None:
+        params = list(self._params(model))
+        scores = []
+        for name, p in params:
+            score = _full(p.detach()).abs().float()
+            # Pruned weights never come back: below every live weight.
+            scores.append(score.masked_fill_(~self.masks[name].to(score.device), -1.0))
+        targets = [self.sparsity_at(step, n) for n, _ in params]
+        masks = self._masks_from_scores(scores, targets)
+        _broadcast_masks(masks)
+        for (name, _), m in zip(params, masks):
+            self.masks[name] = m & self.masks[name].to(m.device)
+
+    def _update_drop_grow(self, step: int, model: nn.Module) -> bool:
+        fraction = drop_fraction_at(step, self.cfg.drop_fraction, self.stop_step, self.cfg.drop_fraction_schedule)
+        changed = False
+        for index, (name, p) in enumerate(self._params(model)):
+            old = self.masks[name]
+            weight = _full(p.detach()).float()
+            old = old.to(weight.device)
+            n_active = int(old.sum())
+            k = round(fraction * n_active)
+            if k == 0:
+                continue
+            # Drop: the k smallest magnitudes among the active weights.
+            kept = _keep_top(weight.abs().masked_fill(~old, -1.0), n_active - k)
+            # Grow k among the rest (the just-dropped included, as in RigL's reference code).
+            if self.cfg.algorithm == "rigl":
+                if p.grad is None:
+                    raise ValueError(f"RigL needs the dense gradient of {name} at step {step}; call update() after backward()")
+                grow_score = _full(p.grad.detach()).abs().float()
+            else:
+                gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 7919 + index)
+                grow_score = torch.rand(weight.shape, generator=gen).to(weight.device)
+            grown = _keep_top(grow_score.masked_fill(kept, -1.0), k)
+            new = kept | grown
+            _broadcast_masks([new])
+            changed |= bool((new != old).any())
+            self.masks[name] = new
+        return changed
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Masks (bit-packed) and schedule state; `load_state_dict` restores them exactly."""
+        if not self.enabled:
+            return {"enabled": False}
+        masks = {}
+        for name, m in self.masks.items():
+            bits = np.packbits(m.cpu().numpy().reshape(-1), bitorder="little")
+            masks[name] = {"shape": list(m.shape), "bits": torch.from_numpy(bits)}
+        return {"enabled": True, "algorithm": self.cfg.algorithm, "last_update_step": self.last_update_step,
+                "masks": masks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore masks saved by `state_dict` (ignored when sparsity is off or densifying)."""
+        if not self.enabled or not state.get("enabled", False):
+            return
+        missing, unexpected = sorted(set(self.masks) - set(state["masks"])), sorted(set(state["masks"]) - set(self.masks))
+        if missing or unexpected:
+            raise ValueError(f"sparsity state does not match the model: missing {missing or 'none'}; "
+                             f"unexpected {unexpected or 'none'} (was param_filter changed?)")
+        for name, entry in state["masks"].items():
+            shape = tuple(entry["shape"])
+            if shape != self.shapes[name]:
+                raise ValueError(f"sparsity mask {name!r} has shape {shape}, the model's weight is {self.shapes[name]}")
+            n = math.prod(shape)
+            bits = np.unpackbits(entry["bits"].numpy(), count=n, bitorder="little").astype(bool)
+            self.masks[name] = torch.from_numpy(bits).view(shape).to(self.masks[name].device)
+        self.last_update_step = int(state["last_update_step"])
+        self._local_pruned.clear()
+
+    # ----- reporting ---------------------------------------------------------------------
+    def report(self, seq_len: int | None = None) -> dict[str, Any]:
+        """Per-layer sparsity and the training FLOPs per token that sparsity saves, as Cerebras counts them.
+
+        Cerebras hardware skips the zero weights in all three matmuls of a sparse layer (forward,
+        input gradient, weight gradient), so a matrix of density δ costs δ of its dense FLOPs
+        (SPDF, arXiv 2303.10464: 75% sparsity on GPT-3 XL is 2.5x fewer pre-training FLOPs).
+        """
+        if not self.enabled:
+            return {"enabled": False, "sparsity": 0.0, "layers": {}}
+        layers, total, zeros = {}, 0, 0
+        for name, m in self.masks.items():
+            n, nnz = m.numel(), int(m.sum())
+            layers[name] = {"sparsity": (n - nnz) / n, "params": n, "nonzero": nnz}
+            total, zeros = total + n, zeros + n - nnz
+        out: dict[str, Any] = {"enabled": True, "algorithm": self.cfg.algorithm, "sparsity": zeros / total,
+                               "sparse_params": total, "zero_params": zeros, "layers": layers}
+        if self._config is not None:
+            dense = self._config.flops_per_token(seq_len)
+            saved = 3 * 2 * zeros  # 2 FLOPs per multiply-add, forward + two backward matmuls
+            out.update(dense_flops_per_token=dense, sparse_flops_per_token=dense - saved,
+                       flops_saved_per_token=saved, flops_saved_fraction=saved / dense)
+        return out
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def measure_sparsity(model: nn.Module, param_filter: list[str] | None = None) -> dict[str, float]:
+    """Fraction of exact zeros in each matrix the filter selects (default: QKV, out-proj, FFN)."""
+    globs = param_filter or DEFAULT_PARAM_FILTER
+    out = {}
+    for raw, p in model.named_parameters():
+        name = canonical_name(raw)
+        if p.dim() == 2 and any(fnmatch.fnmatchcase(name, g) for g in globs):
+            full = _full(p.detach())
+            out[name] = float((full == 0).sum()) / full.numel()
+    return out
+
+
+# ----------------------------------------------------------------------------- sparse storage
+SPARSE_FORMAT = "cerebras-gpt-sparse"
+SPARSE_WEIGHTS = "model.sparse.safetensors"
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _nonzero_bits(t: torch.Tensor) -> torch.Tensor:
+    """Entries whose bit pattern is not all zero (-0.0 counts as nonzero, so the trip is bit-exact)."""
+    return t.contiguous().view(_INT_VIEW[t.element_size()]) != 0
+
+
+def save_sparse(model: "GPT", out_path: str | Path, tokenizer=None) -> dict[str, int]:
+    """Write ``model`` as a sparse model directory: values + bitmask per sparse matrix, the rest dense.
+
+    A 2-D tensor is stored as its nonzero values (row-major) plus a bit per entry wherever that is
+    smaller than the dense tensor (density below 1 - 1/(8·bytes per value)); everything else is
+    stored dense. The parameters are the model's own (μP not folded), so `load_sparse` gives back
+    the identical model. This is not a Hugging Face directory: export to HF for other tools.
+
+    Args:
+        model: a GPT (plain or wrapped).
+        out_path: directory to create (``config.json`` + ``model.sparse.safetensors``).
+        tokenizer: optional tokenizer whose files are saved beside the weights.
+
+    Returns:
+        Byte counts: ``stored`` (the weights file) and ``dense`` (the same tensors stored dense).
+    """
+    from safetensors.torch import save_file
+
+    base = _unwrap(model)
+    out = Path(out_path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"sparse export path {str(out)!r} is a file; give a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: _full(v.detach()).cpu() for k, v in base.state_dict().items()}
+    tied = base.config.tie_word_embeddings
+    if tied:
+        state.pop("lm_head.weight", None)
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, dict[str, Any]] = {}
+    dense_bytes = 0
+    for name, t in state.items():
+        t = t.contiguous()
+        dense_bytes += t.numel() * t.element_size()
+        if t.dim() == 2:
+            nz = _nonzero_bits(t)
+            nnz = int(nz.sum())
+            if nnz * t.element_size() + (t.numel() + 7) // 8 < t.numel() * t.element_size():
+                bits = np.packbits(nz.numpy().reshape(-1), bitorder="little")
+                tensors[name + ".values"] = t[nz].contiguous()
+                tensors[name + ".bitmask"] = torch.from_numpy(bits)
+                layout[name] = {"encoding": "bitmask", "shape": list(t.shape), "nonzero": nnz}
+                continue
+        tensors[name] = t
+        layout[name] = {"encoding": "dense", "shape": list(t.shape)}
+    save_file(tensors, str(out / SPARSE_WEIGHTS), metadata={"format": SPARSE_FORMAT})
+    meta = {"format": SPARSE_FORMAT, "version": 1, "architecture": base.config.to_dict(), "tensors": layout}
+    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    stored = (out / SPARSE_WEIGHTS).stat().st_size
+    log.info("sparse model in %s: %.1f MB (dense %.1f MB, %.3fx)", out, stored / 1e6, dense_bytes / 1e6,
+             stored / dense_bytes)
+    return {"stored": stored, "dense": dense_bytes}
+
+
+def load_sparse(path: str | Path, device: torch.device | str = "cpu") -> "GPT":
+    """Load a directory written by `save_sparse`; returns the identical dense GPT (eval mode)."""
+    from safetensors.torch import load_file
+
+    from cerebras_gpt.config import GPTConfig
+    from cerebras_gpt.model import GPT
+
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.exists() or not (path / SPARSE_WEIGHTS).exists():
+        raise ValueError(f"{str(path)!r} is not a sparse model directory (needs config.json and {SPARSE_WEIGHTS}); "
+                         "write one with `cerebras-gpt export --format sparse`")
+    meta = json.loads(config_path.read_text())
+    if meta.get("format") != SPARSE_FORMAT:
+        raise ValueError(f"{str(config_path)!r} is not a {SPARSE_FORMAT} config; load a Hugging Face directory "
+                         "with GPT.from_pretrained instead")
+    config = GPTConfig.from_dict(meta["architecture"])
+    stored = load_file(str(path / SPARSE_WEIGHTS))
+    state: dict[str, torch.Tensor] = {}
+    for name, entry in meta["tensors"].items():
+        if entry["encoding"] == "dense":
+            state[name] = stored[name]
+            continue
+        shape = tuple(entry["shape"])
+        values = stored[name + ".values"]
+        n = math.prod(shape)
+        nz = torch.from_numpy(np.unpackbits(stored[name + ".bitmask"].numpy(), count=n, bitorder="little").astype(bool))
+        dense = torch.zeros(n, dtype=values.dtype)
+        dense[nz] = values
+        state[name] = dense.view(shape)
+    with torch.device("meta"):
+        model = GPT(config, init_weights=False)
+    expected = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"sparse weights in {str(path)!r} do not match the config: missing {missing or 'none'}; "
+                         f"unexpected {unexpected or 'none'}")
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.transformer.wte.weight
+    return model.to(device).eval()
+
+
+__all__ = [
+    "DEFAULT_PARAM_FILTER", "SparsityConfig", "Sparsifier", "canonical_name", "drop_fraction_at", "gmp_sparsity",
+    "load_sparse", "measure_sparsity", "save_sparse",
+]
