@@ -1,0 +1,436 @@
+"""`prepare`: corpora in, packed token shards out; streaming, parallel, deterministic and resumable.
+
+The main process reads the inputs in order and cuts them into tasks of about ``block_size`` bytes
+(``cerebras_gpt.data.sources``); worker processes decode, parse and tokenize them (tiktoken's Rust BPE,
+which runs without the GIL, so ``threads`` > 1 also helps inside one process); the main process takes the
+results back *in task order*, drops exact duplicates, sends each document to train or validation by a hash
+of its text, and appends it (with EOS) to that split's shards. At most ``2 * workers`` tasks are in flight,
+so memory stays bounded whatever the corpus size.
+
+Because the document order, the split and the duplicate test depend only on the documents, the shards are
+byte-identical for any number of workers. Every half second the run commits its position (input, byte or
+row offset), the shard sizes and its counters to ``OUT/.prepare/state.json``; an interrupted run started
+again with the same command truncates the shards to the committed sizes and carries on from there, giving
+the same bytes as a run that was never interrupted. ``meta.json`` is written last, so a directory with
+``meta.json`` is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cerebras_gpt.data.shards import (FORMAT_VERSION, META_NAME, SPLITS, SplitWriter, dtype_for_vocab, read_meta,
+                                      write_json_atomic)
+from cerebras_gpt.data.sources import Source, Task, expand_inputs, iter_tasks, start_position
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = ".prepare"
+_COMMIT_SECONDS = 0.5
+# A paragraph ends at one or more blank (whitespace-only) lines.
+_PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
+_STAT_KEYS = ("read", "empty", "duplicates", "bad_lines", "invalid_utf8", "bytes")
+
+
+# ----- worker side --------------------------------------------------------------------------------------
+@dataclass
+class Encoded:
+    """One task tokenized: ``tokens`` (every document followed by EOS, concatenated), ``lengths`` (tokens
+    per document, EOS included), ``hashes`` (64-bit BLAKE2b of each document's UTF-8 text), ``stats``."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    hashes: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+_worker: dict = {}
+
+
+def _init_worker(tokenizer: str | None, text_key: str, skip_bad: bool, threads: int) -> None:
+    from cerebras_gpt.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    _worker.update(tokenizer=tok, dtype=dtype_for_vocab(tok.vocab_size), text_key=text_key, skip_bad=skip_bad,
+                   threads=threads, pool=ThreadPoolExecutor(threads) if threads > 1 else None)
+
+
+def _decode(data: bytes, stats: dict) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        # Count the replacement characters the decoder added, not the ones the text already had.
+        stats["invalid_utf8"] += text.count("\ufffd") - data.count("\ufffd".encode())
+        return text
+
+
+def _jsonl_documents(text: str, task: Task, stats: dict) -> list:
+    key, skip_bad, docs = _worker["text_key"], _worker["skip_bad"], []
+    for i, line in enumerate(text.split("\n")):
+        if not line.strip():
+            continue
+        where = f"{task.where}:{task.first + i}"
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            value = record[key] if key in record else KeyError
+            if value is not KeyError and value is not None and not isinstance(value, str):
+                raise ValueError(f"field {key!r} holds a {type(value).__name__}, not text")
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            if skip_bad:
+                stats["bad_lines"] += 1
+                continue
+            raise ValueError(f"{where}: malformed JSONL line ({e}); fix the line, or pass --skip-bad to skip "
+                             "and count bad lines") from None
+        if value is KeyError:
+            raise ValueError(f"{where}: no field {key!r} in this record (fields: {sorted(record)[:10]}); "
+                             "choose the text field with --text-key")
+        docs.append(value)
+    return docs
+
+
+def _documents(task: Task, stats: dict) -> list:
+    if task.mode == "texts":
+        return list(task.payload)
+    text = _decode(task.payload, stats)
+    if task.mode == "document":
+        return [text] if task.payload else []
+    if task.mode == "paragraphs":
+        # Paragraph mode: blank-only pieces are separators, not empty documents.
+        return [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
+    return _jsonl_documents(text, task, stats)
+
+
+def _encode_all(docs: list[str], stats: dict) -> list[list[int]]:
+    encode = _worker["tokenizer"].encode
+
+    def run(chunk: list[str]) -> tuple[list[list[int]], int]:
+        out, fixed = [], 0
+        for d in chunk:
+            try:
+                out.append(encode(d))
+            except UnicodeEncodeError:  # lone surrogates from JSON "\ud800" escapes are not UTF-8
+                out.append(encode(d.encode("utf-8", errors="replace").decode("utf-8")))
+                fixed += 1
+        return out, fixed
+
+    pool, threads = _worker["pool"], _worker["threads"]
+    if pool is None or len(docs) < 2 * threads:
+        ids, fixed = run(docs)
+    else:
+        step = -(-len(docs) // threads)
+        ids, fixed = [], 0
+        for part, f in pool.map(run, [docs[i:i + step] for i in range(0, len(docs), step)]):
+            ids += part
+            fixed += f
+    stats["invalid_utf8"] += fixed
+    return ids
+
+
+def encode_task(task: Task) -> Encoded:
+    """Decode, parse and tokenize one task (in a worker process)."""
+    stats = dict.fromkeys(_STAT_KEYS, 0)
+    stats["bytes"] = task.progress_bytes
+    docs = []
+    for doc in _documents(task, stats):
+        stats["read"] += 1
+        if doc is None or not doc.strip():
+            stats["empty"] += 1
+        else:
+            docs.append(doc)
+    ids = _encode_all(docs, stats)
+    eos, dtype = _worker["tokenizer"].eos_id, _worker["dtype"]
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    tokens = np.empty(int(lengths.sum()), dtype=dtype)
+    pos = 0
+    for x, n in zip(ids, lengths.tolist()):
+        tokens[pos:pos + n - 1] = x
+        tokens[pos + n - 1] = eos
+        pos += n
+    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(d.encode("utf-8", errors="replace"), digest_size=8).digest(),
+                                         "little") for d in docs), dtype=np.uint64, count=len(docs))
+    return Encoded(tokens, lengths, hashes, stats)
+
+
+# ----- main process -------------------------------------------------------------------------------------
+def _signature(sources: list[Source], tokenizer_identity: dict, dtype: str, options: dict) -> dict:
+    """Everything the bytes of the output depend on: a resumed run must match it exactly."""
+    return {"inputs": [s.describe() for s in sources], "tokenizer": tokenizer_identity, "dtype": dtype, **options}
+
+
+def _prepare_out_dir(out: Path, signature: dict, overwrite: bool) -> dict | None:
+    """Check ``out``; return the committed state of an interrupted run to resume, or None to start afresh."""
+    state_path = out / STATE_DIR / "state.json"
+    if overwrite and out.exists():
+        for name in [META_NAME, STATE_DIR, *SPLITS]:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        for path in out.glob("*.bin"):
+            if path.name.split("_")[0] in SPLITS:
+                path.unlink()
+        return None
+    if (out / META_NAME).exists():
+        raise ValueError(f"{str(out)!r} already holds prepared data ({META_NAME}); pass --overwrite to replace "
+                         "it, or choose another --out")
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state["signature"] != signature:
+            changed = sorted(k for k in signature if signature[k] != state["signature"].get(k))
+            raise ValueError(f"{str(out)!r} holds an interrupted prepare run with different inputs or options "
+                             f"({', '.join(changed)}); run the same command to resume it, or pass --overwrite to "
+                             "start again")
+        return state
+    if out.exists() and any(out.glob("*.bin")):
+        raise ValueError(f"{str(out)!r} holds .bin files but no {META_NAME} or {STATE_DIR}/ from a prepare run; "
+                         "choose an empty --out, or pass --overwrite to replace them")
+    return None
+
+
+class _Run:
+    """The main-process side of one prepare run: writers, duplicate filter, counters, commits."""
+
+    def __init__(self, out: Path, signature: dict, state: dict | None, dtype: np.dtype, shard_tokens: int,
+                 val_fraction: float, dedup: bool) -> None:
+        self.out, self.signature, self.dtype = out, signature, dtype
+        self.dedup = dedup
+        # A document goes to validation when its 64-bit hash falls below this threshold.
+        self.val_threshold = np.uint64(min(int(val_fraction * 2.0**64), 2**64 - 1))
+        self.val_fraction = val_fraction
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        seen_path = out / STATE_DIR / "seen.u64"
+        if state is None:
+            self.position, self.stats, self.tasks = start_position(), dict.fromkeys(_STAT_KEYS, 0), 0
+            self.writers = {s: SplitWriter(out, s, dtype.name, shard_tokens) for s in SPLITS}
+            for s in SPLITS:  # shards left by a run killed before its first commit
+                for stale in out.glob(f"{s}_*.bin"):
+                    stale.unlink()
+            seen = np.empty(0, dtype=np.uint64)
+            seen_path.write_bytes(b"")
+        else:
+            self.position, self.stats, self.tasks = state["position"], state["stats"], state["tasks"]
+            self.writers = {s: SplitWriter.from_state(out, s, dtype.name, shard_tokens, state["writers"][s])
+                            for s in SPLITS}
+            with open(seen_path, "r+b") as f:
+                f.truncate(state["seen"] * 8)
+            seen = np.fromfile(seen_path, dtype=np.uint64)
+        self.seen = set(seen.tolist())
+        self.seen_file = open(seen_path, "ab")
+        self.last_commit = time.monotonic()
+        if state is None:
+            self.commit()
+
+    def add(self, encoded: Encoded, next_position: dict) -> None:
+        """Write one task's documents to their splits, in order."""
+        for k in _STAT_KEYS:
+            self.stats[k] += encoded.stats[k]
+        keep = np.ones(len(encoded.hashes), dtype=bool)
+        if self.dedup and len(encoded.hashes):
+            kept = []
+            for j, h in enumerate(encoded.hashes.tolist()):
+                if h in self.seen:
+                    keep[j] = False
+                else:
+                    self.seen.add(h)
+                    kept.append(h)
+            self.stats["duplicates"] += int((~keep).sum())
+            np.asarray(kept, dtype=np.uint64).tofile(self.seen_file)
+        is_val = encoded.hashes < self.val_threshold
+        for split, mask in (("train", keep & ~is_val), ("val", keep & is_val)):
+            if mask.all():
+                self.writers[split].append(encoded.tokens, encoded.lengths)
+            elif mask.any():
+                self.writers[split].append(encoded.tokens[np.repeat(mask, encoded.lengths)], encoded.lengths[mask])
+        self.position = next_position
+        self.tasks += 1
+        if time.monotonic() - self.last_commit >= _COMMIT_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        for writer in self.writers.values():
+            writer.flush()
+        self.seen_file.flush()
+        os.fsync(self.seen_file.fileno())
+        write_json_atomic(self.out / STATE_DIR / "state.json", {
+            "signature": self.signature, "position": self.position, "stats": self.stats, "tasks": self.tasks,
+            "writers": {s: w.state() for s, w in self.writers.items()}, "seen": len(self.seen)})
+        self.last_commit = time.monotonic()
+
+    def totals(self) -> tuple[int, int]:
+        docs = sum(sh.documents for w in self.writers.values() for sh in w.shards)
+        tokens = sum(sh.tokens for w in self.writers.values() for sh in w.shards)
+        return docs, tokens
+
+
+def _results(tasks, workers: int, init_args: tuple):
+    """(task, Encoded) in task order, tokenized by ``workers`` processes with at most 2x that in flight."""
+    if workers == 1:
+        _init_worker(*init_args)
+        for task in tasks:
+            yield task, encode_task(task)
+        return
+    import multiprocessing
+
+    # spawn, not fork: the caller may be a training process with torch and its threads already started.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append((task, pool.apply_async(encode_task, (task,))))
+            if len(pending) >= 2 * workers:
+                t, r = pending.popleft()
+                yield t, r.get()
+        while pending:
+            t, r = pending.popleft()
+            yield t, r.get()
+
+
+def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = None, text_key: str = "text",
+            val_fraction: float = 0.01, dedup: bool = False, paragraphs: bool = False, workers: int | None = None,
+            threads: int = 1, seq_len: int = 2048, format: str = "bin", shard_tokens: int = 100_000_000,
+            examples_per_file: int = 50_000, block_size: int = 1 << 20, skip_bad: bool = False,
+            overwrite: bool = False, progress: bool = True, command: str | None = None) -> dict:
+    """Tokenize and pack ``inputs`` into ``out_dir``; returns the meta (also written to ``meta.json``).
+
+    Args:
+        inputs: files, directories, globs, ``hf:NAME[:CONFIG[:SPLIT]]`` or ``builtin:pydoc``
+            (see ``cerebras_gpt.data.sources``).
+        out_dir: the prepared directory. Running again on a complete directory with the same inputs and
+            options returns its meta; on an interrupted one it resumes.
+        tokenizer: a tokenizer or model directory; None for GPT-2 BPE.
+        text_key: the JSONL field / Parquet column / hub field holding the text.
+        val_fraction: the share of documents, chosen by a hash of their text, that go to ``val``.
+        dedup: drop documents whose exact text was already seen.
+        paragraphs: split text files into documents at blank lines (else one document per file).
+        workers: tokenizing processes (None: one per CPU core).
+        threads: tokenizing threads per process.
+        seq_len: the sequence length the data is prepared for (recorded; the HDF5 example length).
+        format: ``bin`` (flat token shards) or ``hdf5`` (ModelZoo examples).
+        shard_tokens: a shard is closed once it holds at least this many tokens.
+        examples_per_file: HDF5 examples per file.
+        block_size: bytes of input per task.
+        skip_bad: skip and count malformed JSONL lines instead of stopping at the first.
+        overwrite: replace a directory that already holds prepared data.
+        progress: show a progress bar.
+        command: the command line to record (defaults to this process's).
+    """
+    from cerebras_gpt import __version__
+    from cerebras_gpt.tokenizer import load_tokenizer
+
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if format not in ("bin", "hdf5"):
+        raise ValueError(f"format={format!r} must be 'bin' or 'hdf5'")
+    for name, value, low in (("seq_len", seq_len, 1), ("shard_tokens", shard_tokens, 1), ("threads", threads, 1),
+                             ("block_size", block_size, 1024), ("examples_per_file", examples_per_file, 1)):
+        if value < low:
+            raise ValueError(f"{name}={value} must be at least {low}")
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be at least 1")
+    if isinstance(inputs, (str, Path)):
+        inputs = [str(inputs)]
+    sources = expand_inputs([str(i) for i in inputs])
+    tok = load_tokenizer(tokenizer)
+    dtype = dtype_for_vocab(tok.vocab_size)
+    options = {"text_key": text_key, "val_fraction": val_fraction, "dedup": dedup, "paragraphs": paragraphs,
+               "seq_len": seq_len, "format": format, "shard_tokens": shard_tokens,
+               "examples_per_file": examples_per_file}
+    signature = _signature(sources, tok.identity(), dtype.name, options)
+    out = Path(out_dir)
+    if (out / META_NAME).exists() and not overwrite:
+        meta = read_meta(out)
+        if meta.get("signature") == signature:
+            logger.info("%s already holds this prepared data; nothing to do (pass overwrite to redo it)", out)
+            return meta
+    state = _prepare_out_dir(out, signature, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    if state:
+        logger.info("resuming an interrupted run in %s after %d tasks", out, state["tasks"])
+    run = _Run(out, signature, state, dtype, shard_tokens, val_fraction, dedup)
+
+    from tqdm.auto import tqdm
+
+    total = None if any(s.size is None for s in sources if s.kind != "builtin") else sum(
+        s.size or 0 for s in sources) or None
+    bar = tqdm(total=total, initial=run.stats["bytes"], unit="B", unit_scale=True, unit_divisor=1000,
+               desc="prepare", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=text_key, paragraphs=paragraphs)
+    init_args = (tokenizer, text_key, skip_bad, threads)
+    try:
+        for task, encoded in _results(tasks, workers, init_args):
+            run.add(encoded, task.position)
+            bar.update(encoded.stats["bytes"])
+            docs, tokens = run.totals()
+            bar.set_postfix(docs=f"{docs:,}", tokens=f"{tokens:,}", refresh=False)
+    except ValueError:
+        run.commit()  # everything before the failing task is written: keep it resumable
+        raise
+    finally:
+        bar.close()
+    run.commit()
+    meta = _finish(run, sources, tok, dtype, options, signature, command, __version__, examples_per_file)
+    return meta
+
+
+def _finish(run: _Run, sources: list[Source], tok, dtype: np.dtype, options: dict, signature: dict,
+            command: str | None, version: str, examples_per_file: int) -> dict:
+    out, stats = run.out, run.stats
+    splits = {}
+    for name, writer in run.writers.items():
+        shards = writer.finish()
+        splits[name] = {"documents": sum(s.documents for s in shards), "tokens": sum(s.tokens for s in shards),
+                        "shards": [vars(s) for s in shards]}
+    run.seen_file.close()
+    if splits["train"]["documents"] == 0:
+        if stats["read"] - stats["empty"] == 0:
+            raise ValueError(f"no documents in the inputs ({stats['read']} read, {stats['empty']} empty, "
+                             f"{stats['bad_lines']} bad lines skipped): check the inputs and --text-key")
+        raise ValueError(f"all {splits['val']['documents']} documents went to the validation split; lower "
+                         f"--val-fraction ({options['val_fraction']})")
+    meta = {
+        "format_version": FORMAT_VERSION, "format": "bin", "version": version,
+        "command": command if command is not None else " ".join(["cerebras-gpt prepare"] + sys.argv[1:]),
+        "tokenizer": tok.identity(), "dtype": dtype.name, "eos_id": tok.eos_id, "seq_len": options["seq_len"],
+        "inputs": [s.describe() for s in sources], "options": options,
+        "documents": sum(s["documents"] for s in splits.values()),
+        "tokens": sum(s["tokens"] for s in splits.values()),
+        "splits": splits, "stats": stats, "signature": signature,
+    }
+    if options["format"] == "hdf5":
+        from cerebras_gpt.data.hdf5 import write_hdf5
+
+        meta = write_hdf5(out, meta, options["seq_len"], examples_per_file)
+    write_json_atomic(out / META_NAME, meta)
+    shutil.rmtree(out / STATE_DIR)
+    _report(meta)
+    return meta
+
+
+def _report(meta: dict) -> None:
+    s, splits = meta["stats"], meta["splits"]
+    logger.info("prepared %s documents, %s tokens (train %s, val %s) from %.1f MB",
+                f"{meta['documents']:,}", f"{meta['tokens']:,}", f"{splits['train']['tokens']:,}",
+                f"{splits['val']['tokens']:,}", s["bytes"] / 1e6)
+    for key, what in (("empty", "empty documents skipped"), ("duplicates", "duplicate documents removed"),
+                      ("bad_lines", "malformed JSONL lines skipped (--skip-bad)")):
+        if s[key]:
+            logger.info("%s %s", f"{s[key]:,}", what)
+    if s["invalid_utf8"]:
+        logger.warning("%s invalid UTF-8 sequences were replaced with U+FFFD", f"{s['invalid_utf8']:,}")
