@@ -38,27 +38,31 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int,
                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hd) at positions (T,) or (B, T); return the keys/values to attend to.
+        """Write k, v (B, nh, T, hd) at positions (T,) or (B, T); return keys/values to attend to.
 
-        ``rows`` (B,) selects which cache rows the batch occupies (a server prefilling one request
-        while others decode); then the returned tensors are those rows only.
+        Returns slots ``0..span-1`` of the batch's rows. ``rows`` (B,) selects which cache rows the
+        batch occupies (a server prefilling one request while others decode); default rows 0..B-1.
         """
-        if rows is None and input_pos.dim() == 1:
+        B, nh, T, hd = k.shape
+        if rows is None and input_pos.dim() == 1 and B == self.k.shape[0]:
             self.k.index_copy_(2, input_pos, k)
             self.v.index_copy_(2, input_pos, v)
-            return self.k, self.v
+            return self.k[:, :, :span], self.v[:, :, :span]
+        # One flat index_copy_: slot (row, head, pos) of the cache is row (row*nh + head)*S + pos of
+        # its (rows*nh*S, hd) view. Much cheaper than advanced-index assignment for ragged writes.
+        S = self.k.shape[2]
+        row_ids = torch.arange(B, device=k.device) if rows is None else rows
+        pos = input_pos.expand(B, T) if input_pos.dim() == 1 else input_pos  # (B, T)
+        heads = torch.arange(nh, device=k.device)
+        flat = ((row_ids.view(B, 1, 1) * nh + heads.view(1, nh, 1)) * S + pos.view(B, 1, T)).reshape(-1)
+        self.k.view(-1, hd).index_copy_(0, flat, k.reshape(-1, hd))
+        self.v.view(-1, hd).index_copy_(0, flat, v.reshape(-1, hd))
+        keys, values = self.k[:, :, :span], self.v[:, :, :span]
         if rows is None:
-            rows = torch.arange(k.shape[0], device=k.device)
-        if input_pos.dim() == 1:
-            input_pos = input_pos.expand(k.shape[0], -1)
-        index = rows.unsqueeze(1)  # (B, 1)
-        self.k[index, :, input_pos] = k.transpose(1, 2)  # the indexed view is (B, T, nh, hd)
-        self.v[index, :, input_pos] = v.transpose(1, 2)
-        if rows.numel() == self.k.shape[0] and bool((rows == torch.arange(rows.numel(), device=rows.device)).all()):
-            return self.k, self.v
-        return self.k[rows], self.v[rows]
+            return keys[:B], values[:B]
+        return keys[rows], values[rows]
 
     def reset(self) -> None:
         self.k.zero_()
@@ -87,9 +91,9 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
             )
         else:
-            k, v = kv_cache.update(input_pos, k, v, cache_rows)
-            S = mask.shape[-1]  # only the slots some query can see
-            y = F.scaled_dot_product_attention(q, k[:, :, :S], v[:, :, :S], attn_mask=mask, scale=self.scale)
+            # Only the slots some query can see: 0..max position.
+            k, v = kv_cache.update(input_pos, k, v, span=mask.shape[-1], rows=cache_rows)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -1,0 +1,104 @@
+"""Decode throughput: cerebras-gpt vs transformers `generate()`, same weights, same KV-cache decoding.
+
+The 111M shape with random weights in fp32 on the CPU, greedy, 128 new tokens after a 32-token
+prompt, batch 1 and batch 8. The two implementations alternate within one run (ours, theirs, ours,
+...) so both see the same machine load; the median of the repeats is reported, and the ratio is
+what to read on a shared machine.
+
+    python bench/generate.py [--preset Cerebras-GPT-111M] [--repeats 5] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="Cerebras-GPT-111M")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    args = parser.parse_args()
+
+    from transformers import GPT2LMHeadModel
+
+    from cerebras_gpt import GPT, GPTConfig
+    from cerebras_gpt.generate import generate_ids
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d:
+        GPT(GPTConfig.from_name(args.preset)).save_pretrained(d)
+        ours = GPT.from_pretrained(d)
+        theirs = GPT2LMHeadModel.from_pretrained(d).eval()
+    n = args.new_tokens
+
+    def run_ours(prompts):
+        out = generate_ids(ours, prompts.tolist(), max_new_tokens=n, temperature=0, stop_at_eos=False)
+        return [len(o) for o in out]
+
+    def run_theirs(prompts):
+        with torch.inference_mode():
+            out = theirs.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=n,
+                                  min_new_tokens=n, do_sample=False, use_cache=True, pad_token_id=50256)
+        return [out.shape[1] - prompts.shape[1]] * prompts.shape[0]
+
+    rows = []
+    for batch in args.batches:
+        prompts = torch.randint(0, 50257, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(batch))
+        times = {"cerebras-gpt": [], "transformers": []}
+        # Same outputs first: the comparison is only fair if both decode the same tokens.
+        assert generate_ids(ours, prompts[:, :].tolist(), max_new_tokens=8, temperature=0, stop_at_eos=False) == \
+            theirs.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=8, min_new_tokens=8,
+                            do_sample=False, pad_token_id=50256)[:, args.prompt_tokens:].tolist()
+        for fn in (run_ours, run_theirs):  # warm-up
+            fn(prompts)
+        for _ in range(args.repeats):
+            for name, fn in (("cerebras-gpt", run_ours), ("transformers", run_theirs)):
+                start = time.perf_counter()
+                counts = fn(prompts)
+                times[name].append(sum(counts) / (time.perf_counter() - start))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append((batch, med["cerebras-gpt"], med["transformers"], med["cerebras-gpt"] / med["transformers"],
+                     times))
+        print(f"batch {batch}: cerebras-gpt {med['cerebras-gpt']:.1f} tok/s, transformers "
+              f"{med['transformers']:.1f} tok/s, ratio {med['cerebras-gpt'] / med['transformers']:.2f}x", flush=True)
+
+    import transformers
+
+    table = "\n".join(
+        f"| {b} | {o:.1f} | {t:.1f} | **{r:.2f}x** | {', '.join(f'{x:.1f}' for x in ts['cerebras-gpt'])} / "
+        f"{', '.join(f'{x:.1f}' for x in ts['transformers'])} |" for b, o, t, r, ts in rows)
+    section = f"""## Decode throughput (`bench/generate.py`)
+
+{args.preset} shape, random weights, fp32, CPU, greedy, {args.prompt_tokens}-token prompt, {n} new tokens,
+KV cache on both sides; median of {args.repeats} alternating repeats (generated tokens/s, all rows).
+
+| batch | cerebras-gpt tok/s | transformers {transformers.__version__} `generate()` tok/s | ratio | all repeats (ours / theirs) |
+|---|---|---|---|---|
+{table}
+
+Command: `.venv/bin/python bench/generate.py` — machine: {platform.machine()}, {torch.get_num_threads()} torch threads,
+torch {torch.__version__}, shared 2-core box (other jobs running; read the ratio)."""
+    print(section)
+    if not args.no_record:
+        from update_section import update_section
+
+        update_section(ROOT / "BENCHMARKS.md", "generate", section)
+
+
+if __name__ == "__main__":
+    main()
