@@ -1,0 +1,53 @@
+"""`cerebras-gpt serve`: the OpenAI-compatible HTTP server with continuous batching and a playground page."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+import tyro
+
+from cerebras_gpt.commands import run_command
+from cerebras_gpt.serve.engine import EngineConfig
+
+
+@dataclasses.dataclass
+class ServeArgs:
+    """Serve a model over OpenAI's HTTP API with continuous batching, and a playground page at /.
+
+    Routes: POST /v1/completions and /v1/chat/completions (stream: true for server-sent events),
+    GET /v1/models, /health, /metrics (Prometheus). Example:
+    cerebras-gpt serve --model cerebras/Cerebras-GPT-111M --port 8000
+    """
+
+    model: str
+    """Model directory, training checkpoint directory, or hub id (e.g. cerebras/Cerebras-GPT-111M)."""
+    host: str = "127.0.0.1"
+    """Address to bind. The default answers this machine only; 0.0.0.0 opens it to the network (set --api-key)."""
+    port: int = 8000
+    """TCP port."""
+    api_key: str | None = None
+    """When set, /v1 routes need the header 'Authorization: Bearer <key>' (401 otherwise)."""
+    model_name: str | None = None
+    """Name clients pass as "model" (default: the --model value)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    dtype: str = "auto"
+    """float32, bfloat16, float16, or auto (bfloat16 on CUDA, float32 on CPU)."""
+    log_level: str = "info"
+    """uvicorn's log level: critical, error, warning, info, debug."""
+    engine: Annotated[EngineConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=EngineConfig)
+
+
+def run(args: ServeArgs) -> int:
+    from cerebras_gpt.serve.app import run_server
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port {args.port} is not a TCP port (1-65535)")
+    run_server(args.model, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
+               engine_config=args.engine, device=args.device, dtype=args.dtype, log_level=args.log_level)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_command(ServeArgs, argv, "cerebras-gpt serve", run)

@@ -1,0 +1,476 @@
+"""The continuous-batching engine: many sequences decode together, joining and leaving at every step.
+
+One background thread owns the model. The model's KV cache has ``max_slots`` rows (`setup_kv_cache`
+once); a running sequence holds one row, and rows ``0..n-1`` are always the n running sequences:
+when one leaves, the last one's cache is moved into its row (one row copy, once per finished request).
+Every step then:
+
+1. drops cancelled (client gone) and timed-out sequences, freeing their rows at once;
+2. admits waiting sequences into free rows and prefills them in one ragged batch (right-padded:
+   a row only attends to its own slots ``0..position``, so padding written past a prompt is never
+   read before the decode step that overwrites it; see `model.KVCache`);
+3. decodes every running sequence in one call, each at its own position.
+
+The model reads a *view* of the first n (or the newly admitted) rows of the cache, so it never copies
+rows it does not use: `KVCache.update` with arbitrary ``cache_rows`` gathers the whole rows (all
+positions of every layer) at every step, which costs more than the decode itself at 16 rows.
+
+Each sequence samples with its own `torch.Generator` and `SamplingParams` (`generate.sample_next`),
+so a request's tokens do not depend on what else is running: concurrent outputs equal the same
+requests run one at a time (up to float rounding of batched matmuls). Text goes through
+`generate.TextStreamer` (whole UTF-8 characters, stop strings cut).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from cerebras_gpt.generate import SamplingParams, TextStreamer, sample_next
+from cerebras_gpt.model import GPT, KVCache
+from cerebras_gpt.serve.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineConfig:
+    """Capacity and limits of the serving engine."""
+
+    max_slots: int = 16
+    """Sequences decoded together (KV cache rows); more wait in the queue."""
+    max_seq_len: int | None = None
+    """Positions per cache row, prompt + completion (default: the model's context). The cache takes
+    2 x layers x max_slots x max_seq_len x width values: lower it to save memory."""
+    max_queue: int = 64
+    """Sequences that may wait for a free slot; beyond that requests get 429 with Retry-After."""
+    request_timeout: float = 600.0
+    """Seconds a request may take (waiting included); then it ends with finish_reason "length"."""
+    max_prefill_tokens: int = 4096
+    """Most prompt tokens (padded) prefilled in one step, so new long prompts do not stall decoding."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_slots < 1:
+            problems.append(f"max_slots={self.max_slots} must be >= 1")
+        if self.max_seq_len is not None and self.max_seq_len < 2:
+            problems.append(f"max_seq_len={self.max_seq_len} must be >= 2 (or unset for the model's context)")
+        if self.max_queue < 0:
+            problems.append(f"max_queue={self.max_queue} must be >= 0")
+        if not self.request_timeout > 0:
+            problems.append(f"request_timeout={self.request_timeout} must be > 0 seconds")
+        if self.max_prefill_tokens < 1:
+            problems.append(f"max_prefill_tokens={self.max_prefill_tokens} must be >= 1")
+        if problems:
+            raise ValueError("invalid engine settings: " + "; ".join(problems))
+
+
+@dataclass
+class SeqRequest:
+    """One sequence to generate (one choice of one prompt)."""
+
+    prompt: list[int]
+    """Prompt token ids (at least one)."""
+    max_tokens: int
+    """Most tokens to generate (0: only score the prompt, with ``prompt_logprobs``)."""
+    params: SamplingParams = field(default_factory=SamplingParams)
+    """Temperature, top-k/p, repetition penalty, stop strings, seed, stop_at_eos."""
+    presence_penalty: float = 0.0
+    """OpenAI presence penalty: subtract this from the logit of every token already generated."""
+    frequency_penalty: float = 0.0
+    """OpenAI frequency penalty: subtract this times the token's count in the output so far."""
+    logit_bias: dict[int, float] | None = None
+    """Added to the logits of these token ids before sampling."""
+    logprobs: int | None = None
+    """Report the chosen token's log probability and the ``logprobs`` most likely ones (None: off)."""
+    prompt_logprobs: bool = False
+    """Also report the log probability of every prompt token (``echo`` with ``logprobs``)."""
+
+
+@dataclass
+class Event:
+    """What the engine tells a request's sink: a token (with its text) or the end of a sequence."""
+
+    index: int
+    """Which sequence of the request (the order given to `Engine.submit`)."""
+    text: str = ""
+    """New text that is safe to show (whole characters; may be empty while a stop string could form)."""
+    token: int | None = None
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
+    prompt_logprobs: list[tuple[int, float | None, list[tuple[int, float]]]] | None = None
+    """(token, logprob or None for the first, top alternatives) per prompt token."""
+    finish_reason: str | None = None
+    """Set on the last event of a sequence: "stop" (EOS or a stop string), "length", or "error"."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class QueueFull(Exception):
+    """The engine holds as many sequences as it may; retry after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the server is at capacity; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class _Seq:
+    """A sequence's state inside the engine."""
+
+    def __init__(self, req: SeqRequest, index: int, sink: Callable[[Event], None], deadline: float,
+                 tokenizer, vocab: int, device: torch.device) -> None:
+        self.req, self.index, self.sink, self.deadline = req, index, sink, deadline
+        self.arrival = time.monotonic()
+        self.first_token_at: float | None = None
+        self.row = -1
+        self.pos = 0  # where the pending token goes in the cache
+        self.pending = 0
+        self.n_out = 0
+        self.cancelled = False
+        self.done = False
+        p = req.params
+        seed = p.seed if p.seed is not None else secrets.randbits(63)
+        self.generator = None if p.greedy else torch.Generator(device=device).manual_seed(seed)
+        self.streamer = TextStreamer(tokenizer, p.stop)
+        self.seen = None
+        if p.repetition_penalty != 1.0:
+            self.seen = torch.zeros(1, vocab, dtype=torch.bool, device=device)
+            self.seen[0, req.prompt] = True
+        self.counts = None
+        if req.presence_penalty or req.frequency_penalty:
+            self.counts = torch.zeros(vocab, device=device)
+        self.bias = None
+        if req.logit_bias:
+            self.bias = torch.zeros(vocab, device=device)
+            self.bias[list(req.logit_bias)] = torch.tensor(list(req.logit_bias.values()), device=device)
+
+
+class Handle:
+    """The sequences of one submitted request; `Engine.cancel` takes it."""
+
+    def __init__(self, seqs: list[_Seq]) -> None:
+        self.seqs = seqs
+
+
+def _cache_view(full: KVCache, start: int, stop: int) -> KVCache:
+    """A KVCache whose buffers are rows ``start:stop`` of ``full`` (views: writes land in ``full``)."""
+    view = KVCache.__new__(KVCache)
+    nn.Module.__init__(view)
+    view.register_buffer("k", full.k[start:stop], persistent=False)
+    view.register_buffer("v", full.v[start:stop], persistent=False)
+    return view
+
+
+class Engine:
+    """Continuous batching over one model in a background thread.
+
+    Args:
+        model: a GPT (eval mode, on its device); the engine owns its KV cache while running.
+        tokenizer: the model's tokenizer (``decode_bytes``, ``eos_id``).
+        config: capacity and limits.
+        metrics: where to count requests, tokens and latencies (a fresh one by default).
+    """
+
+    def __init__(self, model: GPT, tokenizer, config: EngineConfig | None = None,
+                 metrics: ServerMetrics | None = None) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.config = config or EngineConfig()
+        self.max_seq_len = self.config.max_seq_len or model.config.block_size
+        if self.max_seq_len > model.config.block_size:
+            raise ValueError(f"max_seq_len={self.max_seq_len} exceeds the model's context "
+                             f"({model.config.block_size}); lower it")
+        self.metrics = metrics or ServerMetrics()
+        self.metrics.slots_total = self.config.max_slots
+        self.device = model.transformer.wte.weight.device
+        self.vocab = model.config.vocab_size
+        self._cv = threading.Condition()
+        self._waiting: deque[_Seq] = deque()
+        self._active: list[_Seq] = []  # index == cache row
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._full: list[KVCache] = []
+        self._views: dict[tuple[int, int], list[KVCache]] = {}
+
+    # ----- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Allocate the KV cache and start the decoding thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self.model.setup_kv_cache(self.config.max_slots, self.max_seq_len)
+        self._full = [block.kv_cache for block in self.model.transformer.h]
+        self._views.clear()
+        c = self.model.config
+        size = 2 * c.n_layer * self.config.max_slots * self.max_seq_len * c.n_embd * self._full[0].k.element_size()
+        log.info("engine: %d slots x %d positions, KV cache %.1f MB on %s", self.config.max_slots,
+                 self.max_seq_len, size / 1e6, self.device)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="cerebras-gpt-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; sequences still running end with finish_reason "error"."""
+        if self._thread is None:
+            return
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._thread.join()
+        self._thread = None
+        for seq in list(self._active) + list(self._waiting):
+            self._finish(seq, "error")
+        self._active.clear()
+        self._waiting.clear()
+        self.model.clear_kv_cache()
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    # ----- requests ---------------------------------------------------------------------
+    def submit(self, requests: list[SeqRequest], sink: Callable[[Event], None]) -> Handle:
+        """Queue sequences; ``sink`` gets their events, called from the engine thread.
+
+        Raises:
+            ValueError: a prompt is empty, has ids outside the vocabulary, or does not fit with its
+                ``max_tokens`` in ``max_seq_len``.
+            QueueFull: the engine already holds ``max_slots + max_queue`` sequences.
+        """
+        for i, r in enumerate(requests):
+            if not r.prompt:
+                raise ValueError(f"sequence {i}: the prompt is empty; give at least one token")
+            if min(r.prompt) < 0 or max(r.prompt) >= self.vocab:
+                raise ValueError(f"sequence {i}: prompt token ids must be in [0, {self.vocab})")
+            if r.max_tokens < 0 or len(r.prompt) + r.max_tokens > self.max_seq_len:
+                raise ValueError(f"sequence {i}: {len(r.prompt)} prompt tokens + max_tokens={r.max_tokens} "
+                                 f"exceed the {self.max_seq_len}-token context")
+        deadline = time.monotonic() + self.config.request_timeout
+        seqs = [_Seq(r, i, sink, deadline, self.tokenizer, self.vocab, self.device) for i, r in enumerate(requests)]
+        with self._cv:
+            held = len(self._active) + len(self._waiting)
+            if held + len(seqs) > self.config.max_slots + self.config.max_queue:
+                self.metrics.rejected += 1
+                raise QueueFull(retry_after=1)
+            self._waiting.extend(seqs)
+            self.metrics.queue_depth = len(self._waiting)
+            self._cv.notify_all()
+        return Handle(seqs)
+
+    def cancel(self, handle: Handle) -> None:
+        """Drop a request's unfinished sequences (client gone); their slots free at the next step."""
+        with self._cv:
+            for seq in handle.seqs:
+                if not seq.done:
+                    seq.cancelled = True
+            self._cv.notify_all()
+
+    # ----- the loop ---------------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cv:
+                    while not self._stopping and not self._waiting and not self._active:
+                        self._cv.wait()
+                    if self._stopping:
+                        return
+                try:
+                    self._step()
+                except Exception:  # a failed step must not kill the server: fail the running sequences
+                    log.exception("engine step failed; ending the running sequences with an error")
+                    for seq in list(self._active):
+                        self._finish(seq, "error")
+                    self._active.clear()
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        for seq in [s for s in self._active if s.cancelled or now > s.deadline]:
+            self._remove(seq, None if seq.cancelled else "length")
+        new = self._admit(now)
+        if new:
+            self._prefill(new)
+        if self._active:
+            self._decode()
+        self.metrics.running = len(self._active)
+
+    def _admit(self, now: float) -> list[_Seq]:
+        new: list[_Seq] = []
+        longest = 0
+        with self._cv:
+            while self._waiting and len(self._active) + len(new) < self.config.max_slots:
+                seq = self._waiting[0]
+                if seq.cancelled or now > seq.deadline:
+                    self._waiting.popleft()
+                    self._finish(seq, None if seq.cancelled else "length")
+                    continue
+                longest_if = max(longest, len(seq.req.prompt))
+                if new and longest_if * (len(new) + 1) > self.config.max_prefill_tokens:
+                    break
+                longest = longest_if
+                new.append(self._waiting.popleft())
+            self.metrics.queue_depth = len(self._waiting)
+        return new
+
+    def _bind(self, start: int, stop: int) -> None:
+        """Point every layer at rows ``start:stop`` of the cache."""
+        views = self._views.get((start, stop))
+        if views is None:
+            views = self._views[(start, stop)] = [_cache_view(full, start, stop) for full in self._full]
+        for block, view in zip(self.model.transformer.h, views):
+            block.kv_cache = view
+
+    def _prefill(self, new: list[_Seq]) -> None:
+        for seq in new:
+            seq.row = len(self._active)
+            self._active.append(seq)
+            self.metrics.prompt_tokens += len(seq.req.prompt)
+        # Sequences that want log probabilities of their prompt need logits at every position.
+        plain = [s for s in new if not s.req.prompt_logprobs]
+        if plain:
+            # Rows of `plain` are not contiguous when some need prompt logprobs: prefill those one by one.
+            groups = [plain] if len(plain) == len(new) else [[s] for s in plain]
+            for group in groups:
+                lengths = torch.tensor([len(s.req.prompt) for s in group], device=self.device)
+                tokens = torch.zeros(len(group), int(lengths.max()), dtype=torch.long, device=self.device)
+                for k, s in enumerate(group):
+                    tokens[k, : len(s.req.prompt)] = torch.tensor(s.req.prompt, device=self.device)
+                self._bind(group[0].row, group[0].row + len(group))
+                logits = self.model(tokens, torch.arange(tokens.shape[1], device=self.device),
+                                    logits_index=lengths - 1)[:, 0]
+                for k, s in enumerate(group):
+                    s.pos = len(s.req.prompt)
+                    self._first(s, logits[k])
+        for s in new:
+            if s.req.prompt_logprobs:
+                self._bind(s.row, s.row + 1)
+                ids = torch.tensor([s.req.prompt], device=self.device)
+                logits = self.model(ids, torch.arange(ids.shape[1], device=self.device))[0]  # (T, V)
+                s.pos = len(s.req.prompt)
+                self._emit_prompt_logprobs(s, logits)
+                self._first(s, logits[-1])
+        for s in [s for s in new if s.done]:
+            self._remove(s, None)
+
+    def _first(self, seq: _Seq, logits: torch.Tensor) -> None:
+        if seq.req.max_tokens == 0:
+            self._finish(seq, "length")
+            return
+        self._sample(seq, logits)
+
+    def _decode(self) -> None:
+        n = len(self._active)
+        self._bind(0, n)
+        tokens = torch.tensor([[s.pending] for s in self._active], device=self.device)
+        positions = torch.tensor([[s.pos] for s in self._active], device=self.device)
+        logits = self.model(tokens, positions)[:, 0]  # (n, V)
+        for i, seq in enumerate(list(self._active)):
+            seq.pos += 1
+            self._sample(seq, logits[i])
+        for seq in [s for s in self._active if s.done]:
+            self._remove(seq, None)
+
+    def _sample(self, seq: _Seq, logits: torch.Tensor) -> None:
+        """Pick the next token of ``seq`` from its logits (V,), emit it, and finish it if it is done."""
+        req, params = seq.req, seq.req.params
+        raw = logits.float()
+        x = raw
+        if seq.counts is not None:
+            x = x - req.frequency_penalty * seq.counts - req.presence_penalty * (seq.counts > 0)
+        if seq.bias is not None:
+            x = x + seq.bias
+        token = int(sample_next(x.unsqueeze(0), params, seq.generator, seq.seen)[0])
+        seq.n_out += 1
+        self.metrics.add_generated(1)
+        if seq.first_token_at is None:
+            seq.first_token_at = time.monotonic()
+            self.metrics.ttft.observe(seq.first_token_at - seq.arrival)
+        if seq.seen is not None:
+            seq.seen[0, token] = True
+        if seq.counts is not None:
+            seq.counts[token] += 1
+        event = Event(index=seq.index, token=token)
+        if req.logprobs is not None:
+            logp = torch.log_softmax(raw, dim=-1)
+            event.logprob = float(logp[token])
+            if req.logprobs > 0:
+                top = torch.topk(logp, req.logprobs)
+                event.top_logprobs = list(zip(top.indices.tolist(), top.values.tolist()))
+        eos = params.stop_at_eos and token == self.tokenizer.eos_id
+        reason = None
+        if eos:
+            event.text = seq.streamer.flush()
+            reason = "stop"
+        else:
+            event.text = seq.streamer.push(token)
+            if seq.streamer.stopped:
+                reason = "stop"
+            elif seq.n_out >= req.max_tokens or seq.pos >= self.max_seq_len:
+                event.text += seq.streamer.flush()
+                reason = "length"
+        if reason is None:
+            seq.pending = token
+            self._send(seq, event)
+        else:
+            self._finish(seq, reason, event)
+
+    def _emit_prompt_logprobs(self, seq: _Seq, logits: torch.Tensor) -> None:
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (T, V): row t predicts token t+1
+        ids = seq.req.prompt
+        k = seq.req.logprobs or 0
+        out: list[tuple[int, float | None, list[tuple[int, float]]]] = [(ids[0], None, [])]
+        for t in range(1, len(ids)):
+            top = []
+            if k > 0:
+                values, indices = torch.topk(logp[t - 1], k)
+                top = list(zip(indices.tolist(), values.tolist()))
+            out.append((ids[t], float(logp[t - 1, ids[t]]), top))
+        self._send(seq, Event(index=seq.index, prompt_logprobs=out))
+
+    # ----- bookkeeping ------------------------------------------------------------------
+    def _send(self, seq: _Seq, event: Event) -> None:
+        if seq.cancelled:
+            return
+        try:
+            seq.sink(event)
+        except Exception:  # the client's event loop is gone: treat as a disconnect
+            seq.cancelled = True
+
+    def _finish(self, seq: _Seq, reason: str | None, event: Event | None = None) -> None:
+        """Mark ``seq`` done; ``reason`` None means cancelled (nothing is sent)."""
+        if seq.done:
+            return
+        seq.done = True
+        if reason is None or seq.cancelled:
+            self.metrics.finished["cancelled"] += 1
+            return
+        self.metrics.finished[reason] += 1
+        self.metrics.latency.observe(time.monotonic() - seq.arrival)
+        if event is None:
+            event = Event(index=seq.index, text="" if reason == "error" else seq.streamer.flush())
+        event.finish_reason = reason
+        event.prompt_tokens, event.completion_tokens = len(seq.req.prompt), seq.n_out
+        self._send(seq, event)
+
+    def _remove(self, seq: _Seq, reason: str | None) -> None:
+        """Take ``seq`` out of the running batch, moving the last row into its place."""
+        self._finish(seq, reason)
+        i, last = seq.row, self._active[-1]
+        if last is not seq:
+            filled = last.pos  # cache slots 0..pos-1 hold the last row's tokens
+            for full in self._full:
+                full.k[i, :, :filled] = full.k[last.row, :, :filled]
+                full.v[i, :, :filled] = full.v[last.row, :, :filled]
+            self._active[i] = last
+            last.row = i
+        self._active.pop()
+        seq.row = -1
