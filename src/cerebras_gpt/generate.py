@@ -148,6 +148,7 @@ def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: Sampling
         logits = model(tokens, positions, logits_index=lengths - 1)[:, -1]
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         next_pos = lengths.clone()
+        uniform = bool((lengths == lengths[0]).all())
         for _ in range(params.max_new_tokens):
             token = sample_next(logits, params, generator, seen)
             if eos_id is not None and params.stop_at_eos:
@@ -161,7 +162,10 @@ def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: Sampling
                 return
             if seen is not None:
                 seen[torch.arange(B, device=device), token] = True
-            logits = model(token.unsqueeze(1), next_pos.unsqueeze(1))[:, -1]
+            # Rows in step share one position when the prompts had equal lengths: a 1-D position
+            # lets the model skip the attention mask (the common batch-1 case).
+            pos = next_pos[:1] if uniform else next_pos.unsqueeze(1)
+            logits = model(token.unsqueeze(1), pos)[:, -1]
             next_pos += 1
     finally:
         model.clear_kv_cache()

@@ -80,7 +80,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                mask: torch.Tensor | None = None, cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache_rows: torch.Tensor | None = None,
+                span: int | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
@@ -91,8 +92,8 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
             )
         else:
-            # Only the slots some query can see: 0..max position.
-            k, v = kv_cache.update(input_pos, k, v, span=mask.shape[-1], rows=cache_rows)
+            # Only the slots some query can see: 0..max position (span).
+            k, v = kv_cache.update(input_pos, k, v, span=span, rows=cache_rows)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -119,9 +120,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, cache_rows: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), input_pos, self.kv_cache, mask, cache_rows)
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                cache_rows: torch.Tensor | None = None, span: int | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), input_pos, self.kv_cache, mask, cache_rows, span)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -196,21 +197,24 @@ class GPT(nn.Module):
                     "truncate the input or use a sliding window"
                 )
             input_pos = torch.arange(T, device=input_ids.device)
-        mask = None
+        mask, span = None, None
         if caching:
             # Position p sees cache slots 0..p of its own row; slots past the furthest position are cut.
             span = int(input_pos.max()) + 1
             if span > self.transformer.h[0].kv_cache.k.shape[2]:
                 raise ValueError(f"position {span - 1} is past the KV cache length; set up a longer cache")
-            slots = torch.arange(span, device=input_ids.device)
-            mask = slots <= input_pos.unsqueeze(-1)  # (T, S) or (B, T, S)
-            mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (B, 1, T, S)
+            if input_pos.dim() == 1 and T == 1:
+                mask = None  # one shared position p: slots 0..p are all visible, no mask needed
+            else:
+                slots = torch.arange(span, device=input_ids.device)
+                mask = slots <= input_pos.unsqueeze(-1)  # (T, S) or (B, T, S)
+                mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (B, 1, T, S)
         x = self.transformer.wte(input_ids) + self.transformer.wpe(input_pos)
         if self.embeddings_scale != 1.0:
             x = x * self.embeddings_scale
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, input_pos, mask, cache_rows)
+            x = block(x, input_pos, mask, cache_rows, span)
         if isinstance(logits_index, int):
             x = x[:, logits_index].unsqueeze(1)
         elif logits_index is not None:
