@@ -1,0 +1,82 @@
+"""The playground page in a real headless browser (Debian's chromium, driven by Playwright): type a
+prompt, set temperature and max tokens, press Generate, and watch the streamed text arrive; it must be
+exactly what the API returns for the same request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_serve_api import MODEL, LiveServer, save_tiny
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
+                       "(make browser, or apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory):
+    with LiveServer(save_tiny(tmp_path_factory.mktemp("page")), api_key="pg-key", max_slots=4) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+def test_playground_streams_the_api_completion(page_server, browser):
+    expected = page_server.client("pg-key").completions.create(
+        model=MODEL, prompt="The playground says", max_tokens=24, temperature=0).choices[0].text
+    chunks = page_server.client("pg-key").completions.create(
+        model=MODEL, prompt="The playground says", max_tokens=24, temperature=0, stream=True)
+    assert sum(1 for c in chunks if c.choices[0].text) > 1  # the text arrives in several pieces
+
+    page = browser.new_page()
+    page.goto(page_server.url + "/")
+    page.fill("#api-key", "pg-key")
+    page.fill("#prompt", "The playground says")
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "24")
+    page.select_option("#mode", "completion")
+    with page.expect_response(lambda r: r.url.endswith("/v1/completions")) as response:
+        page.click("#generate")
+    assert response.value.status == 200
+    assert response.value.headers["content-type"].startswith("text/event-stream")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
+    assert page.text_content("#generated") == expected
+    assert page.inner_text("#output .prompt") == "The playground says"
+    status = page.inner_text("#status")
+    assert "24 tokens" in status and "finish_reason length" in status
+    assert MODEL in page.inner_text("#model")
+    page.close()
+
+
+def test_playground_chat_mode_and_errors(page_server, browser):
+    page = browser.new_page()
+    page.goto(page_server.url + "/")
+    page.fill("#prompt", "Hello there")
+    page.select_option("#mode", "chat")
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "8")
+    page.click("#generate")  # no API key yet: the server's 401 message is shown
+    page.wait_for_function("document.getElementById('status').className === 'error'", timeout=60_000)
+    assert "API key" in page.inner_text("#status")
+    page.fill("#api-key", "pg-key")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
+    expected = page_server.client("pg-key").chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=8, temperature=0)
+    assert page.text_content("#generated") == expected.choices[0].message.content
+    page.close()
