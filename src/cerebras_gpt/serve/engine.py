@@ -11,9 +11,10 @@ Every step then:
    read before the decode step that overwrites it; see `model.KVCache`);
 3. decodes every running sequence in one call, each at its own position.
 
-The model reads a *view* of the first n (or the newly admitted) rows of the cache, so it never copies
-rows it does not use: `KVCache.update` with arbitrary ``cache_rows`` gathers the whole rows (all
-positions of every layer) at every step, which costs more than the decode itself at 16 rows.
+Keeping the running rows a prefix is what makes decoding cheap: a batch of n rows with no
+``cache_rows`` attends to a view of the cache's first n rows, while arbitrary ``cache_rows`` gather
+those rows (all their positions, every layer) at every step. Prefills name their rows (``cache_rows``)
+and pay that gather once, for the new rows only.
 
 Each sequence samples with its own `torch.Generator` and `SamplingParams` (`generate.sample_next`),
 so a request's tokens do not depend on what else is running: concurrent outputs equal the same
@@ -32,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn as nn
 
 from cerebras_gpt.generate import SamplingParams, TextStreamer, sample_next
 from cerebras_gpt.model import GPT, KVCache
@@ -160,15 +160,6 @@ class Handle:
         self.seqs = seqs
 
 
-def _cache_view(full: KVCache, start: int, stop: int) -> KVCache:
-    """A KVCache whose buffers are rows ``start:stop`` of ``full`` (views: writes land in ``full``)."""
-    view = KVCache.__new__(KVCache)
-    nn.Module.__init__(view)
-    view.register_buffer("k", full.k[start:stop], persistent=False)
-    view.register_buffer("v", full.v[start:stop], persistent=False)
-    return view
-
-
 class Engine:
     """Continuous batching over one model in a background thread.
 
@@ -197,7 +188,6 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._full: list[KVCache] = []
-        self._views: dict[tuple[int, int], list[KVCache]] = {}
 
     # ----- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -206,7 +196,6 @@ class Engine:
             return
         self.model.setup_kv_cache(self.config.max_slots, self.max_seq_len)
         self._full = [block.kv_cache for block in self.model.transformer.h]
-        self._views.clear()
         c = self.model.config
         size = 2 * c.n_layer * self.config.max_slots * self.max_seq_len * c.n_embd * self._full[0].k.element_size()
         log.info("engine: %d slots x %d positions, KV cache %.1f MB on %s", self.config.max_slots,
@@ -321,14 +310,6 @@ class Engine:
             self.metrics.queue_depth = len(self._waiting)
         return new
 
-    def _bind(self, start: int, stop: int) -> None:
-        """Point every layer at rows ``start:stop`` of the cache."""
-        views = self._views.get((start, stop))
-        if views is None:
-            views = self._views[(start, stop)] = [_cache_view(full, start, stop) for full in self._full]
-        for block, view in zip(self.model.transformer.h, views):
-            block.kv_cache = view
-
     def _prefill(self, new: list[_Seq]) -> None:
         for seq in new:
             seq.row = len(self._active)
@@ -336,25 +317,22 @@ class Engine:
             self.metrics.prompt_tokens += len(seq.req.prompt)
         # Sequences that want log probabilities of their prompt need logits at every position.
         plain = [s for s in new if not s.req.prompt_logprobs]
-        if plain:
-            # Rows of `plain` are not contiguous when some need prompt logprobs: prefill those one by one.
-            groups = [plain] if len(plain) == len(new) else [[s] for s in plain]
-            for group in groups:
-                lengths = torch.tensor([len(s.req.prompt) for s in group], device=self.device)
-                tokens = torch.zeros(len(group), int(lengths.max()), dtype=torch.long, device=self.device)
-                for k, s in enumerate(group):
-                    tokens[k, : len(s.req.prompt)] = torch.tensor(s.req.prompt, device=self.device)
-                self._bind(group[0].row, group[0].row + len(group))
-                logits = self.model(tokens, torch.arange(tokens.shape[1], device=self.device),
-                                    logits_index=lengths - 1)[:, 0]
-                for k, s in enumerate(group):
-                    s.pos = len(s.req.prompt)
-                    self._first(s, logits[k])
+        if plain:  # one ragged batch, right-padded; only the last prompt position's logits are needed
+            lengths = torch.tensor([len(s.req.prompt) for s in plain], device=self.device)
+            tokens = torch.zeros(len(plain), int(lengths.max()), dtype=torch.long, device=self.device)
+            for k, s in enumerate(plain):
+                tokens[k, : len(s.req.prompt)] = torch.tensor(s.req.prompt, device=self.device)
+            rows = torch.tensor([s.row for s in plain], device=self.device)
+            logits = self.model(tokens, torch.arange(tokens.shape[1], device=self.device),
+                                logits_index=lengths - 1, cache_rows=rows)[:, 0]
+            for k, s in enumerate(plain):
+                s.pos = len(s.req.prompt)
+                self._first(s, logits[k])
         for s in new:
             if s.req.prompt_logprobs:
-                self._bind(s.row, s.row + 1)
                 ids = torch.tensor([s.req.prompt], device=self.device)
-                logits = self.model(ids, torch.arange(ids.shape[1], device=self.device))[0]  # (T, V)
+                logits = self.model(ids, torch.arange(ids.shape[1], device=self.device),
+                                    cache_rows=torch.tensor([s.row], device=self.device))[0]  # (T, V)
                 s.pos = len(s.req.prompt)
                 self._emit_prompt_logprobs(s, logits)
                 self._first(s, logits[-1])
@@ -368,8 +346,6 @@ class Engine:
         self._sample(seq, logits)
 
     def _decode(self) -> None:
-        n = len(self._active)
-        self._bind(0, n)
         tokens = torch.tensor([[s.pending] for s in self._active], device=self.device)
         positions = torch.tensor([[s.pos] for s in self._active], device=self.device)
         logits = self.model(tokens, positions)[:, 0]  # (n, V)
