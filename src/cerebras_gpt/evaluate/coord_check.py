@@ -297,9 +297,10 @@ def plot(result: CoordCheckResult, path: str | Path) -> Path:
             if j == 0:
                 ax.set_ylabel("mean |activation|")
             ax.grid(alpha=0.3, which="both")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
     fig.suptitle(f"Coordinate check: {cfg.n_layer} layers, Adam lr {cfg.lr:g}, {cfg.seeds} seeds")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
