@@ -4,7 +4,6 @@ concurrent streams equal to the same requests one at a time, disconnects, and qu
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
