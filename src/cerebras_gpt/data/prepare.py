@@ -60,12 +60,18 @@ class Encoded:
 _worker: dict = {}
 
 
-def _init_worker(tokenizer: str | None, text_key: str, skip_bad: bool, threads: int) -> None:
-    from cerebras_gpt.tokenizer import load_tokenizer
+def _init_worker(tokenizer, text_key: str, skip_bad: bool, threads: int) -> None:
+    """Set up a tokenizing process; ``tokenizer`` is a Tokenizer, or a path for ``load_tokenizer``."""
+    from cerebras_gpt.tokenizer import Tokenizer, load_tokenizer
 
-    tok = load_tokenizer(tokenizer)
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     _worker.update(tokenizer=tok, dtype=dtype_for_vocab(tok.vocab_size), text_key=text_key, skip_bad=skip_bad,
                    threads=threads, pool=ThreadPoolExecutor(threads) if threads > 1 else None)
+
+
+def _start_threads(threads: int) -> None:
+    """In a forked worker: everything but the thread pool came with the fork."""
+    _worker["pool"] = ThreadPoolExecutor(threads) if threads > 1 else None
 
 
 def _decode(data: bytes, stats: dict) -> str:
@@ -279,26 +285,45 @@ class _Run:
         return docs, tokens
 
 
-def _results(tasks, workers: int, init_args: tuple):
-    """(task, Encoded) in task order, tokenized by ``workers`` processes with at most 2x that in flight."""
+def _start_pool(workers: int, tok, tokenizer_path: str | None, text_key: str, skip_bad: bool, threads: int):
+    """Set up tokenizing: a process pool for ``workers`` > 1, else this process (returns None)."""
     if workers == 1:
-        _init_worker(*init_args)
+        _init_worker(tok, text_key, skip_bad, threads)
+        return None
+    import multiprocessing
+    import threading
+
+    # fork shares the loaded tokenizer and modules with the workers (a spawned one would import torch with
+    # the package: 3 s and 200 MB each). Forking a process with other threads running can deadlock a child
+    # on a lock held at fork time, so a threaded caller (e.g. a trainer) gets forkserver workers instead.
+    # tqdm's monitor thread (left by any earlier progress bar, e.g. `datasets`') only takes tqdm's own lock,
+    # which the workers never touch.
+    from tqdm import TMonitor
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not isinstance(t, TMonitor)]
+    if not others and "fork" in multiprocessing.get_all_start_methods():
+        _init_worker(tok, text_key, skip_bad, 1)
+        return multiprocessing.get_context("fork").Pool(workers, initializer=_start_threads, initargs=(threads,))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # the server imports this module (and torch) once for all
+    return context.Pool(workers, initializer=_init_worker, initargs=(tokenizer_path, text_key, skip_bad, threads))
+
+
+def _results(tasks, pool, workers: int):
+    """(task, Encoded) in task order; with a pool, at most ``2 * workers`` tasks in flight."""
+    if pool is None:
         for task in tasks:
             yield task, encode_task(task)
         return
-    import multiprocessing
-
-    # spawn, not fork: the caller may be a training process with torch and its threads already started.
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-        pending: deque = deque()
-        for task in tasks:
-            pending.append((task, pool.apply_async(encode_task, (task,))))
-            if len(pending) >= 2 * workers:
-                t, r = pending.popleft()
-                yield t, r.get()
-        while pending:
+    pending: deque = deque()
+    for task in tasks:
+        pending.append((task, pool.apply_async(encode_task, (task,))))
+        if len(pending) >= 2 * workers:
             t, r = pending.popleft()
             yield t, r.get()
+    while pending:
+        t, r = pending.popleft()
+        yield t, r.get()
 
 
 def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = None, text_key: str = "text",
@@ -365,16 +390,21 @@ def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = N
         logger.info("resuming an interrupted run in %s after %d tasks", out, state["tasks"])
     run = _Run(out, signature, state, dtype, shard_tokens, val_fraction, dedup)
 
+    total = None if any(s.size is None for s in sources) else sum(s.size for s in sources)
+    if total is not None:  # starting a process costs about a second: small inputs use fewer
+        workers = max(1, min(workers, total // (4 * block_size)))
+    pool = _start_pool(workers, tok, tokenizer, text_key, skip_bad, threads)  # before tqdm starts its thread
+
     from tqdm.auto import tqdm
 
-    total = None if any(s.size is None for s in sources if s.kind != "builtin") else sum(
-        s.size or 0 for s in sources) or None
-    bar = tqdm(total=total, initial=run.stats["bytes"], unit="B", unit_scale=True, unit_divisor=1000,
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: a later prepare in this process can still fork workers
+
+    bar = Bar(total=total, initial=run.stats["bytes"], unit="B", unit_scale=True, unit_divisor=1000,
                desc="prepare", disable=not progress, dynamic_ncols=True, smoothing=0.05)
     tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=text_key, paragraphs=paragraphs)
-    init_args = (tokenizer, text_key, skip_bad, threads)
     try:
-        for task, encoded in _results(tasks, workers, init_args):
+        for task, encoded in _results(tasks, pool, workers):
             run.add(encoded, task.position)
             bar.update(encoded.stats["bytes"])
             docs, tokens = run.totals()
@@ -384,6 +414,8 @@ def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = N
         raise
     finally:
         bar.close()
+        if pool is not None:
+            pool.terminate()
     run.commit()
     meta = _finish(run, sources, tok, dtype, options, signature, command, __version__, examples_per_file)
     return meta

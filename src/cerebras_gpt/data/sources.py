@@ -117,12 +117,14 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
             if name not in BUILTIN:
                 raise ValueError(f"input {spec!r}: unknown built-in corpus; available: "
                                  + ", ".join(f"builtin:{k} ({v})" for k, v in BUILTIN.items()))
-            sources.append(Source("builtin", name))
+            sources.append(Source("builtin", name, size=sum(len(t.encode()) for t in _builtin_texts(name, 0))))
         elif spec.startswith("hf:"):
             parts = spec[3:].split(":")
             if not parts[0] or len(parts) > 3:
                 raise ValueError(f"input {spec!r}: write a hub dataset as hf:NAME[:CONFIG[:SPLIT]], "
                                  "e.g. hf:wikitext:wikitext-103-raw-v1:train")
+            if not os.path.exists(parts[0]):  # a local dataset folder works offline; a hub name needs the network
+                _check_hub_reachable(parts[0])
             sources.append(Source("hf", parts[0], hf_config=(parts[1] or None) if len(parts) > 1 else None,
                                   hf_split=parts[2] if len(parts) > 2 else "train"))
         elif os.path.isdir(spec):
@@ -168,8 +170,17 @@ def iter_tasks(sources: list[Source], position: dict, *, block_size: int, text_k
                 yield from _iter_row_tasks(source, pos, block_size, _hf_texts(source, text_key, pos["row"]))
             else:
                 yield from _iter_row_tasks(source, pos, block_size, _builtin_texts(source.name, pos["row"]))
-        except OSError as e:
-            raise ValueError(f"cannot read input {source.name!r}: {e.strerror or e}") from e
+        except (OSError, EOFError, *_decompression_errors()) as e:  # unreadable, truncated or damaged
+            raise ValueError(f"cannot read input {source.name!r}: {getattr(e, 'strerror', None) or e}") from e
+
+
+def _decompression_errors() -> tuple:
+    try:
+        import zstandard
+
+        return (zstandard.ZstdError,)
+    except ImportError:
+        return ()
 
 
 class _CountingReader(io.RawIOBase):
@@ -310,11 +321,25 @@ def _builtin_texts(name: str, skip: int) -> Iterator[str]:
         yield topics[key]
 
 
+def _check_hub_reachable(name: str) -> None:
+    """Fail at once, not after `datasets`' minutes of retries, when the hub cannot be reached."""
+    import socket
+    from urllib.parse import urlparse
+
+    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    reason = "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set" if offline else None
+    if reason is None:
+        try:
+            socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=10).close()
+        except OSError as e:
+            reason = f"{endpoint.hostname} cannot be reached ({e.strerror or e})"
+    if reason:
+        raise ValueError(f"hub dataset {name!r} is streamed from the Hugging Face hub, but {reason}; connect to "
+                         "the network, or download the data and pass its files (jsonl, parquet) instead")
+
+
 def _hf_texts(source: Source, text_key: str, skip: int) -> Iterator:
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        if not os.path.exists(source.name):
-            raise ValueError(f"hub dataset {source.name!r} needs the network, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE "
-                             "is set; unset it, or download the data and pass the files (jsonl, parquet) instead")
     try:
         import datasets
 
