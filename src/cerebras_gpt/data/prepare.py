@@ -42,6 +42,7 @@ STATE_DIR = ".prepare"
 _COMMIT_SECONDS = 0.5
 # A paragraph ends at one or more blank (whitespace-only) lines.
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _STAT_KEYS = ("read", "empty", "duplicates", "bad_lines", "invalid_utf8", "bytes")
 
 
@@ -101,7 +102,8 @@ def _jsonl_documents(text: str, task: Task, stats: dict) -> list:
             if skip_bad:
                 stats["bad_lines"] += 1
                 continue
-            raise ValueError(f"{where}: malformed JSONL line ({e}); fix the line, or pass --skip-bad to skip "
+            why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+            raise ValueError(f"{where}: malformed JSONL line ({why}); fix the line, or pass --skip-bad to skip "
                              "and count bad lines") from None
         if value is KeyError:
             raise ValueError(f"{where}: no field {key!r} in this record (fields: {sorted(record)[:10]}); "
@@ -115,51 +117,50 @@ def _documents(task: Task, stats: dict) -> list:
         return list(task.payload)
     text = _decode(task.payload, stats)
     if task.mode == "document":
-        return [text] if task.payload else []
+        return [text]
     if task.mode == "paragraphs":
         # Paragraph mode: blank-only pieces are separators, not empty documents.
         return [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
     return _jsonl_documents(text, task, stats)
 
 
-def _encode_all(docs: list[str], stats: dict) -> list[list[int]]:
+def _encode_all(docs: list[str]) -> list[list[int]]:
     encode = _worker["tokenizer"].encode
-
-    def run(chunk: list[str]) -> tuple[list[list[int]], int]:
-        out, fixed = [], 0
-        for d in chunk:
-            try:
-                out.append(encode(d))
-            except UnicodeEncodeError:  # lone surrogates from JSON "\ud800" escapes are not UTF-8
-                out.append(encode(d.encode("utf-8", errors="replace").decode("utf-8")))
-                fixed += 1
-        return out, fixed
-
     pool, threads = _worker["pool"], _worker["threads"]
     if pool is None or len(docs) < 2 * threads:
-        ids, fixed = run(docs)
-    else:
-        step = -(-len(docs) // threads)
-        ids, fixed = [], 0
-        for part, f in pool.map(run, [docs[i:i + step] for i in range(0, len(docs), step)]):
-            ids += part
-            fixed += f
-    stats["invalid_utf8"] += fixed
+        return [encode(d) for d in docs]
+    # Contiguous slices, one per thread: tiktoken releases the GIL while it runs the BPE.
+    step = -(-len(docs) // threads)
+    ids: list[list[int]] = []
+    for part in pool.map(lambda chunk: [encode(d) for d in chunk], [docs[i:i + step] for i in range(0, len(docs), step)]):
+        ids += part
     return ids
+
+
+def _utf8(doc: str, stats: dict) -> tuple[str, bytes]:
+    """The document and its UTF-8 bytes; lone surrogates (from JSON "\\ud800" escapes) become U+FFFD."""
+    try:
+        return doc, doc.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed, n = _SURROGATE.subn("\ufffd", doc)
+        stats["invalid_utf8"] += n
+        return fixed, fixed.encode("utf-8")
 
 
 def encode_task(task: Task) -> Encoded:
     """Decode, parse and tokenize one task (in a worker process)."""
     stats = dict.fromkeys(_STAT_KEYS, 0)
-    stats["bytes"] = task.progress_bytes
-    docs = []
+    stats["bytes"] = task.nbytes
+    docs, hashes = [], []
     for doc in _documents(task, stats):
         stats["read"] += 1
         if doc is None or not doc.strip():
             stats["empty"] += 1
-        else:
-            docs.append(doc)
-    ids = _encode_all(docs, stats)
+            continue
+        doc, data = _utf8(doc, stats)
+        docs.append(doc)
+        hashes.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
+    ids = _encode_all(docs)
     eos, dtype = _worker["tokenizer"].eos_id, _worker["dtype"]
     lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
     tokens = np.empty(int(lengths.sum()), dtype=dtype)
@@ -168,9 +169,7 @@ def encode_task(task: Task) -> Encoded:
         tokens[pos:pos + n - 1] = x
         tokens[pos + n - 1] = eos
         pos += n
-    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(d.encode("utf-8", errors="replace"), digest_size=8).digest(),
-                                         "little") for d in docs), dtype=np.uint64, count=len(docs))
-    return Encoded(tokens, lengths, hashes, stats)
+    return Encoded(tokens, lengths, np.array(hashes, dtype=np.uint64), stats)
 
 
 # ----- main process -------------------------------------------------------------------------------------
@@ -224,6 +223,7 @@ class _Run:
         seen_path = out / STATE_DIR / "seen.u64"
         if state is None:
             self.position, self.stats, self.tasks = start_position(), dict.fromkeys(_STAT_KEYS, 0), 0
+            self.progress = 0
             self.writers = {s: SplitWriter(out, s, dtype.name, shard_tokens) for s in SPLITS}
             for s in SPLITS:  # shards left by a run killed before its first commit
                 for stale in out.glob(f"{s}_*.bin"):
@@ -232,6 +232,7 @@ class _Run:
             seen_path.write_bytes(b"")
         else:
             self.position, self.stats, self.tasks = state["position"], state["stats"], state["tasks"]
+            self.progress = state["progress"]
             self.writers = {s: SplitWriter.from_state(out, s, dtype.name, shard_tokens, state["writers"][s])
                             for s in SPLITS}
             with open(seen_path, "r+b") as f:
@@ -275,7 +276,7 @@ class _Run:
         self.seen_file.flush()
         os.fsync(self.seen_file.fileno())
         write_json_atomic(self.out / STATE_DIR / "state.json", {
-            "signature": self.signature, "position": self.position, "stats": self.stats, "tasks": self.tasks,
+            "signature": self.signature, "position": self.position, "stats": self.stats, "tasks": self.tasks, "progress": self.progress,
             "writers": {s: w.state() for s, w in self.writers.items()}, "seen": len(self.seen)})
         self.last_commit = time.monotonic()
 
@@ -400,13 +401,14 @@ def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = N
     class Bar(tqdm):
         monitor_interval = 0  # no monitor thread: a later prepare in this process can still fork workers
 
-    bar = Bar(total=total, initial=run.stats["bytes"], unit="B", unit_scale=True, unit_divisor=1000,
+    bar = Bar(total=total, initial=run.progress, unit="B", unit_scale=True, unit_divisor=1000,
                desc="prepare", disable=not progress, dynamic_ncols=True, smoothing=0.05)
     tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=text_key, paragraphs=paragraphs)
     try:
         for task, encoded in _results(tasks, pool, workers):
             run.add(encoded, task.position)
-            bar.update(encoded.stats["bytes"])
+            bar.update(task.progress_bytes)
+            run.progress += task.progress_bytes
             docs, tokens = run.totals()
             bar.set_postfix(docs=f"{docs:,}", tokens=f"{tokens:,}", refresh=False)
     except ValueError:

@@ -71,7 +71,8 @@ class Task:
     first: int
     payload: bytes | list
     position: dict
-    progress_bytes: int
+    nbytes: int  # input bytes in this task (decompressed; UTF-8 text for row sources)
+    progress_bytes: int  # bytes of the input files on disk this task accounts for, for the progress bar
 
 
 def _kind_of(path: str) -> tuple[str, str | None] | None:
@@ -247,7 +248,7 @@ def _iter_line_tasks(source: Source, pos: dict, block_size: int, mode: str) -> I
             if not chunk:  # end of file: the rest, and the position of the next input
                 done = source.size or raw.count
                 yield Task(mode, source.name, line, buffer, {**start_position(), "source": pos["source"] + 1},
-                           done - reported)
+                           len(buffer), max(0, done - reported))
                 return
             buffer += chunk
             cut = _cut(buffer, mode)
@@ -258,25 +259,26 @@ def _iter_line_tasks(source: Source, pos: dict, block_size: int, mode: str) -> I
             block, buffer = buffer[:cut], buffer[cut:]
             offset, lines = offset + cut, block.count(b"\n")
             next_pos = {"source": pos["source"], "offset": offset, "line": line + lines, "row": 0}
-            yield Task(mode, source.name, line, block, next_pos, raw.count - reported)
+            yield Task(mode, source.name, line, block, next_pos, cut, raw.count - reported)
             line, reported = line + lines, raw.count
 
 
 def _iter_document_task(source: Source, pos: dict) -> Iterator[Task]:
     with open(source.name, "rb") as f:
         data = f.read()
-    yield Task("document", source.name, 1, data, {**start_position(), "source": pos["source"] + 1}, len(data))
+    yield Task("document", source.name, 1, data, {**start_position(), "source": pos["source"] + 1}, len(data),
+               len(data))
 
 
 def _iter_row_tasks(source: Source, pos: dict, block_size: int, texts: Iterator) -> Iterator[Task]:
     row, batch, nbytes = pos["row"], [], 0
     for text in texts:
         batch.append(text)
-        nbytes += len(text) if isinstance(text, str) else 0
+        nbytes += len(text.encode("utf-8", errors="replace")) if isinstance(text, str) else 0
         if nbytes >= block_size:
-            yield Task("texts", source.name, row, batch, {**pos, "row": row + len(batch)}, nbytes)
+            yield Task("texts", source.name, row, batch, {**pos, "row": row + len(batch)}, nbytes, nbytes)
             row, batch, nbytes = row + len(batch), [], 0
-    yield Task("texts", source.name, row, batch, {**start_position(), "source": pos["source"] + 1}, nbytes)
+    yield Task("texts", source.name, row, batch, {**start_position(), "source": pos["source"] + 1}, nbytes, nbytes)
 
 
 def _iter_parquet_tasks(source: Source, pos: dict, block_size: int, text_key: str) -> Iterator[Task]:
