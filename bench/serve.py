@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--preset", default="Cerebras-GPT-111M")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all levels (medians are reported)")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
@@ -182,14 +184,15 @@ def main() -> None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start: {server.stderr.read() if server.stderr else ''}")
             time.sleep(0.5)
-        asyncio.run(run_clients(url, prompts[:2], 4, 2))  # warm-up
-        ours = {}
-        for c in args.concurrency:
-            ours[c] = asyncio.run(run_clients(url, prompts, args.max_tokens, c))
-            r = ours[c]
-            print(f"cerebras-gpt serve, {c:2d} clients: {r['tokens'] / r['wall']:.1f} tok/s, TTFT p50 "
-                  f"{percentile(r['ttft'], 50):.2f} s p99 {percentile(r['ttft'], 99):.2f} s, "
-                  f"{r['failures']} failed", flush=True)
+        asyncio.run(run_clients(url, prompts[:4], 4, 4))  # warm-up
+        runs: dict[int, list[dict]] = {c: [] for c in args.concurrency}
+        for round_ in range(args.rounds):  # levels interleaved, so load changes hit every level alike
+            for c in args.concurrency:
+                r = asyncio.run(run_clients(url, prompts, args.max_tokens, c))
+                runs[c].append(r)
+                print(f"round {round_ + 1}: cerebras-gpt serve, {c:2d} clients: {r['tokens'] / r['wall']:.1f} tok/s, "
+                      f"TTFT p50 {percentile(r['ttft'], 50):.2f} s p99 {percentile(r['ttft'], 99):.2f} s, "
+                      f"{r['failures']} failed", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -198,37 +201,41 @@ def main() -> None:
     hf_rate = args.requests * args.max_tokens / sum(total for _, total in service)
     print(f"transformers generate() one at a time: {hf_rate:.1f} tok/s", flush=True)
 
-    base = ours[min(args.concurrency)]
-    base_rate = base["tokens"] / base["wall"]
+    rate = {c: statistics.median(r["tokens"] / r["wall"] for r in runs[c]) for c in args.concurrency}
+    ttft = {c: [t for r in runs[c] for t in r["ttft"]] for c in args.concurrency}
+    failed = {c: sum(r["failures"] for r in runs[c]) for c in args.concurrency}
+    base_rate = rate[min(args.concurrency)]
     rows = []
     for c in args.concurrency:
-        r = ours[c]
-        rate = r["tokens"] / r["wall"]
         seq = sequential_ttfts(service, c)
-        rows.append(f"| {c} | {rate:.1f} | {percentile(r['ttft'], 50):.2f} | {percentile(r['ttft'], 99):.2f} | "
-                    f"{r['failures']} | {rate / base_rate:.2f}x | {hf_rate:.1f} | {percentile(seq, 50):.2f} | "
-                    f"{percentile(seq, 99):.2f} | {rate / hf_rate:.2f}x |")
-    top = ours[max(args.concurrency)]
-    scale = (top["tokens"] / top["wall"]) / base_rate
-    failures = sum(r["failures"] for r in ours.values())
+        rows.append(f"| {c} | {rate[c]:.1f} | {percentile(ttft[c], 50):.2f} | {percentile(ttft[c], 99):.2f} | "
+                    f"{failed[c]} | {rate[c] / base_rate:.2f}x | {hf_rate:.1f} | {percentile(seq, 50):.2f} | "
+                    f"{percentile(seq, 99):.2f} | {rate[c] / hf_rate:.2f}x |")
+    scale = rate[max(args.concurrency)] / base_rate
+    failures = sum(failed.values())
     verdict = "met" if scale >= 6 and failures == 0 else "not met"
     table = "\n".join(rows)
+    per_round = "; ".join(" / ".join(f"{runs[c][i]['tokens'] / runs[c][i]['wall']:.1f}" for c in args.concurrency)
+                          for i in range(args.rounds))
     body = f"""## Serving: continuous batching vs one request at a time
 
 `flock /tmp/bench.lock python bench/serve.py` — {args.preset} shape, random weights, fp32, CPU
 ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, shared machine).
 {args.requests} requests per level: {args.prompt_tokens}-token prompts, {args.max_tokens} greedy tokens each (EOS
 ignored). `cerebras-gpt serve` runs as its own process (`--max-slots {slots}`); c streaming clients each
-send their next request when the previous ends. The peer answers the same requests one after another
+send their next request when the previous ends. {args.rounds} rounds over the levels, interleaved:
+tokens/s is the median round, TTFT percentiles pool all rounds' requests. The peer answers the same requests one after another
 with transformers `generate()` (what a server without batching does); its time to first token includes
 waiting behind the requests queued before it, for the same c clients.
 
-| clients | serve tok/s | TTFT p50 (s) | TTFT p99 (s) | failed | vs 1 client | generate() tok/s | generate() TTFT p50 (s) | generate() TTFT p99 (s) | serve / generate() |
+| clients | serve tok/s | TTFT p50 (s) | TTFT p99 (s) | failed | vs 1 client | generate() tok/s \
+| generate() TTFT p50 (s) | generate() TTFT p99 (s) | serve / generate() |
 |---|---|---|---|---|---|---|---|---|---|
 {table}
 
 Goal: at {max(args.concurrency)} clients at least 6x the single-client aggregate throughput with zero failed requests:
 **{scale:.2f}x, {failures} failed ({verdict})**. Aggregate tokens/s = all generated tokens / wall time of the level.
+Per round (tok/s at {", ".join(map(str, args.concurrency))} clients): {per_round}.
 """
     print(body)
     if not args.no_record:
