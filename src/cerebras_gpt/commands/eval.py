@@ -23,7 +23,7 @@ class EvalArgs:
     --include-path (which can point at local JSON files, for runs with no network).
     """
 
-    model: str
+    model: str | None = None
     """Model directory, training checkpoint directory, or hub id (e.g. cerebras/Cerebras-GPT-111M)."""
     data: list[str] = dataclasses.field(default_factory=list)
     """Text files and/or prepared data directories to compute loss, perplexity and bits per byte on."""
@@ -60,9 +60,19 @@ class EvalArgs:
     """lm-eval: seed for few-shot sampling and generation."""
     no_progress: bool = False
     """Hide progress bars."""
+    install_lm_eval_hook: bool = False
+    """Write a one-line .pth file into this environment's site-packages so that lm-eval's own command finds
+    the model type (`lm_eval --model cerebras_gpt --model_args pretrained=DIR ...`), then exit."""
 
 
 def run(args: EvalArgs) -> int:
+    if args.install_lm_eval_hook:
+        from cerebras_gpt.evaluate.lm_eval_adapter import install_lm_eval_hook
+
+        log.info("wrote %s: `lm_eval --model cerebras_gpt` now works in this environment", install_lm_eval_hook())
+        return 0
+    if args.model is None:
+        raise ValueError("--model is required: a model directory, training checkpoint or hub id")
     if not args.data and not args.tasks:
         raise ValueError("nothing to evaluate: pass --data FILES_OR_DIRS and/or --tasks TASKS")
     if args.batch_size < 1:
