@@ -268,7 +268,7 @@ class PlanRow:
     paper_loss: float | None = None
     """The paper's Pile test loss, for presets it trained."""
     predicted_loss: float | None = None
-    """Loss the law (the paper's, or a given fit) predicts at ``flops``."""
+    """Loss the law (the paper's, or a given fit) predicts at ``card_flops`` if known, else ``flops``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -281,12 +281,13 @@ def plan_config(config: GPTConfig, tokens_per_param: float = TOKENS_PER_PARAM, s
     tokens = int(round(tokens_per_param * params))
     flops = float(config.flops_per_token(seq_len)) * tokens
     recipe = RECIPES.get(config.name) if config.name else None
+    card = recipe.training_flops if recipe else None
     return PlanRow(
         name=name or config.name or f"L{config.n_layer}-d{config.n_embd}", n_layer=config.n_layer,
         n_embd=config.n_embd, n_head=config.n_head, params=params, total_params=config.num_params(),
-        tokens=tokens, flops=flops, card_flops=recipe.training_flops if recipe else None,
-        paper_loss=recipe.pile_test_loss if recipe else None,
-        predicted_loss=float(law(flops)) if law is not None else None,
+        tokens=tokens, flops=flops, card_flops=card, paper_loss=recipe.pile_test_loss if recipe else None,
+        # The paper's law was fitted on card FLOPs (which count more than flops_per_token): use them if known.
+        predicted_loss=float(law(card or flops)) if law is not None else None,
     )
 
 

@@ -1,0 +1,43 @@
+"""`cerebras-gpt scaling plan|fit` from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cerebras_gpt.cli import main
+from cerebras_gpt.evaluate.scaling import PowerLaw
+
+
+def test_plan(capsys):
+    assert main(["scaling", "plan", "--presets", "all", "--budget", "1e20", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [r["tokens"] for r in plan["presets"]][0] == 2_221_009_920
+    assert plan["presets"][-1]["predicted_loss"] == pytest.approx(1.580, abs=1e-3)  # the law at 13B: 1.580 (§4)
+    assert plan["budgets"][0]["nearest_preset"] == "Cerebras-GPT-590M"
+    assert main(["scaling", "plan"]) == 2
+    assert main(["scaling", "plan", "--presets", "Cerebras-GPT-1.4B"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_fit_csv_and_paper(tmp_path, capsys):
+    law = PowerLaw(alpha=0.09, c0=1e16, l_inf=1.2)
+    csv = tmp_path / "points.csv"
+    csv.write_text("name,flops,loss\n" + "".join(f"r{i},{c:.6g},{law(c):.6f}\n"
+                                                 for i, c in enumerate([1e10, 3e10, 1e11, 3e11, 1e12, 3e12])))
+    out = tmp_path / "fit.json"
+    assert main(["scaling", "fit", "--points", str(csv), "--target", "1e14", "--holdout", "1",
+                 "--plot", str(tmp_path / "fit.png"), "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["alpha"] == pytest.approx(0.09, rel=1e-3)
+    assert report["target"]["loss"] == pytest.approx(law(1e14), rel=1e-4)
+    assert abs(report["heldout"]["checks"][0]["error_pct"]) < 0.01
+    assert (tmp_path / "fit.png").exists() and (tmp_path / "fit-heldout.png").exists()
+    capsys.readouterr()
+    assert main(["scaling", "fit", "--paper", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["alpha"] == pytest.approx(0.0737, rel=0.01)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("flops,loss\n1e10,abc\n")
+    assert main(["scaling", "fit", "--points", str(bad)]) == 2
+    assert "bad.csv:2" in capsys.readouterr().err
