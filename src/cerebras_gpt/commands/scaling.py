@@ -95,6 +95,8 @@ class RunArgs:
     """Predict the loss at this budget in FLOPs."""
     device: str = "auto"
     """cpu, cuda, or auto."""
+    threads: int | None = None
+    """torch intra-op threads for training (1 is often fastest for tiny models on a busy CPU)."""
 
 
 # ----------------------------------------------------------------------------- plan
@@ -231,18 +233,35 @@ def _run(args: RunArgs) -> int:
 
 
 def ladder_train_fn(args: RunArgs):
-    """A rung's training run: `cerebras_gpt.train` on the rung's shape for its compute-optimal tokens."""
+    """A rung's run: `cerebras_gpt.train` on the rung's shape for its compute-optimal tokens, then the loss
+    of the final model on the whole validation split (the same windows for every rung)."""
     from cerebras_gpt.evaluate.scaling import Rung
 
     def train_rung(rung: Rung, run_dir: Path) -> dict:
+        import torch
+
+        from cerebras_gpt.evaluate.perplexity import evaluate_prepared
+        from cerebras_gpt.hf import load_pretrained
         from cerebras_gpt.train import TrainConfig, train
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        c = rung.config
         steps = max(1, round(rung.plan.tokens / (args.batch_size * args.block_size)))
-        cfg = TrainConfig(data=args.data, out=str(run_dir), model=rung.config, batch_size=args.batch_size,
-                          seq_len=args.block_size, max_steps=steps, lr=args.lr,
-                          warmup_steps=max(1, round(args.warmup_fraction * steps)), seed=args.seed,
-                          device=args.device)
-        return dict(train(cfg))
+        cfg = TrainConfig(
+            model="debug-tiny", data_dir=args.data, out_dir=str(run_dir), seq_len=args.block_size,
+            model_overrides={k: str(getattr(c, k)) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")},
+            tokens=rung.plan.tokens, batch_size=args.batch_size, lr=args.lr, decay="linear",
+            warmup_steps=max(1, round(args.warmup_fraction * steps)), seed=args.seed, device=args.device,
+            tensorboard=False, progress=True, log_interval=10,
+        )
+        metrics = train(cfg)
+        model = load_pretrained(run_dir / "model", device="cuda" if torch.cuda.is_available() and
+                                args.device != "cpu" else "cpu")
+        val = evaluate_prepared(model, None, args.data, "val", context=args.block_size, batch_size=64).metrics()
+        train_metrics = metrics if isinstance(metrics, dict) else {}
+        return {**{f"train_{k}": v for k, v in train_metrics.items()}, "val_loss": val["loss"],
+                "val_tokens": val["tokens"], "steps": steps}
 
     return train_rung
 

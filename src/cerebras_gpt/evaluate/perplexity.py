@@ -214,7 +214,7 @@ def evaluate_prepared(model: GPT, tokenizer, data_dir: str | Path, split: str = 
 
     Args:
         model: the model (eval mode).
-        tokenizer: decodes the targets to count their bytes.
+        tokenizer: decodes the targets to count their bytes (None: bytes are not counted).
         data_dir: a directory written by `cerebras-gpt prepare`.
         split: ``"val"`` or ``"train"``.
         context: T; default the model's block size.
@@ -236,7 +236,8 @@ def evaluate_prepared(model: GPT, tokenizer, data_dir: str | Path, split: str = 
         totals.nll += float(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum"))
         totals.tokens += y.numel()
         totals.windows += len(batch)
-        totals.bytes += sum(len(tokenizer.decode_bytes(row.tolist())) for row in batch[:, 1:])
+        if tokenizer is not None:
+            totals.bytes += sum(len(tokenizer.decode_bytes(row.tolist())) for row in batch[:, 1:])
         if progress is not None:
             progress.update(y.numel())
     if totals.tokens == 0:
