@@ -29,21 +29,29 @@ log = logging.getLogger(__name__)
 
 
 class CSRLinear(nn.Module):
-    """``y = x W^T + b`` with W held as a CSR tensor (CPU, float32/float64)."""
+    """``y = x W^T + b`` with W held as a CSR tensor (CPU, float32/float64).
 
-    def __init__(self, linear: nn.Linear) -> None:
+    Rows of x are multiplied ``chunk_rows`` at a time: the (out, chunk) product then stays in
+    cache, which measured 1.4-2x faster than one (out, N) product at N = 512 (bench/sparse.py).
+    """
+
+    def __init__(self, linear: nn.Linear, chunk_rows: int = 32) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.chunk_rows = chunk_rows
         self.register_buffer("weight", linear.weight.detach().to_sparse_csr(), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features).to(self.weight.dtype)  # (N, in)
-        # W (out, in) @ x^T (in, N) -> (out, N); MKL reads the transposed view without a copy.
-        y = torch.sparse.mm(self.weight, x2.t()).t()
+        y = torch.empty(x2.shape[0], self.out_features, dtype=x2.dtype)  # (N, out)
+        for start in range(0, x2.shape[0], self.chunk_rows):
+            chunk = x2[start:start + self.chunk_rows]
+            # W (out, in) @ chunk^T (in, n) -> (out, n); MKL reads the transposed view without a copy.
+            y[start:start + self.chunk_rows] = torch.sparse.mm(self.weight, chunk.t()).t()
         if self.bias is not None:
-            y = y + self.bias
+            y += self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
