@@ -4,7 +4,8 @@ As in the Cerebras ModelZoo pipeline (facts §5), the packed token stream of a s
 of ``T + 1`` tokens with stride ``T``: window ``i`` is ``tokens[i*T : i*T + T + 1]``, so inputs are
 ``window[:-1]`` and targets ``window[1:]``, and consecutive windows share one token. Unlike ModelZoo's
 shuffle buffer, training windows are shuffled by a full permutation drawn from ``(seed, epoch)``, which makes
-the order exact, reproducible and resumable from two integers. Data-parallel ranks take interleaved slices
+the order exact, reproducible and resumable from two integers. The permutation is computed, not stored (a
+keyed Feistel network with cycle walking), so a corpus of 10^8 windows costs no memory per rank. Data-parallel ranks take interleaved slices
 of each global batch, so within an epoch every window is read by exactly one rank, at most once.
 """
 
@@ -51,6 +52,53 @@ class WindowSource:
         return torch.from_numpy(out)
 
 
+_M64 = np.uint64((1 << 64) - 1)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer (Steele et al., 2014): a bijective 64-bit hash, used as the round function."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class FeistelPermutation:
+    """A pseudo-random permutation of ``range(n)`` from a key, evaluated at any positions in O(1) memory.
+
+    A balanced Feistel network over the smallest even number of bits covering ``n`` is a bijection on that
+    power of two; "cycle walking" (re-applying it until the value falls below ``n``) restricts it to a
+    bijection on ``range(n)`` (Black & Rogaway, "Ciphers with Arbitrary Finite Domains", 2002).
+    """
+
+    ROUNDS = 6
+
+    def __init__(self, n: int, seed: int, epoch: int) -> None:
+        self.n = n
+        bits = max(2, (max(n - 1, 1)).bit_length())
+        self.half = np.uint64((bits + 1) // 2)
+        self.mask = np.uint64((1 << int(self.half)) - 1)
+        rng = np.random.default_rng([seed, epoch])
+        self.keys = rng.integers(0, 2**63, size=self.ROUNDS, dtype=np.uint64)
+
+    def _round_trip(self, x: np.ndarray) -> np.ndarray:
+        left, right = x >> self.half, x & self.mask
+        for key in self.keys:
+            left, right = right, left ^ (_mix(right ^ key) & self.mask)
+        return (left << self.half) | right
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        """The permuted values at ``positions`` (int64 array of values in ``range(n)``)."""
+        with np.errstate(over="ignore"):
+            y = self._round_trip(positions.astype(np.uint64))
+            out_of_range = y >= np.uint64(self.n)
+            while out_of_range.any():
+                y[out_of_range] = self._round_trip(y[out_of_range])
+                out_of_range = y >= np.uint64(self.n)
+        return y.astype(np.int64)
+
+
 def _check_ranks(rank: int, world_size: int) -> None:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank={rank}, world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size")
@@ -59,7 +107,7 @@ def _check_ranks(rank: int, world_size: int) -> None:
 class TokenWindowLoader:
     """Endless shuffled training batches ``(B, T + 1)`` over one split, sharded across data-parallel ranks.
 
-    Each epoch draws a permutation of all windows from ``(seed, epoch)``; the first
+    Each epoch permutes all windows by a permutation keyed by ``(seed, epoch)``; the first
     ``len(self) * B * world_size`` windows of it are cut into global batches (drop_last) and global batch
     ``k`` gives rank ``r`` the windows ``perm[(k * world_size + r) * B : ... + B]``. ``iter()`` continues from
     the current position and runs forever, epoch after epoch. ``state_dict()`` is plain ints; loading it
@@ -92,24 +140,19 @@ class TokenWindowLoader:
                 "use a smaller batch size or seq_len, or prepare more data")
         self.epoch = 0
         self._batch = 0  # index within the epoch of the next batch
-        self._perm: np.ndarray | None = None
+        self._perm: FeistelPermutation | None = None
         self._perm_epoch = -1
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
         return self.batches_per_epoch
 
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if self._perm_epoch != epoch:
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
-            self._perm_epoch = epoch
-        return self._perm
-
     def indices(self, epoch: int, batch: int) -> np.ndarray:
         """Window indices of this rank's batch ``batch`` in epoch ``epoch``; shape ``(B,)``."""
-        B = self.batch_size
-        start = (batch * self.world_size + self.rank) * B
-        return self._permutation(epoch)[start:start + B]
+        if self._perm is None or self._perm_epoch != epoch:
+            self._perm, self._perm_epoch = FeistelPermutation(self.num_windows, self.seed, epoch), epoch
+        start = (batch * self.world_size + self.rank) * self.batch_size
+        return self._perm(np.arange(start, start + self.batch_size, dtype=np.int64))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         while True:
