@@ -242,7 +242,8 @@ def ladder_train_fn(args: RunArgs):
 
         from cerebras_gpt.evaluate.perplexity import evaluate_prepared
         from cerebras_gpt.hf import load_pretrained
-        from cerebras_gpt.train import TrainConfig, train
+        from cerebras_gpt.train.config import TrainConfig
+        from cerebras_gpt.train.loop import train
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -253,7 +254,7 @@ def ladder_train_fn(args: RunArgs):
             model_overrides={k: str(getattr(c, k)) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")},
             tokens=rung.plan.tokens, batch_size=args.batch_size, lr=args.lr, decay="linear",
             warmup_steps=max(1, round(args.warmup_fraction * steps)), seed=args.seed, device=args.device,
-            tensorboard=False, progress=True, log_interval=10,
+            tensorboard=False, progress=True, log_interval=10, checkpoint_interval=max(50, steps // 4),
         )
         metrics = train(cfg)
         model = load_pretrained(run_dir / "model", device="cuda" if torch.cuda.is_available() and
