@@ -17,6 +17,7 @@ from cerebras_gpt.data.prepare import prepare
 def corpus(tmp_path_factory):
     """About 12 MB of JSONL (zstd) with repeated documents, plus paragraph text: a few seconds of work."""
     import pydoc_data.topics
+
     import zstandard
 
     d = tmp_path_factory.mktemp("corpus")

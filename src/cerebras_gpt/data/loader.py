@@ -11,8 +11,8 @@ of each global batch, so within an epoch every window is read by exactly one ran
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch

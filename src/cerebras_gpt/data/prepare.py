@@ -32,8 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cerebras_gpt.data.shards import (FORMAT_VERSION, META_NAME, SPLITS, SplitWriter, dtype_for_vocab, read_meta,
-                                      write_json_atomic)
+from cerebras_gpt.data.shards import (
+    FORMAT_VERSION,
+    META_NAME,
+    SPLITS,
+    SplitWriter,
+    dtype_for_vocab,
+    read_meta,
+    write_json_atomic,
+)
 from cerebras_gpt.data.sources import Source, Task, expand_inputs, iter_tasks, start_position
 
 logger = logging.getLogger(__name__)

@@ -153,7 +153,7 @@ class SplitWriter:
         return {"shards": [vars(s).copy() for s in self.shards]}
 
     @classmethod
-    def from_state(cls, directory: Path, split: str, dtype: str, shard_tokens: int, state: dict) -> "SplitWriter":
+    def from_state(cls, directory: Path, split: str, dtype: str, shard_tokens: int, state: dict) -> SplitWriter:
         """Reopen after an interruption: drop bytes written past the committed state, append from there."""
         writer = cls(directory, split, dtype, shard_tokens, [ShardInfo(**s) for s in state["shards"]])
         itemsize = np.dtype(dtype).itemsize
