@@ -110,8 +110,8 @@ class TokenWindowLoader:
     Each epoch permutes all windows by a permutation keyed by ``(seed, epoch)``; the first
     ``len(self) * B * world_size`` windows of it are cut into global batches (drop_last) and global batch
     ``k`` gives rank ``r`` the windows ``perm[(k * world_size + r) * B : ... + B]``. ``iter()`` continues from
-    the current position and runs forever, epoch after epoch. ``state_dict()`` is plain ints; loading it
-    resumes exactly at the next batch.
+    the current position and runs forever, epoch after epoch; ``epoch`` is the epoch of the latest batch.
+    ``state_dict()`` is plain ints; loading it resumes exactly at the next batch.
 
     Args:
         data_dir: a directory written by ``cerebras_gpt.data.prepare.prepare`` (bin or hdf5 format).
