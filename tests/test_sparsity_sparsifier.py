@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -308,3 +309,12 @@ def test_off_is_a_no_op():
     sp.apply(model, opt)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert math.isclose(sum(measure_sparsity(model).values()), 0.0)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "sparsity").glob("*.yaml")))
+def test_shipped_configs_are_valid(path):
+    import yaml
+
+    section = yaml.safe_load(path.read_text())["sparsity"]
+    cfg = SparsityConfig(**section)
+    assert cfg.enabled != cfg.densify
