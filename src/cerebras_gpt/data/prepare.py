@@ -225,7 +225,6 @@ class _Run:
         self.dedup = dedup
         # A document goes to validation when its 64-bit hash falls below this threshold.
         self.val_threshold = np.uint64(min(int(val_fraction * 2.0**64), 2**64 - 1))
-        self.val_fraction = val_fraction
         (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
         seen_path = out / STATE_DIR / "seen.u64"
         if state is None:
@@ -283,8 +282,8 @@ class _Run:
         self.seen_file.flush()
         os.fsync(self.seen_file.fileno())
         write_json_atomic(self.out / STATE_DIR / "state.json", {
-            "signature": self.signature, "position": self.position, "stats": self.stats, "tasks": self.tasks, "progress": self.progress,
-            "writers": {s: w.state() for s, w in self.writers.items()}, "seen": len(self.seen)})
+            "signature": self.signature, "position": self.position, "stats": self.stats, "tasks": self.tasks,
+            "progress": self.progress, "writers": {s: w.state() for s, w in self.writers.items()}, "seen": len(self.seen)})
         self.last_commit = time.monotonic()
 
     def totals(self) -> tuple[int, int]:
