@@ -1,0 +1,123 @@
+"""`TrainConfig`: every setting of a training run (model, data, budget, optimizer, schedule, I/O, devices).
+
+Fields left as None are resolved by `cerebras_gpt.train.recipe.resolve` from the paper's recipe for the
+preset (`cerebras_gpt.config.recipe_for`) or, for sizes the paper did not train, by the rule documented
+there. The resolved config is what a checkpoint records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cerebras_gpt.sparsity import SparsityConfig
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one pretraining run; None means "from the paper's recipe" (see train/recipe.py)."""
+
+    # ----- model -----
+    model: str = "debug-tiny"
+    """Preset name (see `cerebras-gpt info`), e.g. Cerebras-GPT-111M or debug-small."""
+    model_overrides: dict[str, str] = field(default_factory=dict)
+    """GPTConfig fields to override, e.g. {n_layer: 4, dropout: 0.1} (values parsed as YAML scalars)."""
+    init_from: str | None = None
+    """Start from this model directory or training checkpoint instead of a random init (weights only)."""
+    mup: bool = False
+    """Train with μP (use_mup on the GPTConfig): width-scaled init and per-group learning rates."""
+
+    # ----- data -----
+    data_dir: str | None = None
+    """A prepared data directory (`cerebras-gpt prepare`) with train and val splits."""
+    seq_len: int | None = None
+    """Tokens per sequence (None: the model's context, at most 2048)."""
+
+    # ----- budget (the first given of tokens, steps, tokens_per_param) -----
+    tokens: int | None = None
+    """Training tokens."""
+    steps: int | None = None
+    """Optimizer steps."""
+    tokens_per_param: float = 20.0
+    """Tokens per parameter when neither tokens nor steps is given (20 = compute-optimal, the paper's)."""
+
+    # ----- batch -----
+    batch_size: int | None = None
+    """Global batch in sequences (None: the paper's for the preset, else 32)."""
+    micro_batch_size: int | None = None
+    """Sequences per rank per forward pass; the rest is gradient accumulation (None: the whole batch)."""
+
+    # ----- optimizer and schedule -----
+    lr: float | None = None
+    """Peak learning rate (None: the paper's; μP: η_base 6e-3, scaled per group)."""
+    warmup_steps: int | None = None
+    """Linear warmup steps (None: the paper's warmup fraction of the run)."""
+    decay: Literal["linear", "cosine", "constant"] | None = None
+    """Decay after warmup to min_lr_ratio x peak (None: the paper's for the size)."""
+    min_lr_ratio: float = 0.1
+    """Final LR as a fraction of peak (the paper decays to 10%)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW β1, β2."""
+    eps: float | None = None
+    """AdamW ε (None: the paper's, 1e-8; 1e-9 from 6.7B)."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay, on matrices only (see train/optim.py)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clipping threshold (0 disables)."""
+    max_bad_steps: int = 5
+    """Stop after this many NaN/inf losses in a row (each one skips its update)."""
+
+    # ----- evaluation, logging, checkpoints -----
+    eval_interval: int = 0
+    """Validation every N steps (0: only at the end)."""
+    eval_batches: int = 20
+    """Validation batches per evaluation (per rank)."""
+    log_interval: int = 1
+    """Steps between metric records."""
+    checkpoint_interval: int = 0
+    """Checkpoint every N steps (0: only at the end)."""
+    keep_last: int = 2
+    """Training checkpoints kept (older ones are deleted)."""
+    out_dir: str = "runs/train"
+    """Run directory: checkpoints/, final model/, metrics.jsonl, tensorboard/, loss.png."""
+    stop_at_step: int | None = None
+    """End this invocation after this step (with a checkpoint), keeping the planned schedule; rerun to go on."""
+    resume: Literal["auto", "never"] | str = "auto"
+    """auto: continue from the latest checkpoint in out_dir if any; never; or a checkpoint directory."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under out_dir/tensorboard."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    # ----- execution -----
+    seed: int = 0
+    """Seed for init and data order."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda:LOCAL_RANK when available)."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype: float32, or bfloat16 autocast (auto: bfloat16 on CUDA, float32 on CPU)."""
+    compile: bool = False
+    """torch.compile the model (eager fallback if compilation fails)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass to save memory."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state with FSDP2 (under torchrun); else DDP."""
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    """Weight-sparse training (off at sparsity 0)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields are {sorted(known)}")
+        if isinstance(data.get("sparsity"), dict):
+            data["sparsity"] = SparsityConfig(**data["sparsity"])
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
