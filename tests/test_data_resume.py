@@ -61,3 +61,15 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus):
     for split in meta["splits"].values():
         for shard in split["shards"]:
             assert (out / shard["file"]).read_bytes() == (tmp_path / "fresh" / shard["file"]).read_bytes()
+
+
+def test_concurrent_runs_on_one_directory_agree(tmp_path):
+    """Every torchrun rank may call prepare on the same directory: one works, the others wait and reuse it."""
+    cmd = [sys.executable, "-m", "cerebras_gpt", "prepare", "builtin:pydoc", "--out", str(tmp_path / "o"),
+           "--val-fraction", "0.05", "--no-progress"]
+    procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate()[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert sum("nothing to do" in e for e in errors) == 1 and sum("prepared 79 documents" in e for e in errors) == 1
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["documents"] == 79 and not (tmp_path / "o" / ".prepare").exists()

@@ -46,6 +46,7 @@ from cerebras_gpt.data.sources import Source, Task, expand_inputs, iter_tasks, s
 logger = logging.getLogger(__name__)
 
 STATE_DIR = ".prepare"
+LOCK_NAME = ".prepare.lock"
 _COMMIT_SECONDS = 0.5
 # A paragraph ends at one or more blank (whitespace-only) lines.
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
@@ -386,47 +387,56 @@ def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = N
                "examples_per_file": examples_per_file}
     signature = _signature(sources, tok.identity(), dtype.name, options)
     out = Path(out_dir)
-    if (out / META_NAME).exists() and not overwrite:
-        meta = read_meta(out)
-        if meta.get("signature") == signature:
-            logger.info("%s already holds this prepared data; nothing to do (pass overwrite to redo it)", out)
-            return meta
-    state = _prepare_out_dir(out, signature, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    if state:
-        logger.info("resuming an interrupted run in %s after %d tasks", out, state["tasks"])
-    run = _Run(out, signature, state, dtype, shard_tokens, val_fraction, dedup)
 
-    total = None if any(s.size is None for s in sources) else sum(s.size for s in sources)
-    if total is not None:  # starting a process costs about a second: small inputs use fewer
-        workers = max(1, min(workers, total // (4 * block_size)))
-    pool = _start_pool(workers, tok, tokenizer, text_key, skip_bad, threads)  # before tqdm starts its thread
+    def locked() -> dict:
+        n_workers = workers
+        if (out / META_NAME).exists() and not overwrite:
+            meta = read_meta(out)
+            if meta.get("signature") == signature:
+                logger.info("%s already holds this prepared data; nothing to do (pass overwrite to redo it)", out)
+                return meta
+        state = _prepare_out_dir(out, signature, overwrite)
+        if state:
+            logger.info("resuming an interrupted run in %s after %d tasks", out, state["tasks"])
+        run = _Run(out, signature, state, dtype, shard_tokens, val_fraction, dedup)
 
-    from tqdm.auto import tqdm
+        total = None if any(s.size is None for s in sources) else sum(s.size for s in sources)
+        if total is not None:  # starting a process costs about a second: small inputs use fewer
+            n_workers = max(1, min(n_workers, total // (4 * block_size)))
+        pool = _start_pool(n_workers, tok, tokenizer, text_key, skip_bad, threads)  # before tqdm starts its thread
 
-    class Bar(tqdm):
-        monitor_interval = 0  # no monitor thread: a later prepare in this process can still fork workers
+        from tqdm.auto import tqdm
 
-    bar = Bar(total=total, initial=run.progress, unit="B", unit_scale=True, unit_divisor=1000,
-               desc="prepare", disable=not progress, dynamic_ncols=True, smoothing=0.05)
-    tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=text_key, paragraphs=paragraphs)
-    try:
-        for task, encoded in _results(tasks, pool, workers):
-            run.add(encoded, task.position)
-            bar.update(task.progress_bytes)
-            run.progress += task.progress_bytes
-            docs, tokens = run.totals()
-            bar.set_postfix(docs=f"{docs:,}", tokens=f"{tokens:,}", refresh=False)
-    except ValueError:
-        run.commit()  # everything before the failing task is written: keep it resumable
-        raise
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-    run.commit()
-    meta = _finish(run, sources, tok, dtype, options, signature, command, __version__, examples_per_file)
-    return meta
+        class Bar(tqdm):
+            monitor_interval = 0  # no monitor thread: a later prepare in this process can still fork workers
+
+        bar = Bar(total=total, initial=run.progress, unit="B", unit_scale=True, unit_divisor=1000,
+                  desc="prepare", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+        tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=text_key, paragraphs=paragraphs)
+        try:
+            for task, encoded in _results(tasks, pool, n_workers):
+                run.progress += task.progress_bytes
+                run.add(encoded, task.position)
+                bar.update(task.progress_bytes)
+                docs, tokens = run.totals()
+                bar.set_postfix(docs=f"{docs:,}", tokens=f"{tokens:,}", refresh=False)
+        except ValueError:
+            run.commit()  # everything before the failing task is written: keep it resumable
+            raise
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.terminate()
+        run.commit()
+        return _finish(run, sources, tok, dtype, options, signature, command, __version__, examples_per_file)
+
+    import fcntl
+
+    # One run per directory: another process preparing it (e.g. every torchrun rank) waits, then finds it done.
+    with open(out / LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return locked()
 
 
 def _finish(run: _Run, sources: list[Source], tok, dtype: np.dtype, options: dict, signature: dict,
