@@ -52,10 +52,14 @@ def write_hdf5(out: Path, meta: dict, msl: int, examples_per_file: int) -> dict:
             for k, start in enumerate(range(0, n_examples, examples_per_file)):
                 count = min(examples_per_file, n_examples - start)
                 data = np.empty((count, 3, msl), dtype=np.int32)
-                for j in range(count):
-                    i = start + j
-                    length = msl + 1 if i < n_full else tail
-                    data[j] = _example(stream.read(i * msl, length), msl, pad_id)
+                full = max(0, min(count, n_full - start))
+                if full:  # whole windows, all at once: consecutive windows overlap by one token
+                    flat = stream.read(start * msl, full * msl + 1)
+                    data[:full, 0] = flat[:-1].reshape(full, msl)
+                    data[:full, 1] = 1
+                    data[:full, 2] = flat[1:].reshape(full, msl)
+                if full < count:  # the padded remainder
+                    data[full] = _example(stream.read(n_full * msl, tail), msl, pad_id)
                 name = f"examples_0_{k}.h5"
                 with h5py.File(folder / name, "w") as f:
                     f.create_dataset("data", data=data, dtype="i4")
