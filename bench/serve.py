@@ -44,6 +44,12 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to see past CPU stolen by other jobs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -188,11 +194,13 @@ def main() -> None:
         runs: dict[int, list[dict]] = {c: [] for c in args.concurrency}
         for round_ in range(args.rounds):  # levels interleaved, so load changes hit every level alike
             for c in args.concurrency:
+                cpu = cpu_seconds(server.pid)
                 r = asyncio.run(run_clients(url, prompts, args.max_tokens, c))
+                r["cpu"] = cpu_seconds(server.pid) - cpu
                 runs[c].append(r)
                 print(f"round {round_ + 1}: cerebras-gpt serve, {c:2d} clients: {r['tokens'] / r['wall']:.1f} tok/s, "
                       f"TTFT p50 {percentile(r['ttft'], 50):.2f} s p99 {percentile(r['ttft'], 99):.2f} s, "
-                      f"{r['failures']} failed", flush=True)
+                      f"{r['failures']} failed, {r['tokens'] / r['cpu']:.1f} tok per server CPU-s", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -204,6 +212,8 @@ def main() -> None:
     rate = {c: statistics.median(r["tokens"] / r["wall"] for r in runs[c]) for c in args.concurrency}
     ttft = {c: [t for r in runs[c] for t in r["ttft"]] for c in args.concurrency}
     failed = {c: sum(r["failures"] for r in runs[c]) for c in args.concurrency}
+    per_cpu = {c: statistics.median(r["tokens"] / r["cpu"] for r in runs[c]) for c in args.concurrency}
+    cpu_scale = per_cpu[max(args.concurrency)] / per_cpu[min(args.concurrency)]
     base_rate = rate[min(args.concurrency)]
     rows = []
     for c in args.concurrency:
@@ -224,8 +234,8 @@ def main() -> None:
 {args.requests} requests per level: {args.prompt_tokens}-token prompts, {args.max_tokens} greedy tokens each (EOS
 ignored). `cerebras-gpt serve` runs as its own process (`--max-slots {slots}`); c streaming clients each
 send their next request when the previous ends. {args.rounds} rounds over the levels, interleaved:
-tokens/s is the median round, TTFT percentiles pool all rounds' requests. The peer answers the same requests one after another
-with transformers `generate()` (what a server without batching does); its time to first token includes
+tokens/s is the median round, TTFT percentiles pool all rounds' requests. The peer answers the same
+requests one after another with transformers `generate()` (what a server without batching does); its time to first token includes
 waiting behind the requests queued before it, for the same c clients.
 
 | clients | serve tok/s | TTFT p50 (s) | TTFT p99 (s) | failed | vs 1 client | generate() tok/s \
@@ -236,6 +246,9 @@ waiting behind the requests queued before it, for the same c clients.
 Goal: at {max(args.concurrency)} clients at least 6x the single-client aggregate throughput with zero failed requests:
 **{scale:.2f}x, {failures} failed ({verdict})**. Aggregate tokens/s = all generated tokens / wall time of the level.
 Per round (tok/s at {", ".join(map(str, args.concurrency))} clients): {per_round}.
+Tokens per CPU-second of the server process (median; not inflated by CPU other jobs take on a shared
+machine): {" / ".join(f"{per_cpu[c]:.1f}" for c in args.concurrency)}, i.e. {cpu_scale:.2f}x more tokens per
+CPU-second at {max(args.concurrency)} clients than at {min(args.concurrency)}.
 """
     print(body)
     if not args.no_record:
