@@ -140,7 +140,6 @@ def test_eval_command_runs_tasks(setup, tmp_path):
     assert main(["eval", "--model", str(root / "model"), "--tasks", "local_mc", "--include-path", str(tasks),
                  "--output", str(out), "--no-progress"]) == 0
     assert 0 <= json.loads(out.read_text())["lm_eval"]["results"]["local_mc"]["acc,none"] <= 1
-    assert main(["eval", "--model", str(root / "model"), "--tasks", "no_such_task", "--include-path", str(tasks)]) == 2
 
 
 @pytest.mark.slow  # the lm_eval command indexes all of lm-eval's built-in tasks first (~20 s)

@@ -41,3 +41,26 @@ def test_fit_csv_and_paper(tmp_path, capsys):
     bad.write_text("flops,loss\n1e10,abc\n")
     assert main(["scaling", "fit", "--points", str(bad)]) == 2
     assert "bad.csv:2" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # three short real training runs (~15 s idle, more on a busy machine)
+def test_run_trains_a_ladder_and_resumes(tmp_path, shared_data):
+    pytest.importorskip("cerebras_gpt.train.loop")
+    from cerebras_gpt.data.prepare import prepare
+    from cerebras_gpt.evaluate.scaling import read_runs
+
+    (tmp_path / "text.txt").write_text((shared_data / "tinyshakespeare.txt").read_text()[:40_000])
+    prepare([str(tmp_path / "text.txt")], tmp_path / "data", val_fraction=0.1, paragraphs=True, workers=1,
+            progress=False)
+    argv = ["scaling", "run", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "ladder"), "--widths", "8", "16",
+            "--n-layer", "1", "--head-dim", "8", "--block-size", "32", "--tokens-per-param", "2", "--count",
+            "non_embedding", "--batch-size", "4", "--holdout", "0", "--device", "cpu"]
+    assert main(argv) == 0
+    rows = read_runs(tmp_path / "ladder")
+    assert [r["n_embd"] for r in rows] == [8, 16]
+    assert all(r["tokens"] == 2 * r["params"] and 0 < r["loss"] < 11 for r in rows)  # below ln(50257) = 10.8
+    weights = tmp_path / "ladder" / "runs" / rows[0]["name"] / "model" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert main(argv + ["--widths", "8", "16", "24"]) == 0  # the finished rungs are not trained again
+    assert weights.stat().st_mtime_ns == stamp
+    assert [r["n_embd"] for r in read_runs(tmp_path / "ladder")] == [8, 16, 24]
