@@ -1,4 +1,4 @@
-"""A real scaling ladder on this machine: five sizes trained compute-optimally, the fitted law, a held-out check.
+"""A real scaling ladder on this machine: six sizes trained compute-optimally, the fitted law, a held-out check.
 
 What it does, in a scratch directory (``--work``):
 1. a byte-level tokenizer (256 byte symbols + ``<|endoftext|>``, vocabulary 257), so that at widths 16-64
@@ -87,7 +87,7 @@ def render(rows: list[dict], fit: dict, wall: float, config: str) -> str:
     lines = [
         "## Results: a compute-optimal scaling ladder on this machine",
         "",
-        f"Five GPT shapes (2 layers, widths {', '.join(str(r['n_embd']) for r in rows)}, heads of 8, context 128) "
+        f"{len(rows)} GPT shapes (2 layers, widths {', '.join(str(r['n_embd']) for r in rows)}, heads of 8, context 128) "
         "each trained on 20 tokens per parameter (the paper's rule) through `cerebras_gpt.train` (AdamW, "
         "linear warmup 5%, linear decay to 10%, LR 3e-3, batch 16 x 128), on byte-level ../shared/data "
         "(tinyshakespeare + WikiText-2 valid, 2.1M training bytes; 5% of paragraphs held out, 116K bytes). "
@@ -103,7 +103,7 @@ def render(rows: list[dict], fit: dict, wall: float, config: str) -> str:
                      f"{fitted.get(r['name'], float('nan')):.4f} | {r['seconds']:.0f} |")
     lines += [
         "",
-        f"Fit on all five: **{fit['law']}** (95% CI: α {ci['alpha'][0]:.3f}..{ci['alpha'][1]:.3f}, "
+        f"Fit on all {len(rows)}: **{fit['law']}** (95% CI: α {ci['alpha'][0]:.3f}..{ci['alpha'][1]:.3f}, "
         f"L∞ {ci['l_inf'][0]:.3f}..{ci['l_inf'][1]:.3f}; rmse {fit['rmse']:.4f}). "
         f"Predicted loss at 1e14 FLOPs: {fit['target']['loss']:.4f} "
         f"({fit['target']['ci'][0]:.4f}..{fit['target']['ci'][1]:.4f}).",
@@ -111,7 +111,7 @@ def render(rows: list[dict], fit: dict, wall: float, config: str) -> str:
     ]
     for c in fit.get("heldout", {}).get("checks", []):
         h = fit["heldout"]["fit"]
-        lines.append(f"Held-out check (the paper's 13B test, in small): fitted on the four smaller rungs, "
+        lines.append(f"Held-out check (the paper's 13B test, in small): fitted on the {len(rows) - 1} smaller rungs, "
                      f"{h['law']}, predicts {c['predicted']:.4f} for {c['name']}; measured {c['loss']:.4f}: "
                      f"**error {c['error_pct']:+.2f}%** (95% band {c['ci'][0]:.4f}..{c['ci'][1]:.4f}).")
     lines += [

@@ -113,7 +113,7 @@ class ScalingFit:
         a, lc0, linf = self.law.alpha, math.log(self.law.c0), self.law.l_inf
         with np.errstate(over="ignore"):
             c0 = (math.exp(min(lc0 - err[1], 700)), math.exp(min(lc0 + err[1], 700)))
-        return {"alpha": (a - err[0], a + err[0]), "c0": c0, "l_inf": (linf - err[2], linf + err[2])}
+        return {"alpha": (a - err[0], a + err[0]), "c0": c0, "l_inf": (max(0.0, linf - err[2]), linf + err[2])}
 
     def predict(self, flops: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(loss, low, high) at ``flops``: the fit and its confidence band (delta method)."""
@@ -145,7 +145,8 @@ def fit_power_law(flops: Sequence[float], loss: Sequence[float], labels: Sequenc
     """Fit ``L(C) = (C / C0)^-α + L∞`` to points by nonlinear least squares in loss.
 
     The start comes from a scan over L∞ below the smallest loss, where ``log(L - L∞)`` is linear in
-    ``log C``; `scipy.optimize.curve_fit` then refines all three parameters and gives their covariance.
+    ``log C``; `scipy.optimize.curve_fit` then refines all three parameters within ``α > 0`` and
+    ``0 <= L∞ <= min(loss)`` and gives their covariance.
 
     Args:
         flops: training FLOPs of each run, (n,), n >= 3.
@@ -178,8 +179,12 @@ def fit_power_law(flops: Sequence[float], loss: Sequence[float], labels: Sequenc
     if best is None:
         raise ValueError("loss does not decrease with compute: no power law with alpha > 0 fits these points")
     p0 = best[1:]
+    # A loss floor below zero is meaningless (cross-entropy >= 0), and alpha must stay positive: noisy
+    # small-model points would otherwise pull L∞ far negative and alpha towards zero.
+    bounds = ([1e-6, -np.inf, 0.0], [10.0, np.inf, float(L.min())])
     try:
-        params, cov = curve_fit(_model, x, L, p0=p0, jac=lambda xx, a, lc0, li: _jacobian(xx, a, lc0), maxfev=20000)
+        params, cov = curve_fit(_model, x, L, p0=p0, bounds=bounds, jac=lambda xx, a, lc0, li: _jacobian(xx, a, lc0),
+                                max_nfev=20000)
     except RuntimeError:  # no convergence: keep the scan's start, which is already a least-squares fit in L∞
         params, cov = np.asarray(p0), np.full((3, 3), np.inf)
     if not np.all(np.isfinite(cov)):
