@@ -1,4 +1,4 @@
-"""A real scaling ladder on this machine: six sizes trained compute-optimally, the fitted law, a held-out check.
+"""A real scaling ladder on this machine: five sizes trained compute-optimally, the fitted law, a held-out check.
 
 What it does, in a scratch directory (``--work``):
 1. a byte-level tokenizer (256 byte symbols + ``<|endoftext|>``, vocabulary 257), so that at widths 16-64
@@ -50,6 +50,8 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/cerebras-gpt-bench-scaling", help="scratch directory (resumable)")
     parser.add_argument("--config", default=str(ROOT / "configs" / "scaling" / "ladder-cpu.yaml"))
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--fit-only", action="store_true",
+                        help="no training: fit the rungs already recorded in WORK/ladder again (after a fit change)")
     args = parser.parse_args()
     if not (SHARED / "tinyshakespeare.txt").exists():
         raise SystemExit(f"{SHARED} is absent: this benchmark trains on ../shared/data")
@@ -65,10 +67,19 @@ def main() -> int:
             paragraphs=True, val_fraction=0.05, workers=1, seq_len=128, progress=False)
     out = work / "ladder"
     start = time.time()
-    rc = scaling_main(["run", "--config", args.config, "--data", str(data), "--out", str(out), "--target", "1e14"])
-    if rc:
-        return rc
-    wall = time.time() - start
+    if args.fit_only:
+        from cerebras_gpt.commands.scaling import fit_report
+
+        rows = read_runs(out)
+        report = fit_report([(r["name"], r["flops"], r["loss"]) for r in rows], 1e14, 1, 0.95, str(out / "fit.png"),
+                            title="Scaling ladder: byte-level tinyshakespeare + WikiText-2")
+        (out / "fit.json").write_text(json.dumps(report, indent=2) + "\n")
+        wall = sum(r["seconds"] for r in rows)
+    else:
+        rc = scaling_main(["run", "--config", args.config, "--data", str(data), "--out", str(out), "--target", "1e14"])
+        if rc:
+            return rc
+        wall = time.time() - start
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in ("fit.json", "fit.png", "fit-heldout.png"):
         shutil.copyfile(out / name, RESULTS / name)
@@ -119,7 +130,7 @@ def render(rows: list[dict], fit: dict, wall: float, config: str) -> str:
         "![scaling fit](bench/results/scaling/fit.png)",
         "![held-out fit](bench/results/scaling/fit-heldout.png)",
         "",
-        f"Whole ladder: {wall / 60:.1f} min wall on {platform.machine()} ({platform.processor() or 'CPU'}), "
+        f"Whole ladder: {wall / 60:.1f} min of training on {platform.machine()} ({platform.processor() or 'CPU'}), "
         "a shared 2-core machine, one torch thread. Per-rung records: bench/results/scaling/runs.jsonl.",
         "",
         "```",

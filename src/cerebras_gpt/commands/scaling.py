@@ -67,7 +67,7 @@ class RunArgs:
     """A prepared data directory (`cerebras-gpt prepare`); its tokenizer sets the vocabulary."""
     out: str = "runs/scaling"
     """Ladder directory: runs/<rung>/ (each training run), runs.jsonl (one line per finished rung), fit."""
-    widths: list[int] = dataclasses.field(default_factory=lambda: [16, 24, 32, 48, 64, 80])
+    widths: list[int] = dataclasses.field(default_factory=lambda: [16, 24, 32, 48, 64])
     """Model widths of the ladder."""
     n_layer: int | None = 2
     """Depth of every rung; omit (None) to scale depth with width (width / aspect)."""

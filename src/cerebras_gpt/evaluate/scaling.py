@@ -226,6 +226,9 @@ def plot_fit(fit: ScalingFit, path: str | Path, target_flops: float | None = Non
                     color="C2", marker="*", markersize=10, zorder=5, label=f"target {target_flops:.3g}: {m[0]:.4f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # Frame the points and the fit; a wide confidence band (few, noisy points) must not squash them.
+    ys = [*fit.loss, *mean, *(y for _, _, y in heldout)]
+    ax.set_ylim(0.85 * min(ys), 1.15 * max(ys))
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(title)
