@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,7 +40,10 @@ class CSRLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.chunk_rows = chunk_rows
-        self.register_buffer("weight", linear.weight.detach().to_sparse_csr(), persistent=False)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and CSR @ dense is what we use
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            csr = linear.weight.detach().to_sparse_csr()
+        self.register_buffer("weight", csr, persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
