@@ -1,0 +1,29 @@
+"""`cerebras-gpt finetune`: full or LoRA fine-tuning on prompt/completion, chat or text records."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from cerebras_gpt.commands import run_command
+from cerebras_gpt.finetune.run import FinetuneArgs
+
+
+def run(args: FinetuneArgs) -> int:
+    from cerebras_gpt.finetune.run import finetune
+    from cerebras_gpt.train import distributed
+    from cerebras_gpt.train.loop import TrainingDiverged
+
+    try:
+        result = finetune(args)
+    except TrainingDiverged as e:
+        raise ValueError(str(e)) from e
+    finally:
+        distributed.teardown()
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 prints
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_command(FinetuneArgs, argv, "cerebras-gpt finetune", run)
