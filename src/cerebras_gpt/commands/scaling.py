@@ -269,7 +269,7 @@ def ladder_train_fn(args: RunArgs):
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     step, rest = argv[0], argv[1:]
     table = {"plan": (PlanArgs, _plan), "fit": (FitArgs, _fit), "run": (RunArgs, _run)}
