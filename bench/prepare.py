@@ -210,7 +210,8 @@ tree's (PSS counts pages shared between forked workers once; RSS counts them in 
 
 Throughput ratio: **{ours_tps / theirs_tps:.2f}x** the `datasets` pipeline end to end, {ours_tps / map_tps:.2f}x its
 `map` step alone. Memory: ours holds at most 2 x workers blocks of {1 << 20:,} bytes of input in flight, so its
-peak does not grow with the corpus (compare the 1x and 2x rows); most of it is the Python process with torch
+peak does not grow with the corpus (compare the 1x and 2x rows: peak RSS is flat; PSS moves by tens of MB with
+how many pages the forked workers still share when sampled); most of it is the Python process with torch
 imported (the `cerebras_gpt` package) and the tokenizer's tables. Why it is faster: tiktoken's BPE, JSON parsing
 and hashing inside the workers, documents tokenized straight into uint16 arrays, and no Arrow round trip.
 """
