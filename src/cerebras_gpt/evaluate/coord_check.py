@@ -14,8 +14,8 @@ output multiplier), on one fixed probe batch, at step 0 (init) and after each up
 a layer is 4 to the power of the least-squares slope of log(mean |x|) against log(width) at the last
 step: the factor by which the layer grows per 4x of width (1.0 is flat).
 
-The models are the real `GPT`; the optimizer is AdamW with μP's per-parameter learning rates
-(`mup.lr_multiplier`, all 1 under SP) and no weight decay, as in the paper's coordinate checks.
+The models are the real `GPT`; the optimizer is the trainer's AdamW (`train.optim.build_optimizer`) with
+μP's per-parameter learning rates (`mup.lr_multiplier`, all 1 under SP) and no weight decay.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from cerebras_gpt import mup
 from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.model import GPT
+from cerebras_gpt.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +169,9 @@ def run_one(cfg: CoordCheckConfig, tokens: np.ndarray, vocab_size: int, width: i
     torch.manual_seed(seed)
     config = build_config(cfg, width, parametrization, vocab_size)
     model = GPT(config).to(cfg.device).train()
-    groups: dict[float, list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        groups.setdefault(cfg.lr * mup.lr_multiplier(config, name), []).append(p)
-    # Adam hyperparameters of the paper's recipe (β = 0.9, 0.95); no decay, so only the update rule shows.
-    optimizer = torch.optim.AdamW([{"params": ps, "lr": lr} for lr, ps in groups.items()],
-                                  betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    # The trainer's own AdamW groups (μP LR multipliers from mup.py) with the paper's β = (0.9, 0.95);
+    # no weight decay, so only the update rule shows.
+    optimizer = build_optimizer(model, config, cfg.lr, (0.9, 0.95), 1e-8, weight_decay=0.0)
     # Same data for every width and parametrization of a seed: only the model differs.
     rng = np.random.default_rng(seed)
     probe = _batch(tokens, rng, cfg.batch_size, cfg.seq_len)[:, :-1].to(cfg.device)

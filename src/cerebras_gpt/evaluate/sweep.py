@@ -1,7 +1,7 @@
 """Hyperparameter sweeps: grid or random search over run settings, each trial a `train` run; resumable.
 
 A sweep starts from one training configuration (a `cerebras-gpt train` YAML and/or fixed ``KEY=VALUE``
-settings) and varies dotted keys of it (``lr``, ``model.n_embd``, ``mup``, ...):
+settings) and varies dotted keys of it (``lr``, ``model_overrides.n_embd``, ``mup``, ...):
 
 - grid search: ``KEY=V1,V2,...`` for each key; every combination is a trial (the Cartesian product);
 - random search: ``KEY=loguniform:LOW:HIGH``, ``KEY=uniform:LOW:HIGH``, ``KEY=intuniform:LOW:HIGH`` or
@@ -55,7 +55,7 @@ class SweepConfig:
     base: str | None = None
     """A `cerebras-gpt train` YAML config every trial starts from."""
     set: list[str] = field(default_factory=list)
-    """Fixed settings for every trial, KEY=VALUE (dotted keys into the train config, e.g. model.n_layer=2)."""
+    """Fixed settings for every trial, KEY=VALUE (dotted keys into the train config, e.g. steps=200)."""
     grid: list[str] = field(default_factory=list)
     """Grid axes, KEY=V1,V2,...: every combination is one trial."""
     random: list[str] = field(default_factory=list)
@@ -107,7 +107,7 @@ def parse_value(text: str) -> Any:
 def _split_key(item: str, flag: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip() or not value.strip():
-        raise ValueError(f"{flag} {item!r} must look like KEY=VALUE (e.g. lr=1e-3 or model.n_embd=64,128)")
+        raise ValueError(f"{flag} {item!r} must look like KEY=VALUE (e.g. lr=1e-3 or model_overrides.n_embd=64,128)")
     return key.strip().replace("-", "_"), value.strip()
 
 
@@ -188,7 +188,8 @@ def _short(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- overrides
 def apply_overrides(obj: Any, settings: dict[str, Any], where: str = "train config") -> Any:
-    """A copy of dataclass ``obj`` with dotted ``settings`` applied (``model.n_embd`` -> obj.model.n_embd).
+    """A copy of dataclass ``obj`` with dotted ``settings`` applied: ``model.n_embd`` sets a field of a nested
+    dataclass, ``model_overrides.n_embd`` a key of a mapping field.
 
     Values are checked against the field's type where it is a plain scalar (an int where a float is
     expected becomes a float); an unknown key is a ValueError listing the valid ones.
@@ -201,7 +202,9 @@ def apply_overrides(obj: Any, settings: dict[str, Any], where: str = "train conf
         head, _, rest = key.partition(".")
         if head not in fields:
             raise ValueError(f"unknown setting {key!r} for the {where}; valid keys are {sorted(fields)}")
-        if rest:
+        if rest and isinstance(getattr(obj, head), dict):  # a mapping field, e.g. model_overrides.n_embd
+            direct.setdefault(head, dict(getattr(obj, head)))[rest] = value
+        elif rest:
             if not dataclasses.is_dataclass(getattr(obj, head)):
                 raise ValueError(f"setting {key!r}: {head!r} is not a section of the {where}")
             nested.setdefault(head, {})[rest] = value
@@ -324,13 +327,14 @@ TrialFn = Callable[[dict[str, Any], Path], dict[str, Any]]
 def train_trial_fn(cfg: SweepConfig) -> TrialFn:
     """The default trial: `cerebras_gpt.train.train` on the base config with the trial's settings."""
     from cerebras_gpt.commands import from_mapping, load_yaml
-    from cerebras_gpt.train import TrainConfig, train
+    from cerebras_gpt.train.config import TrainConfig
+    from cerebras_gpt.train.loop import train
 
     base = from_mapping(TrainConfig, load_yaml(cfg.base), cfg.base) if cfg.base else TrainConfig()
     base = apply_overrides(base, parse_settings(cfg.set))
 
     def run(settings: dict[str, Any], trial_dir: Path) -> dict[str, Any]:
-        run_cfg = apply_overrides(base, {**settings, "out": str(trial_dir)})
+        run_cfg = apply_overrides(base, {**settings, "out_dir": str(trial_dir)})
         return dict(train(run_cfg))
 
     return run
@@ -383,6 +387,9 @@ def run_sweep(cfg: SweepConfig, trial_fn: TrialFn | None = None, progress: bool 
         start = time.time()
         try:
             metrics, status, error = trial_fn(settings, out / "trials" / tid), "ok", None
+            # Numbers only (train() also returns paths and its plan; those stay in the trial's directory).
+            metrics = {k: v for k, v in metrics.items()
+                       if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
             value = metrics.get(cfg.metric)
             if value is None:
                 raise ValueError(f"train() returned no {cfg.metric!r} (it returned {sorted(metrics)}); "
