@@ -106,7 +106,7 @@ def main() -> int:
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_curves({"μP (base width 32)": rows["mup"], "SP": rows["sp"]}, "lr", WIDTH_KEY, "val_loss",
                 RESULTS / "lr_transfer.png",
-                title="Final validation loss vs learning rate (2 layers, 120 steps x 512 tokens, Tiny Shakespeare)")
+                title="Final validation loss vs learning rate (2 layers, 100 steps x 512 tokens, Tiny Shakespeare)")
     record(summary, table, lrs, minutes, args)
     return 0
 
@@ -138,7 +138,7 @@ Machine: the shared 2-core CPU VM (no GPU), float32; other jobs were running, wh
 **Learning-rate transfer** (`flock /tmp/bench.lock .venv/bin/python bench/mup_transfer.py`, {minutes:.1f}
 min for the trials run in the recording invocation). Two `cerebras-gpt sweep`s, μP and SP, over
 {len(lrs)} learning rates x {len(widths)} widths ({', '.join(map(str, widths))}), every trial a `train()` run
-of `configs/mup/lr-transfer.yaml`: 2 layers, 4 heads, 120 steps of 8 x 64 tokens (linear warmup 12 steps,
+of `configs/mup/lr-transfer.yaml`: 2 layers, 4 heads, 100 steps of 8 x 64 tokens (linear warmup 10 steps,
 linear decay to 10%, AdamW β (0.9, 0.95), weight decay 0.1, clipping 1.0) on Tiny Shakespeare
 (`../shared/data/tinyshakespeare.txt`) with a {args.vocab}-token BPE trained on it, 5% of paragraphs held
 out; the metric is the loss on the first 30 x 8 validation windows (15K tokens, the same for every trial). Under μP (base width 32, the narrowest model as

@@ -24,14 +24,14 @@ class SweepArgs:
     recorded trials are skipped, a trial cut off mid-run resumes from its last checkpoint.
 
     Example (the μP proxy tuning: η_base on a small model, then reuse it at every width):
-      cerebras-gpt sweep --base configs/mup/proxy.yaml --grid lr=1e-3,2e-3,4e-3,8e-3,1.6e-2 model.n_embd=64,128,256
+      cerebras-gpt sweep --base configs/mup/proxy.yaml --grid lr=2.5e-3,5e-3,1e-2,2e-2,4e-2 model_overrides.n_embd=32,64,128
     """
 
     sweep: Annotated[SweepConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=SweepConfig)
     plot_x: str | None = None
     """Also plot the sweep's metric against this swept key (log axis), e.g. lr, into OUT/sweep.png."""
     plot_series: str | None = None
-    """With --plot-x: one line per value of this swept key, e.g. model.n_embd."""
+    """With --plot-x: one line per value of this swept key, e.g. model_overrides.n_embd."""
 
 
 def run(args: SweepArgs) -> int:
