@@ -95,8 +95,9 @@ class FinetuneArgs(TrainConfig):
             problems.append("--model is required (a model directory, training checkpoint or hub id)")
         if not self.data and not (self.eval_only and self.eval_data):
             problems.append("--data is required (a .jsonl or .txt file of records)")
-        if self.data_dir is not None or self.init_from is not None:
-            problems.append("--data-dir/--init-from are pretraining options; fine-tuning reads --data and --model")
+        if self.data_dir is not None or self.init_from is not None or self.model_overrides:
+            problems.append("--data-dir/--init-from/--model-overrides are pretraining options; fine-tuning reads "
+                            "--data and the model as saved in --model")
         if self.mup:
             problems.append("--mup is a pretraining option: a μP model directory is fine-tuned as saved")
         if self.lora.enabled and self.fsdp:
@@ -159,15 +160,14 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         return evaluate_only(args)
     device = distributed.resolve_device(args.device)
     info = distributed.setup(device)
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    block = model.config.block_size
-
     records = read_records(args.data)
     if args.val_data:
         train_records, val_records = records, read_records(args.val_data)
     else:
         train_records, val_records = split_records(records, args.val_fraction, args.seed)
     eval_records = read_records(args.eval_data) if args.eval_data else val_records
+    model, tokenizer = load_model_and_tokenizer(args.model)  # after the records: bad data fails fast
+    block = model.config.block_size
 
     seq_len = args.seq_len or block
     if seq_len > block:
