@@ -23,6 +23,10 @@ class TrainArgs(TrainConfig):
 
 
 def run(args: TrainArgs) -> int:
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # rank 0 alone logs
+        logging.getLogger().setLevel(logging.WARNING)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in dataclasses.asdict(args).items() if k in fields})
     cfg.sparsity = args.sparsity

@@ -1,0 +1,78 @@
+"""Training under torchrun (2 gloo ranks, DDP and FSDP2) against one process; resume 2 ranks -> 1; SIGKILL mid-save."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cerebras_gpt.train.checkpoint import KILL_ENV
+
+ARGS = ["--model", "debug-tiny", "--batch-size", "4", "--seq-len", "32", "--warmup-steps", "1", "--eval-batches", "2",
+        "--no-progress", "--no-tensorboard"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, shared_data) -> Path:
+    from cerebras_gpt.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("shakespeare")
+    prepare([str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1,
+            progress=False)
+    return out
+
+
+def _run(out_dir, data_dir, *extra, nproc=1, env=None, check=True) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                "--standalone"] if nproc > 1 else [sys.executable]
+    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out-dir", str(out_dir),
+                      *extra]
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _losses(out_dir) -> dict[int, float]:
+    rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, data_dir) -> dict[int, float]:
+    out = tmp_path_factory.mktemp("single")
+    _run(out, data_dir, "--steps", "4")
+    return _losses(out)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_ranks_match_one_process_and_resume_on_one(tmp_path, data_dir, single, mode):
+    fsdp = ["--fsdp"] if mode == "fsdp" else []
+    _run(tmp_path, data_dir, "--steps", "4", "--stop-at-step", "2", *fsdp, nproc=2)
+    two = _losses(tmp_path)
+    assert sorted(two) == [1, 2]
+    for step in two:
+        assert two[step] == pytest.approx(single[step], abs=1e-5)
+    ckpt = tmp_path / "checkpoints" / "step_00000002"
+    assert (ckpt / "dcp").is_dir() == (mode == "fsdp") and (ckpt / "model" / "config.json").exists()
+    _run(tmp_path, data_dir, "--steps", "4")  # the same run, resumed on one process
+    resumed = _losses(tmp_path)
+    assert sorted(resumed) == [1, 2, 3, 4]
+    for step in resumed:
+        assert resumed[step] == pytest.approx(single[step], abs=1e-5)
+
+
+def test_exact_resume_after_sigkill_mid_save(tmp_path, data_dir, single):
+    proc = _run(tmp_path, data_dir, "--steps", "4", "--checkpoint-interval", "1", env={KILL_ENV: "3"}, check=False)
+    assert proc.returncode == -9
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == [".tmp-step_00000003", "step_00000001", "step_00000002"]
+    _run(tmp_path, data_dir, "--steps", "4")
+    assert _losses(tmp_path) == single  # bitwise
+    assert not list(ckpts.glob(".tmp-*"))
