@@ -69,3 +69,18 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["--model", "x", "--data", "d.jsonl", "--lora.rank", "4", "--fsdp"]) == 2
     assert "LoRA with --fsdp" in capsys.readouterr().err
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
+    torch.manual_seed(0)
+    GPT(GPTConfig.from_name("debug-tiny", block_size=32)).save_pretrained(tmp_path / "base")
+    write_jsonl(reverse_records(60, seed=1), tmp_path / "train.jsonl")
+    # lr 0: the validation loss never gets lower, so the run stops `patience` evaluations after the first
+    rc = main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "20",
+               "--lr", "0", "--batch-size", "8", "--eval-interval", "2", "--early-stopping-patience", "2",
+               "--out-dir", str(tmp_path / "out"), "--no-progress", "--lora.rank", "2", "--save-adapter"])
+    assert rc == 0
+    result = json.loads((tmp_path / "out" / "finetune_results.json").read_text())
+    assert result["stopped_early"] and result["steps"] == 6 and result["best_step"] == 2
+    assert (tmp_path / "out" / "model" / "config.json").exists()
+    assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()

@@ -219,7 +219,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         state = json.loads(state_path.read_text()) if state_path.exists() and cfg.resume == "auto" else \
             {"best_val": None, "best_step": None, "bad_evals": 0}
         stopped_early = False
-        target = eval_interval
+        target, resume = eval_interval, cfg.resume
         while True:
             from cerebras_gpt.train import checkpoint
 
@@ -227,9 +227,10 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
             done = int(latest.name.removeprefix(checkpoint.PREFIX)) if latest is not None else 0
             while target <= done:
                 target += eval_interval
-            result = train(dataclasses.replace(cfg, stop_at_step=min(target, steps),
-                                               resume=cfg.resume if target == eval_interval else "auto"),
+            # Each later part resumes from the checkpoint the part before it wrote (never a stale one).
+            result = train(dataclasses.replace(cfg, stop_at_step=min(target, steps), resume=resume),
                            model=model, train_loader=loader, val_batches=val)
+            resume = result["checkpoint"]
             val_loss = result["val_loss"]
             if state["best_val"] is None or val_loss < state["best_val"]:
                 state.update(best_val=val_loss, best_step=result["steps"], bad_evals=0)
