@@ -166,7 +166,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     else:
         train_records, val_records = split_records(records, args.val_fraction, args.seed)
     eval_records = read_records(args.eval_data) if args.eval_data else val_records
-    model, tokenizer = load_model_and_tokenizer(args.model)  # after the records: bad data fails fast
+    model, tokenizer = load_model_and_tokenizer(args.model, device=device)  # after the records: bad data fails fast
     block = model.config.block_size
 
     seq_len = args.seq_len or block
