@@ -83,6 +83,8 @@ class TrainConfig:
     """Run directory: checkpoints/, final model/, metrics.jsonl, tensorboard/, loss.png."""
     stop_at_step: int | None = None
     """End this invocation after this step (with a checkpoint), keeping the planned schedule; rerun to go on."""
+    time_limit_minutes: float | None = None
+    """End this invocation (with a checkpoint) once this much wall time has passed; rerun to go on."""
     resume: Literal["auto", "never"] | str = "auto"
     """auto: continue from the latest checkpoint in out_dir if any; never; or a checkpoint directory."""
     tensorboard: bool = True

@@ -179,6 +179,14 @@ def _default_val(cfg: TrainConfig, plan: Plan, info: distributed.DistInfo) -> Ca
                                    max_batches=cfg.eval_batches)
 
 
+def _agree_past(deadline: float, device: torch.device) -> bool:
+    """Whether the wall-time limit has passed, decided by rank 0 for all ranks (they stop together)."""
+    flag = torch.tensor([1.0 if time.perf_counter() > deadline else 0.0], device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any = None,
           val_batches: Callable[[], Iterable[Batch]] | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says (see the module docstring); returns the final metrics."""
@@ -261,7 +269,10 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
     tok_s, mfu = 0.0, 0.0
     t_last, tokens_last = time.perf_counter(), tokens
     stop_at = plan.total_steps if cfg.stop_at_step is None else min(cfg.stop_at_step, plan.total_steps)
+    deadline = None if cfg.time_limit_minutes is None else time.perf_counter() + 60 * cfg.time_limit_minutes
     while step < stop_at:
+        if deadline is not None and _agree_past(deadline, device):
+            break
         lr = lr_at(step, peak=plan.lr, warmup=plan.warmup_steps, total=plan.total_steps, decay=plan.decay,
                    min_ratio=plan.min_lr_ratio)
         set_lr(optimizer, lr)
