@@ -335,9 +335,34 @@ def train_trial_fn(cfg: SweepConfig) -> TrialFn:
 
     def run(settings: dict[str, Any], trial_dir: Path) -> dict[str, Any]:
         run_cfg = apply_overrides(base, {**settings, "out_dir": str(trial_dir)})
-        return dict(train(run_cfg))
+        result = dict(train(run_cfg))
+        # A trial killed after its last checkpoint but before it was recorded "resumes" with no step left
+        # to run, and train() then has no fresh validation: take the final figures from its metrics.jsonl.
+        for key, value in _recorded_final_metrics(trial_dir).items():
+            if result.get(key) is None or not _finite(result.get(key)):
+                result[key] = value
+        return result
 
     return run
+
+
+def _recorded_final_metrics(run_dir: Path) -> dict[str, Any]:
+    """``final_loss`` and the last ``val_loss``/``val_ppl`` a train run wrote to its metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    found: dict[str, Any] = {}
+    if not path.exists():
+        return found
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            found["final_loss"] = record["loss"]
+        for key in ("val_loss", "val_ppl"):
+            if key in record:
+                found[key] = record[key]
+    return found
 
 
 @dataclass
