@@ -107,13 +107,13 @@ def new_model(seed: int) -> GPT:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--finetune-steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--update-freq", type=int, default=25)
-    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--from-json", help="rewrite the plot and section from a results.json instead of training")
