@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +71,6 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = build_data(out, args.vocab)
     base = ROOT / "configs" / "mup" / "lr-transfer.yaml"
-    start = time.time()
     rows = {}
     for name, mup in (("mup", True), ("sp", False)):
         cfg = SweepConfig(out=str(out / name), base=str(base), set=[f"data_dir={data}", f"mup={str(mup).lower()}"],
@@ -80,7 +78,8 @@ def main() -> int:
         result = run_sweep(cfg)
         rows[name] = result.rows
         print(f"{name}: {len(result.ran)} trials run, {len(result.skipped)} already recorded", flush=True)
-    minutes = (time.time() - start) / 60
+    # Machine time of the study: the trials' own wall times, whichever invocation ran them.
+    minutes = sum(r.get("seconds", 0) for rs in rows.values() for r in rs) / 60
 
     lrs = [float(x) for x in args.lrs.split(",")]
     table, summary = [], {}
@@ -135,8 +134,8 @@ Machine: the shared 2-core CPU VM (no GPU), float32; other jobs were running, wh
 
 ![coordinate check](bench/results/mup-check/coord_check.png)
 
-**Learning-rate transfer** (`flock /tmp/bench.lock .venv/bin/python bench/mup_transfer.py`, {minutes:.1f}
-min for the trials run in the recording invocation). Two `cerebras-gpt sweep`s, μP and SP, over
+**Learning-rate transfer** (`flock /tmp/bench.lock .venv/bin/python bench/mup_transfer.py`; the 30 trials
+took {minutes:.1f} min of wall time together, one seed each). Two `cerebras-gpt sweep`s, μP and SP, over
 {len(lrs)} learning rates x {len(widths)} widths ({', '.join(map(str, widths))}), every trial a `train()` run
 of `configs/mup/lr-transfer.yaml`: 2 layers, 4 heads, 100 steps of 8 x 64 tokens (linear warmup 10 steps,
 linear decay to 10%, AdamW β (0.9, 0.95), weight decay 0.1, clipping 1.0) on Tiny Shakespeare
@@ -148,6 +147,13 @@ init. Best LR index per width: μP {summary['mup']['best_lr_index']} (moves
 {summary['sp']['best_lr_index']} (moves **{summary['sp']['shift']}**).
 
 {chr(10).join(lines)}
+
+Reading it: under μP the optimum sits at the same grid point (or the next one) at every width, so η_base
+tuned on the width-32 proxy is within a factor 2 of the best LR at 4x the width; under SP the optimum moves
+toward smaller LRs as the model widens, and at width 128 it is at the low edge of the grid (the true SP
+optimum is lower still). Caveats: one seed and 100 steps per trial, so neighbouring points within ~0.05 are
+noise (μP width 64 ends above width 32 at its best LR); SP at width 32 barely trains in 100 steps at any
+of these LRs (its 0.02 init is small for so narrow a model), so its "best" index there is noise too.
 
 ![LR transfer](bench/results/mup-transfer/lr_transfer.png)
 
