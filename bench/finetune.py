@@ -61,12 +61,12 @@ def main() -> None:
     train_file = write_jsonl(sentiment_records(400, seed=1), work / "sentiment_train.jsonl")
     test_file = write_jsonl(sentiment_records(100, seed=2), work / "sentiment_test.jsonl")
     results = {}
-    for name, extra in [("full", ["--lora.rank", "0", "--lr", "1e-4"]),
-                        ("LoRA r=8", ["--lora.rank", "8", "--lora.alpha", "16", "--lr", "2e-3", "--save-adapter"])]:
+    for name, extra in [("full", ["--lora.rank", "0", "--lr", "3e-3"]),
+                        ("LoRA r=8", ["--lora.rank", "8", "--lora.alpha", "16", "--lr", "1e-2", "--save-adapter"])]:
         out = work / ("ft_" + name.split()[0].lower())
         cmd = [PY, "-m", "cerebras_gpt", "finetune", "--model", str(pre / "model"), "--data", str(train_file),
                "--eval-data", str(test_file), "--task", "classification", "--labels", " positive", " negative",
-               "--epochs", "3", "--batch-size", "16", "--early-stopping-patience", "2", "--out-dir", str(out),
+               "--epochs", "5", "--batch-size", "16", "--early-stopping-patience", "2", "--out-dir", str(out),
                "--resume", "never", "--no-progress", *extra]
         commands.append(cmd)
         seconds = sh(cmd)
