@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,8 +35,6 @@ from cerebras_gpt import mup
 from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.model import GPT
 from cerebras_gpt.train.optim import build_optimizer
-
-log = logging.getLogger(__name__)
 
 PARAMETRIZATIONS = ("mup", "sp")
 
