@@ -24,6 +24,13 @@ def model_dir(tmp_path_factory):
     return directory
 
 
+def test_every_subcommand_has_a_module():
+    import importlib.util
+
+    for name, (module, _) in COMMANDS.items():
+        assert importlib.util.find_spec(f"cerebras_gpt.commands.{module}") is not None, name
+
+
 def test_help_and_unknown_command(capsys):
     assert main([]) == 0 and "generate" in capsys.readouterr().out
     assert main(["generat"]) == 2 and "did you mean 'generate'" in capsys.readouterr().err
@@ -61,3 +68,17 @@ def test_generate_errors_are_one_line(model_dir, tmp_path):
     assert out.returncode == 2 and "unknown option(s) ['temprature']" in out.stderr
     out = run_cli("generate", "--model", str(tmp_path), "--prompt", "x")
     assert out.returncode == 2 and "has no config.json" in out.stderr
+
+
+def test_generate_with_sparse_kernels_matches_dense(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_name("debug-tiny"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+                p.mul_(torch.rand_like(p) > 0.9)  # 90% zeros
+    model.save_pretrained(tmp_path)
+    args = ["generate", "--model", str(tmp_path), "--prompt", "Hi", "--max-new-tokens", "6", "--temperature", "0"]
+    dense, sparse = run_cli(*args), run_cli(*args, "--sparse-kernels", "always")
+    assert dense.returncode == 0 and sparse.returncode == 0, sparse.stderr
+    assert sparse.stdout == dense.stdout and "linear layers swapped" in sparse.stderr

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling": ("scaling", "Compute-optimal planning, model-size ladders and scaling-law fits"),
     "mup-check": ("mup_check", "μP coordinate check: activation size against width, μP vs SP"),
     "serve": ("serve", "OpenAI-compatible HTTP server with continuous batching and a playground page"),
-    "export": ("export", "Export a model or checkpoint: Hugging Face, GGUF (llama.cpp), sparse, HDF5"),
+    "export": ("export", "Export a model or checkpoint: Hugging Face (vLLM/TGI), GGUF (llama.cpp), sparse storage"),
     "demo": ("demo", "The main job end to end: prepare, train, evaluate, generate"),
 }
 

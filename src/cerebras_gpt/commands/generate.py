@@ -31,6 +31,8 @@ class GenerateArgs:
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     dtype: str = "auto"
     """float32, bfloat16, float16, or auto (bfloat16 on CUDA, float32 on CPU)."""
+    sparse_kernels: str = "off"
+    """For weight-sparse models: auto (sparse kernels only where measured faster), always, or off."""
     sampling: Annotated[SamplingParams, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=SamplingParams)
 
 
@@ -72,6 +74,13 @@ def run(args: GenerateArgs) -> int:
     prompts = _prompts(args)
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     model, tokenizer = load_model_and_tokenizer(args.model, device=device, dtype=dtype)
+    if args.sparse_kernels != "off":
+        if args.sparse_kernels not in ("auto", "always"):
+            raise ValueError(f"--sparse-kernels {args.sparse_kernels!r} must be auto, always or off")
+        from cerebras_gpt.sparse_kernels import sparsify_for_inference
+
+        swapped = sum(c.kernel != "dense" for c in sparsify_for_inference(model, args.sparse_kernels))
+        print(f"sparse kernels: {swapped} linear layers swapped", file=sys.stderr)
     if args.stream:
         for prompt in prompts:
             sys.stdout.write(prompt)

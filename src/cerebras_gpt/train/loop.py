@@ -305,7 +305,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             if sparsifier is not None:
-                sparsifier.update(step, wrapped, optimizer)
+                sparsifier.update(step + 1, wrapped, optimizer)  # 1-based: the step about to be taken
             optimizer.step()
             if sparsifier is not None:
                 sparsifier.apply(wrapped, optimizer)
