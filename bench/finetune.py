@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ def main() -> None:
     for name, extra in [("full", ["--lora.rank", "0", "--lr", "3e-3"]),
                         ("LoRA r=8", ["--lora.rank", "8", "--lora.alpha", "16", "--lr", "1e-2", "--save-adapter"])]:
         out = work / ("ft_" + name.split()[0].lower())
+        shutil.rmtree(out, ignore_errors=True)  # a fresh run each time
         cmd = [PY, "-m", "cerebras_gpt", "finetune", "--model", str(pre / "model"), "--data", str(train_file),
                "--eval-data", str(test_file), "--task", "classification", "--labels", " positive", " negative",
                "--epochs", "5", "--batch-size", "16", "--early-stopping-patience", "2", "--out-dir", str(out),

@@ -207,6 +207,12 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     loader = FinetuneLoader(rows, micro, tokenizer.eos_id, seed=args.seed, rank=info.rank, world_size=info.world_size)
     val = val_batches(val_rows, micro, tokenizer.eos_id, info.rank, info.world_size) if val_rows else None
     out_dir = Path(args.out_dir)
+    from cerebras_gpt.train import checkpoint
+
+    if args.resume == "never" and checkpoint.latest_checkpoint(out_dir) is not None:
+        # The loop keeps the last K checkpoints by step: stale higher steps would evict this run's own.
+        raise ValueError(f"{out_dir} holds checkpoints of an earlier run; pass --resume auto to continue it, "
+                         "or a new --out-dir")
     best_dir = out_dir / "best"
     state_path = out_dir / STATE_FILE
 
@@ -221,8 +227,6 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         stopped_early = False
         target, resume = eval_interval, cfg.resume
         while True:
-            from cerebras_gpt.train import checkpoint
-
             latest = checkpoint.latest_checkpoint(out_dir) if cfg.resume == "auto" else None
             done = int(latest.name.removeprefix(checkpoint.PREFIX)) if latest is not None else 0
             while target <= done:
