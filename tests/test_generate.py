@@ -6,6 +6,7 @@ from transformers import GPT2LMHeadModel
 
 from cerebras_gpt import GPT, GPTConfig, SamplingParams, generate, generate_ids, load_tokenizer, stream_text
 from cerebras_gpt.generate import TextStreamer, sample_next
+from cerebras_gpt.packed_linear import PackedLinear, mkl_packing_available, packed_linears
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +127,31 @@ def test_prompt_longer_than_context_errors_or_truncates(tiny_model):
         generate_ids(tiny_model, [[1]], max_new_tokens=128)
     with pytest.raises(ValueError, match="prompt 0 is empty"):
         generate_ids(tiny_model, [[]], max_new_tokens=4)
+
+
+@pytest.mark.skipif(not mkl_packing_available(), reason="this PyTorch build has no MKL packed GEMM")
+@pytest.mark.parametrize("rows", [1, 3, 4, 8, 12, 16])
+def test_packed_linear_equals_linear_for_every_row_count(rows):
+    torch.manual_seed(rows)
+    linear = torch.nn.Linear(96, 200)
+    x = torch.randn(rows, 1, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(PackedLinear(linear)(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not mkl_packing_available(), reason="this PyTorch build has no MKL packed GEMM")
+def test_packed_decoding_restores_the_model_and_matches_rows_decoded_alone(pair):
+    ours, _ = pair
+    before = {k: v.data_ptr() for k, v in ours.state_dict().items()}
+    with packed_linears(ours, 8) as swapped:
+        assert swapped == 4 * ours.config.n_layer + 1  # every block linear and the tied LM head
+        assert isinstance(ours.lm_head, PackedLinear) and ours.lm_head.weight is ours.transformer.wte.weight
+    assert type(ours.lm_head) is torch.nn.Linear
+    assert {k: v.data_ptr() for k, v in ours.state_dict().items()} == before
+    with packed_linears(ours, 1) as swapped:
+        assert swapped == 0  # batch 1: F.linear is as fast; nothing to pack
+    tok = load_tokenizer()
+    prompts = [tok.encode(f"Sequence number {i} says") for i in range(8)]  # batch 8 decodes packed
+    batched = generate_ids(ours, prompts, max_new_tokens=12, temperature=0, stop_at_eos=False)
+    alone = [generate_ids(ours, [p], max_new_tokens=12, temperature=0, stop_at_eos=False)[0] for p in prompts]
+    assert batched == alone

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import torch
 
 from cerebras_gpt.model import GPT
+from cerebras_gpt.packed_linear import packed_linears
 
 
 @dataclass
@@ -143,32 +144,34 @@ def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: Sampling
     for row, ids in enumerate(prompts):
         tokens[row, : len(ids)] = torch.tensor(ids, device=device)
     model.setup_kv_cache(B, min(max_len + params.max_new_tokens, model.config.block_size), device=device)
-    try:
-        positions = torch.arange(max_len, device=device)
-        logits = model(tokens, positions, logits_index=lengths - 1)[:, -1]
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        next_pos = lengths.clone()
-        uniform = bool((lengths == lengths[0]).all())
-        for _ in range(params.max_new_tokens):
-            token = sample_next(logits, params, generator, seen)
-            if eos_id is not None and params.stop_at_eos:
-                new_finished = finished | (token == eos_id)
-            else:
-                new_finished = finished
-            out = token.tolist()
-            yield [None if done else t for done, t in zip(finished.tolist(), out)]
-            finished = new_finished
-            if bool(finished.all()):
-                return
-            if seen is not None:
-                seen[torch.arange(B, device=device), token] = True
-            # Rows in step share one position when the prompts had equal lengths: a 1-D position
-            # lets the model skip the attention mask (the common batch-1 case).
-            pos = next_pos[:1] if uniform else next_pos.unsqueeze(1)
-            logits = model(token.unsqueeze(1), pos)[:, -1]
-            next_pos += 1
-    finally:
-        model.clear_kv_cache()
+    # 4-12 rows per step: MKL's packed GEMM beats F.linear there on CPU (see packed_linear.py).
+    with packed_linears(model, B):
+        try:
+            positions = torch.arange(max_len, device=device)
+            logits = model(tokens, positions, logits_index=lengths - 1)[:, -1]
+            finished = torch.zeros(B, dtype=torch.bool, device=device)
+            next_pos = lengths.clone()
+            uniform = bool((lengths == lengths[0]).all())
+            for _ in range(params.max_new_tokens):
+                token = sample_next(logits, params, generator, seen)
+                if eos_id is not None and params.stop_at_eos:
+                    new_finished = finished | (token == eos_id)
+                else:
+                    new_finished = finished
+                out = token.tolist()
+                yield [None if done else t for done, t in zip(finished.tolist(), out)]
+                finished = new_finished
+                if bool(finished.all()):
+                    return
+                if seen is not None:
+                    seen[torch.arange(B, device=device), token] = True
+                # Rows in step share one position when the prompts had equal lengths: a 1-D position
+                # lets the model skip the attention mask (the common batch-1 case).
+                pos = next_pos[:1] if uniform else next_pos.unsqueeze(1)
+                logits = model(token.unsqueeze(1), pos)[:, -1]
+                next_pos += 1
+        finally:
+            model.clear_kv_cache()
 
 
 def generate_ids(model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
