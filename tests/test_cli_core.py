@@ -82,3 +82,12 @@ def test_generate_with_sparse_kernels_matches_dense(tmp_path):
     dense, sparse = run_cli(*args), run_cli(*args, "--sparse-kernels", "always")
     assert dense.returncode == 0 and sparse.returncode == 0, sparse.stderr
     assert sparse.stdout == dense.stdout and "linear layers swapped" in sparse.stderr
+
+
+def test_importing_the_package_does_not_import_torch():
+    # Tokenizing workers of `prepare` import cerebras_gpt.data.*; torch would cost them seconds each.
+    code = ("import sys, cerebras_gpt, cerebras_gpt.config, cerebras_gpt.data.prepare; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "from cerebras_gpt import generate, GPT; import cerebras_gpt.generate; "
+            "assert callable(generate) and cerebras_gpt.generate is generate and GPT.__name__ == 'GPT'")
+    subprocess.run([sys.executable, "-c", code], check=True)
