@@ -36,6 +36,7 @@ import torch
 
 from cerebras_gpt.generate import SamplingParams, TextStreamer, sample_next
 from cerebras_gpt.model import GPT, KVCache
+from cerebras_gpt.packed_linear import PACKED_MAX_ROWS, packed_linears
 from cerebras_gpt.serve.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,9 @@ class Engine:
 
     # ----- the loop ---------------------------------------------------------------------
     def _run(self) -> None:
-        with torch.inference_mode():
+        # Decode steps of 4-12 rows run MKL-packed weights on CPU (packed_linear.py); the packed
+        # copy lives as long as the engine thread.
+        with torch.inference_mode(), packed_linears(self.model, min(self.config.max_slots, PACKED_MAX_ROWS)):
             while True:
                 with self._cv:
                     while not self._stopping and not self._waiting and not self._active:
