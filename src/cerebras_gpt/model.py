@@ -88,8 +88,10 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         if kv_cache is None:
+            # mask: None (plain causal) or the block-diagonal causal mask of packed segments (B, 1, T, T).
             y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
+                dropout_p=self.dropout if self.training else 0.0
             )
         else:
             # Only the slots some query can see: 0..max position (span).
@@ -124,6 +126,18 @@ class Block(nn.Module):
                 cache_rows: torch.Tensor | None = None, span: int | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), input_pos, self.kv_cache, mask, cache_rows, span)
         return x + self.mlp(self.ln_2(x))
+
+
+def segment_positions_and_mask(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (B, T) restarting at 0 in each run of equal ``segment_ids`` (B, T), and the boolean
+    attention mask (B, 1, T, T) letting a token see the earlier tokens of its own run only."""
+    t = torch.arange(segment_ids.shape[1], device=segment_ids.device)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    run = starts.cumsum(1)  # runs, not raw ids: a repeated id later in the row is another document
+    positions = t - torch.where(starts, t, 0).cummax(1).values  # (B, T)
+    mask = (run.unsqueeze(2) == run.unsqueeze(1)) & (t.unsqueeze(1) >= t)  # (B, T, T): same run, causal
+    return positions, mask.unsqueeze(1)
 
 
 class GPT(nn.Module):
@@ -173,7 +187,7 @@ class GPT(nn.Module):
     # ----- forward ----------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, input_pos: torch.Tensor | None = None,
                 logits_index: int | torch.Tensor | None = None,
-                cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+                cache_rows: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for ``input_ids`` (B, T).
 
         Args:
@@ -185,9 +199,17 @@ class GPT(nn.Module):
                 these, and the LM head is the largest matmul of a small model.
             cache_rows: which rows of the KV cache this batch uses, (B,); default rows 0..B-1.
                 Lets a serving engine prefill or decode any subset of its sequence slots.
+            segment_ids: documents packed into one row, (B, T): each run of equal ids is a document that
+                attends only within itself (block-diagonal causal mask) and has positions from 0, so it
+                gets the logits it would get alone. Without a KV cache or input_pos only.
         """
         B, T = input_ids.shape
         caching = self.transformer.h[0].kv_cache is not None
+        if segment_ids is not None and (caching or input_pos is not None):
+            raise ValueError("segment_ids sets the positions itself and needs no KV cache: "
+                             "pass neither input_pos nor a set-up KV cache with it")
+        if segment_ids is not None and segment_ids.shape != input_ids.shape:
+            raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)}; it needs input_ids' {(B, T)}")
         if input_pos is None:
             if caching:
                 raise ValueError("a KV cache is set up: pass input_pos (positions of the tokens)")
@@ -209,6 +231,8 @@ class GPT(nn.Module):
                 slots = torch.arange(span, device=input_ids.device)
                 mask = slots <= input_pos.unsqueeze(-1)  # (T, S) or (B, T, S)
                 mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (B, 1, T, S)
+        if segment_ids is not None:
+            input_pos, mask = segment_positions_and_mask(segment_ids)
         x = self.transformer.wte(input_ids) + self.transformer.wpe(input_pos)
         if self.embeddings_scale != 1.0:
             x = x * self.embeddings_scale
