@@ -1,4 +1,5 @@
-"""Fine-tuning data: loss masks (prompt tokens contribute no loss), chat masks, packing, loader resume, errors."""
+"""Fine-tuning data: loss masks (prompt tokens contribute no loss), chat masks, packing (records whole, and
+attending only to themselves), loader resume, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from cerebras_gpt import load_tokenizer
-from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, collate, encode_record, pack_examples,
-                                        read_records, split_records)
+from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, collate, document_ids, encode_record,
+                                        mask_documents, pack_examples, read_records, split_records, val_batches)
 
 TOK = load_tokenizer()
 
@@ -68,6 +69,71 @@ def test_packing_keeps_records_whole():
     for r in rows:  # every row starts at a record boundary
         assert start in boundaries
         start += len(r.ids)
+
+
+def _packed_rows():
+    records = [{"prompt": f"Review {i}: " + "good " * (i % 4), "completion": " positive"} for i in range(6)]
+    records[2] = {"text": "a plain document of text"}  # loss on every token, its first one too
+    examples = build_examples(records, TOK, seq_len=48)
+    rows = pack_examples(examples, seq_len=48)
+    assert len(rows) < len(examples)
+    return examples, rows
+
+
+def test_packed_record_gets_the_logits_it_gets_alone(tiny_model):
+    examples, rows = _packed_rows()
+    x, y = collate(rows, TOK.eos_id)
+    with torch.no_grad():
+        plain = tiny_model(x)
+        packed = tiny_model(x, segment_ids=document_ids(x, TOK.eos_id))
+        handle = mask_documents(tiny_model, TOK.eos_id)  # what `finetune --packing pack` installs
+        hooked = tiny_model(x)
+        handle.remove()
+        assert torch.equal(tiny_model(x), plain)
+        torch.testing.assert_close(hooked, packed, rtol=0, atol=0)
+        row, start = 0, 0
+        seen_later_record = False
+        for ex in examples:
+            if start + len(ex.ids) > len(rows[row].ids):
+                row, start = row + 1, 0
+            n = len(ex.ids) - 1
+            alone = tiny_model(torch.tensor([ex.ids[:-1]]))[0]
+            torch.testing.assert_close(packed[row, start:start + n], alone, rtol=0, atol=1e-5)
+            if start > 0:  # without document masking a later record sees the ones before it
+                seen_later_record |= not torch.allclose(plain[row, start:start + n], alone, atol=1e-3)
+            # loss masking unchanged: the record's own targets, exactly as collated alone
+            _, y_alone = collate([ex], TOK.eos_id)
+            assert torch.equal(y[row, start:start + n], y_alone[0])
+            if start > 0:  # the previous record's EOS predicts this record's first token iff that is a target
+                assert y[row, start - 1].item() == (ex.ids[0] if ex.mask[0] else -100)
+            start += len(ex.ids)
+        assert seen_later_record
+
+
+def test_segment_ids_default_path_and_errors(tiny_model):
+    x = torch.randint(0, 50257, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(tiny_model(x, segment_ids=torch.zeros_like(x)), tiny_model(x))
+        # a repeated id after another segment is a new document (runs, not values)
+        seg = torch.tensor([[0] * 4 + [1] * 4 + [0] * 4] * 2)
+        torch.testing.assert_close(tiny_model(x, segment_ids=seg)[:, 8:], tiny_model(x[:, 8:]), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        tiny_model(x, segment_ids=torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="input_pos"):
+        tiny_model(x, input_pos=torch.arange(12), segment_ids=torch.zeros_like(x))
+
+
+def test_packed_validation_loss_equals_padded(tiny_model):
+    from cerebras_gpt.train.loop import evaluate
+
+    examples, rows = _packed_rows()
+    examples = [e for e in examples if not e.mask[0]]  # prompt/completion only: the same targets both ways
+    rows = pack_examples(examples, seq_len=48)
+    padded, n_pad = evaluate(tiny_model, val_batches(examples, 4, TOK.eos_id)(), torch.device("cpu"), "float32")
+    handle = mask_documents(tiny_model, TOK.eos_id)
+    packed, n_pack = evaluate(tiny_model, val_batches(rows, 4, TOK.eos_id)(), torch.device("cpu"), "float32")
+    handle.remove()
+    assert n_pack == n_pad and packed == pytest.approx(padded, abs=1e-5)
 
 
 def test_loader_resumes_exactly_and_shards_by_rank():

@@ -84,3 +84,17 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
     assert result["stopped_early"] and result["steps"] == 6 and result["best_step"] == 2
     assert (tmp_path / "out" / "model" / "config.json").exists()
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
+
+
+def test_packed_run_validates_like_a_padded_one(tmp_path):
+    torch.manual_seed(0)
+    GPT(GPTConfig.from_name("debug-tiny", block_size=64)).save_pretrained(tmp_path / "base")
+    write_jsonl(reverse_records(60, seed=1), tmp_path / "train.jsonl")
+    losses = {}
+    for packing in ("pad", "pack"):  # lr 0: the same model; records see only themselves, so the same loss
+        out = tmp_path / packing
+        assert main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "1",
+                     "--lr", "0", "--batch-size", "8", "--seq-len", "48", "--packing", packing,
+                     "--out-dir", str(out), "--no-progress", "--lora.rank", "0"]) == 0
+        losses[packing] = json.loads((out / "finetune_results.json").read_text())["val_loss"]
+    assert losses["pack"] == pytest.approx(losses["pad"], abs=1e-5)

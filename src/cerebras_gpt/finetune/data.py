@@ -12,9 +12,11 @@ encoded alone, the answer continuing it). A record longer than ``seq_len + 1`` t
 
 Rows: ``pad`` puts each record in its own row (padded to the longest row of the micro-batch, padding
 ignored by the loss), so no record ever sees another; ``pack`` fills rows of up to ``seq_len + 1`` tokens
-with whole records (never split across rows, each ending in EOS), fewer rows for short records but, as the
-model attends causally over the whole row, a record can see earlier records of its row (the classic packing
-of GPT-style fine-tuning; the loss mask still counts each record's own targets only).
+with whole records (never split across rows, each ending in EOS), fewer rows for short records. A packed
+row is run with document masking (`mask_documents`): each record attends only to itself and its positions
+start at 0, so it gets exactly the logits it would get alone (as torchtitan's document masking does, the
+boundaries are read from the EOS that ends each record; a record whose text itself holds
+``<|endoftext|>`` is split there). The loss mask counts each record's own targets, as in ``pad``.
 
 `FinetuneLoader` is the training loop's loader protocol (see `cerebras_gpt.train.loop`): an endless stream
 of micro-batches ``(inputs (B, T), targets (B, T))`` with -100 for ignored targets, reshuffled each epoch,
@@ -157,6 +159,29 @@ def collate(rows: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.T
     return x, y
 
 
+def document_ids(inputs: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Segment ids (B, T) of packed rows: a record runs up to and including the EOS that ends it."""
+    ends = inputs == eos_id
+    return ends.cumsum(1) - ends.long()  # EOS tokens strictly before each position
+
+
+def mask_documents(model: torch.nn.Module, eos_id: int) -> torch.utils.hooks.RemovableHandle:
+    """Make ``model(inputs)`` on packed rows attend within each record (positions from 0 in each).
+
+    A forward pre-hook passes ``segment_ids=document_ids(inputs, eos_id)`` to `GPT.forward` whenever it is
+    called without a KV cache, positions or segments of its own: the training loop's steps and validation
+    need no change, under DDP too (the wrapper calls the model). Returns the handle; ``.remove()`` undoes it.
+    """
+    def hook(module, args, kwargs):
+        inputs = args[0] if args else kwargs.get("input_ids")
+        if (inputs is None or kwargs.get("segment_ids") is not None or kwargs.get("input_pos") is not None
+                or len(args) > 1 or module.transformer.h[0].kv_cache is not None):
+            return None
+        return args, dict(kwargs, segment_ids=document_ids(inputs, eos_id))
+
+    return model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 class FinetuneLoader:
     """Endless micro-batches of rows for the training loop: shuffled per epoch, sharded by rank, resumable.
 
@@ -226,5 +251,5 @@ def split_records(records: Sequence[dict], val_fraction: float, seed: int) -> tu
     return [records[i] for i in train], [records[i] for i in val]
 
 
-__all__ = ["Example", "FinetuneLoader", "build_examples", "check_record", "collate", "encode_record",
-           "pack_examples", "read_records", "split_records", "val_batches"]
+__all__ = ["Example", "FinetuneLoader", "build_examples", "check_record", "collate", "document_ids",
+           "encode_record", "mask_documents", "pack_examples", "read_records", "split_records", "val_batches"]

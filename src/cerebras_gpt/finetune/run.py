@@ -51,7 +51,8 @@ class FinetuneArgs(TrainConfig):
     eval_data: str | None = None
     """Held-out {prompt, completion} records for --task metrics (default: the validation records)."""
     packing: Literal["pad", "pack"] = "pad"
-    """pad: one record per row (padded); pack: whole records concatenated into rows of seq_len."""
+    """pad: one record per row (padded); pack: whole records concatenated into rows of seq_len, each
+    record attending only to itself (document masking, positions from 0)."""
     epochs: float = 3.0
     """Passes over the training records when --steps is not given."""
     early_stopping_patience: int = 0
@@ -148,8 +149,8 @@ def evaluate_only(args: FinetuneArgs) -> dict[str, Any]:
 
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Fine-tune as ``args`` say; returns validation loss, task metrics before/after and output paths."""
-    from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, pack_examples, read_records,
-                                            split_records, val_batches)
+    from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, mask_documents, pack_examples,
+                                            read_records, split_records, val_batches)
     from cerebras_gpt.finetune.lora import apply_lora
     from cerebras_gpt.hf import load_model_and_tokenizer
     from cerebras_gpt.train import distributed
@@ -216,6 +217,8 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     best_dir = out_dir / "best"
     state_path = out_dir / STATE_FILE
 
+    # Packed rows: each record attends only to itself, positions from 0 (training and validation alike).
+    documents = mask_documents(model, tokenizer.eos_id) if args.packing == "pack" else None
     if not args.early_stopping_patience or val is None:
         if args.early_stopping_patience and info.is_main:
             log.warning("no validation records: early stopping is off")
@@ -257,6 +260,8 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                 break
             target += eval_interval
         best = state
+    if documents is not None:
+        documents.remove()
     distributed.barrier()
 
     summary: dict[str, Any] = {"model": args.model, "lora": dataclasses.asdict(args.lora) if args.lora.enabled else None,
