@@ -79,6 +79,7 @@ def main() -> None:
 
     floor_ms, weight_mb = read_floor_ms(ours)
     step_ms = 1e3 / rows[0][1] if rows[0][0] == 1 else float("nan")
+    goal = "; ".join(f"batch {b} {r:.2f}x ({'met' if r >= 1.3 else 'not met'})" for b, _, _, r, _ in rows)
     import transformers
 
     table = "\n".join(
@@ -95,6 +96,8 @@ KV cache on both sides; median of {args.repeats} alternating repeats (generated 
 
 Command: `.venv/bin/python bench/generate.py` — machine: {platform.machine()}, {torch.get_num_threads()} torch threads,
 torch {torch.__version__}, shared 2-core box (other jobs running; read the ratio).
+
+Goal: at least 1.3x `transformers` at batch 1 and batch 8: {goal}.
 
 Memory-bound floor, measured in the same run: one decode step must read every weight matrix once
 ({weight_mb:.0f} MB in fp32, LM head included); streaming them (`W.sum()` over each, median of 5) takes
