@@ -149,6 +149,8 @@ def evaluate_only(args: FinetuneArgs) -> dict[str, Any]:
 
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Fine-tune as ``args`` say; returns validation loss, task metrics before/after and output paths."""
+    import torch
+
     from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, mask_documents, pack_examples,
                                             read_records, split_records, val_batches)
     from cerebras_gpt.finetune.lora import apply_lora
@@ -199,6 +201,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     if before is not None:
         log.info("before: %s", json.dumps({k: v for k, v in before.items() if k != "examples"}))
     if args.lora.enabled:
+        torch.manual_seed(args.seed)  # the adapters' random A: the same for the same --seed
         model = apply_lora(model, args.lora)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if info.is_main:
