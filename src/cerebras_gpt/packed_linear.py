@@ -6,8 +6,8 @@ one thread) 8 rows take 3.5x as long as 1 row and longer than 16 rows, although 
 same 154 MB of weights. MKL's packed GEMM (`cblas_sgemm_pack` / `_compute`, which PyTorch exposes as
 `torch.ops.mkl._mkl_reorder_linear_weight` / `_mkl_linear` for Inductor's frozen graphs) runs those
 shapes 1.2-2.5x faster; at 1-3 and at 16 or more rows it is no better, so `PackedLinear` uses it for
-4-12 rows only and `F.linear` otherwise (prefill, batch 1). Measured per shape in
-`bench/generate.py`'s notes in BENCHMARKS.md.
+4-12 rows only and `F.linear` otherwise (prefill, batch 1). The effect on whole decoding is measured
+by `bench/generate.py` (batch 8) and `bench/serve.py` (4 clients), recorded in BENCHMARKS.md.
 
 The packed copy holds the weights a second time while it lives, so `packed_linears` is a context
 manager for the span of one batched generation and skips packing when the copy would not fit
@@ -73,37 +73,41 @@ def _packable(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def packed_linears(model: nn.Module, batch_size: int) -> Iterator[int]:
+def packed_linears(model: nn.Module, max_rows: int, min_rows: int | None = None) -> Iterator[int]:
     """Swap the CPU float32 ``nn.Linear`` layers of ``model`` for `PackedLinear` for the block's span.
 
-    Does nothing (yields 0) unless ``batch_size`` is in the packed kernel's range, MKL is there and
-    the packed copies fit in a quarter of available memory. Yields how many layers were swapped;
-    the original modules are back on exit, even after an error.
+    ``min_rows``..``max_rows`` are the rows the model's calls will have (default: always ``max_rows``,
+    as in a batch of equal steps; a serving engine passes 1..slots). Does nothing (yields 0) unless that
+    range meets the packed kernel's 4-12, MKL is there and the packed copies fit in a quarter of
+    available memory. Yields how many layers were swapped; the original modules are back on exit, even
+    after an error.
     """
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    if PACKED_MIN_ROWS <= batch_size <= PACKED_MAX_ROWS and mkl_packing_available():
-        targets = [(name, mod) for name, mod in model.named_modules() if _packable(mod)]
-        need = sum(mod.weight.numel() * 4 for _, mod in targets)
+    min_rows = max_rows if min_rows is None else min_rows
+    swapped: dict[str, nn.Module] = {}  # name -> the original module
+    if min_rows <= PACKED_MAX_ROWS and max_rows >= PACKED_MIN_ROWS and mkl_packing_available():
+        targets = {name: mod for name, mod in model.named_modules() if _packable(mod)}
+        need = sum(mod.weight.numel() * 4 for mod in targets.values())
         available = _available_memory_bytes()
         if available is not None and need > available // 4:
             log.info("packed linears: %.1f GB of packed weights would not fit comfortably; using F.linear", need / 1e9)
-            targets = []
+            targets = {}
         try:
-            for name, mod in targets:
-                parent_name, _, child = name.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                setattr(parent, child, PackedLinear(mod))
-                swapped.append((parent, child, mod))
+            for name, mod in targets.items():
+                model.set_submodule(name, PackedLinear(mod))
+                swapped[name] = mod
         except RuntimeError as e:  # an MKL build without packed GEMM: stay on F.linear
             log.info("packed linears unavailable (%s)", e)
-            for parent, child, mod in reversed(swapped):
-                setattr(parent, child, mod)
-            swapped.clear()
+            _restore(model, swapped)
     try:
         yield len(swapped)
     finally:
-        for parent, child, mod in reversed(swapped):
-            setattr(parent, child, mod)
+        _restore(model, swapped)
+
+
+def _restore(model: nn.Module, swapped: dict[str, nn.Module]) -> None:
+    for name, mod in swapped.items():
+        model.set_submodule(name, mod)
+    swapped.clear()
 
 
 __all__ = ["PACKED_MAX_ROWS", "PACKED_MIN_ROWS", "PackedLinear", "mkl_packing_available", "packed_linears"]

@@ -36,7 +36,7 @@ import torch
 
 from cerebras_gpt.generate import SamplingParams, TextStreamer, sample_next
 from cerebras_gpt.model import GPT, KVCache
-from cerebras_gpt.packed_linear import PACKED_MAX_ROWS, packed_linears
+from cerebras_gpt.packed_linear import packed_linears
 from cerebras_gpt.serve.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ class Engine:
     def _run(self) -> None:
         # Decode steps of 4-12 rows run MKL-packed weights on CPU (packed_linear.py); the packed
         # copy lives as long as the engine thread.
-        with torch.inference_mode(), packed_linears(self.model, min(self.config.max_slots, PACKED_MAX_ROWS)):
+        with torch.inference_mode(), packed_linears(self.model, self.config.max_slots, min_rows=1):
             while True:
                 with self._cv:
                     while not self._stopping and not self._waiting and not self._active:
