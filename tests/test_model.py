@@ -40,6 +40,8 @@ def test_transformers_checkpoint_loads_with_same_logits(name, tmp_path):
     theirs = GPT2LMHeadModel(hf_config(GPTConfig.from_name(name))).eval()
     theirs.save_pretrained(tmp_path)
     ours = GPT.from_pretrained(tmp_path)
+    # Conv1D (in, out) matrices become contiguous (out, in) copies, not transposed views (slower matmuls).
+    assert all(p.is_contiguous() for p in ours.parameters())
     ids = random_ids(t=16)
     with torch.no_grad():
         assert max_diff(ours(ids), theirs(ids).logits) <= 1e-4
