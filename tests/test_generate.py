@@ -6,7 +6,8 @@ from transformers import GPT2LMHeadModel
 
 from cerebras_gpt import GPT, GPTConfig, SamplingParams, generate, generate_ids, load_tokenizer, stream_text
 from cerebras_gpt.generate import TextStreamer, sample_next
-from cerebras_gpt.packed_linear import PackedLinear, mkl_packing_available, packed_linears
+from cerebras_gpt.decode_linear import (DecodeLinear, decode_linears, packing_available, release_packed_weights,
+                                        split_row_linear)
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def pair(tmp_path_factory):
     return GPT.from_pretrained(directory), GPT2LMHeadModel.from_pretrained(directory).eval()
 
 
-def test_greedy_tokens_equal_transformers_generate_for_64_tokens(pair):
+def test_greedy_tokens_equal_transformers_generate_for_64_tokens(pair, two_threads):
     ours, theirs = pair
     prompt = load_tokenizer().encode("The quick brown fox jumps over the lazy dog")
     mine = generate_ids(ours, [prompt], max_new_tokens=64, temperature=0, stop_at_eos=False)[0]
@@ -129,29 +130,77 @@ def test_prompt_longer_than_context_errors_or_truncates(tiny_model):
         generate_ids(tiny_model, [[]], max_new_tokens=4)
 
 
-@pytest.mark.skipif(not mkl_packing_available(), reason="this PyTorch build has no MKL packed GEMM")
-@pytest.mark.parametrize("rows", [1, 3, 4, 8, 12, 16])
-def test_packed_linear_equals_linear_for_every_row_count(rows):
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads for the test (the one-row kernel splits over threads), then back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 7])
+@pytest.mark.parametrize("bias", [True, False])
+def test_split_row_linear_equals_linear(blocks, bias):
+    torch.manual_seed(blocks)
+    linear = torch.nn.Linear(96, 201, bias=bias)  # 201 rows: a remainder for every block count
+    x = torch.randn(96)
+    with torch.inference_mode():
+        torch.testing.assert_close(split_row_linear(x, linear.weight, linear.bias, blocks), linear(x),
+                                   rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 16, 32, 33])
+def test_decode_linear_equals_linear_for_every_row_count(rows, packed, two_threads):
+    if packed and not packing_available():
+        pytest.skip("this PyTorch build has no oneDNN packed linear")
     torch.manual_seed(rows)
     linear = torch.nn.Linear(96, 200)
     x = torch.randn(rows, 1, 96)
     with torch.inference_mode():
-        torch.testing.assert_close(PackedLinear(linear)(x), linear(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(DecodeLinear(linear, packed=packed)(x), linear(x), rtol=1e-5, atol=1e-5)
+    x.requires_grad_(True)
+    DecodeLinear(linear, packed=packed)(x).sum().backward()  # with autograd: plain F.linear, gradients flow
+    torch.testing.assert_close(x.grad, linear.weight.sum(0).expand(rows, 1, 96))
 
 
-@pytest.mark.skipif(not mkl_packing_available(), reason="this PyTorch build has no MKL packed GEMM")
-def test_packed_decoding_restores_the_model_and_matches_rows_decoded_alone(pair):
+@pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN packed linear")
+def test_decode_linears_restore_the_model_and_keep_packed_weights_until_they_change(tmp_path):
+    torch.manual_seed(0)
+    GPT(GPTConfig.from_name("debug-tiny")).save_pretrained(tmp_path)
+    model = GPT.from_pretrained(tmp_path)
+    before = {k: v.data_ptr() for k, v in model.state_dict().items()}
+    with decode_linears(model, max_rows=8) as swapped:
+        assert swapped == 4 * model.config.n_layer + 1  # every block linear and the tied LM head
+        assert isinstance(model.lm_head, DecodeLinear) and model.lm_head.weight is model.transformer.wte.weight
+        packed = model.transformer.h[0].mlp.c_fc.packed
+        assert packed is not None
+    assert type(model.lm_head) is torch.nn.Linear
+    assert {k: v.data_ptr() for k, v in model.state_dict().items()} == before
+    with decode_linears(model, max_rows=8):
+        assert model.transformer.h[0].mlp.c_fc.packed is packed  # reused: the weight has not changed
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.mul_(2)  # an in-place update (an optimizer step) makes it stale
+    with decode_linears(model, max_rows=8):
+        repacked = model.transformer.h[0].mlp.c_fc.packed
+        assert repacked is not packed
+        with torch.inference_mode():
+            x = torch.randn(4, model.config.n_embd)
+            fc = model.transformer.h[0].mlp.c_fc
+            torch.testing.assert_close(fc(x), torch.nn.functional.linear(x, fc.weight, fc.bias), rtol=1e-5, atol=1e-5)
+    with decode_linears(model, max_rows=1) as swapped:
+        assert swapped and model.transformer.h[0].mlp.c_fc.packed is None  # batch 1 needs no packed copy
+    assert release_packed_weights(model) == 4 * model.config.n_layer + 1
+    assert release_packed_weights(model) == 0
+
+
+def test_decoding_on_two_threads_matches_one_thread_and_rows_decoded_alone(pair, two_threads):
     ours, _ = pair
-    before = {k: v.data_ptr() for k, v in ours.state_dict().items()}
-    with packed_linears(ours, 8) as swapped:
-        assert swapped == 4 * ours.config.n_layer + 1  # every block linear and the tied LM head
-        assert isinstance(ours.lm_head, PackedLinear) and ours.lm_head.weight is ours.transformer.wte.weight
-    assert type(ours.lm_head) is torch.nn.Linear
-    assert {k: v.data_ptr() for k, v in ours.state_dict().items()} == before
-    with packed_linears(ours, 1) as swapped:
-        assert swapped == 0  # batch 1: F.linear is as fast; nothing to pack
     tok = load_tokenizer()
-    prompts = [tok.encode(f"Sequence number {i} says") for i in range(8)]  # batch 8 decodes packed
+    prompts = [tok.encode(f"Sequence number {i} says") for i in range(8)]  # batch 8: packed weights
     batched = generate_ids(ours, prompts, max_new_tokens=12, temperature=0, stop_at_eos=False)
     alone = [generate_ids(ours, [p], max_new_tokens=12, temperature=0, stop_at_eos=False)[0] for p in prompts]
-    assert batched == alone
+    torch.set_num_threads(1)
+    one_thread = [generate_ids(ours, [p], max_new_tokens=12, temperature=0, stop_at_eos=False)[0] for p in prompts]
+    assert batched == alone == one_thread

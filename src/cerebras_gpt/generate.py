@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import torch
 
 from cerebras_gpt.model import GPT
-from cerebras_gpt.packed_linear import packed_linears
+from cerebras_gpt.decode_linear import decode_linears
 
 
 @dataclass
@@ -144,8 +144,9 @@ def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: Sampling
     for row, ids in enumerate(prompts):
         tokens[row, : len(ids)] = torch.tensor(ids, device=device)
     model.setup_kv_cache(B, min(max_len + params.max_new_tokens, model.config.block_size), device=device)
-    # 4-12 rows per step: MKL's packed GEMM beats F.linear there on CPU (see packed_linear.py).
-    with packed_linears(model, B):
+    # On CPU, decode steps take the fast paths of decode_linear.py (one row split over the cores,
+    # 2-32 rows through oneDNN-packed weights).
+    with decode_linears(model, max_rows=B):
         try:
             positions = torch.arange(max_len, device=device)
             logits = model(tokens, positions, logits_index=lengths - 1)[:, -1]

@@ -36,7 +36,7 @@ import torch
 
 from cerebras_gpt.generate import SamplingParams, TextStreamer, sample_next
 from cerebras_gpt.model import GPT, KVCache
-from cerebras_gpt.packed_linear import packed_linears
+from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.serve.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -267,9 +267,9 @@ class Engine:
 
     # ----- the loop ---------------------------------------------------------------------
     def _run(self) -> None:
-        # Decode steps of 4-12 rows run MKL-packed weights on CPU (packed_linear.py); the packed
-        # copy lives as long as the engine thread.
-        with torch.inference_mode(), packed_linears(self.model, self.config.max_slots, min_rows=1):
+        # On CPU, decode steps take the fast paths of decode_linear.py (oneDNN-packed weights for
+        # several rows), swapped in for as long as the engine thread runs.
+        with torch.inference_mode(), decode_linears(self.model, max_rows=self.config.max_slots):
             while True:
                 with self._cv:
                     while not self._stopping and not self._waiting and not self._active:
