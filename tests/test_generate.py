@@ -139,7 +139,7 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("blocks", [2, 3, 7])
+@pytest.mark.parametrize("blocks", [2, 3, 7, 500])  # 500: more blocks (threads) than output rows
 @pytest.mark.parametrize("bias", [True, False])
 def test_split_row_linear_equals_linear(blocks, bias):
     torch.manual_seed(blocks)

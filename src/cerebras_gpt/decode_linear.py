@@ -86,14 +86,16 @@ def split_row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     `torch.bmm` over the blocks (views of ``weight``) lets MKL run them on separate cores; the rows
     left over when ``blocks`` does not divide the output size go through one small `torch.mv`.
     """
-    out_features = weight.shape[0]
+    out_features, in_features = weight.shape
+    blocks = max(1, min(blocks, out_features))
     per_block = out_features // blocks
     even = per_block * blocks
     y = torch.empty(out_features, dtype=x.dtype, device=x.device)
     # (blocks, 1, in) @ (blocks, in, per_block): row times transposed block, which MKL's batched GEMM
     # runs as one GEMV per block on its own core (as a column it stays on one core, 2.5x slower).
     rows = x.view(1, 1, -1).expand(blocks, -1, -1)
-    torch.bmm(rows, weight[:even].view(blocks, per_block, -1).transpose(1, 2), out=y[:even].view(blocks, 1, per_block))
+    block_weights = weight[:even].view(blocks, per_block, in_features).transpose(1, 2)
+    torch.bmm(rows, block_weights, out=y[:even].view(blocks, 1, per_block))
     if even < out_features:
         torch.mv(weight[even:], x, out=y[even:])
     return y if bias is None else y.add_(bias)
@@ -107,12 +109,13 @@ class DecodeLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias  # shared, not copied
         self.packed = _packed_weight(linear) if packed else None
+        self.splittable = linear.weight.is_contiguous()  # the blocks are views of the weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if torch.is_grad_enabled() or rows > PACKED_MAX_ROWS:
             return F.linear(x, self.weight, self.bias)
-        if rows == 1 and (threads := torch.get_num_threads()) > 1:
+        if rows == 1 and self.splittable and (threads := torch.get_num_threads()) > 1:
             y = split_row_linear(x.reshape(self.in_features), self.weight, self.bias, threads)
         elif self.packed is not None:
             y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, self.in_features), self.packed, self.bias,
