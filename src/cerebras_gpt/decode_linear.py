@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import weakref
 from typing import Iterator
 
@@ -65,18 +64,23 @@ def _weight_key(weight: torch.Tensor) -> tuple | None:
         return None
 
 
-def _is_cached(linear: nn.Linear) -> bool:
-    hit, key = _cache.get(linear), _weight_key(linear.weight)
-    return hit is not None and key is not None and hit[0] == key
+def _cached_packing(linear: nn.Linear, key: tuple | None) -> torch.Tensor | None:
+    hit = _cache.get(linear)
+    return hit[1] if hit is not None and key is not None and hit[0] == key else None
 
 
-def _packed_weight(linear: nn.Linear) -> torch.Tensor:
-    if _is_cached(linear):
-        return _cache[linear][1]
-    packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _LAYOUT_ROWS_HINT)
+def _packed_weight(linear: nn.Linear) -> torch.Tensor | None:
+    """The cached packed copy of ``linear``'s weight, or a new one; None where oneDNN cannot pack."""
     key = _weight_key(linear.weight)
-    if key is not None:
-        _cache[linear] = (key, packed)
+    packed = _cached_packing(linear, key)
+    if packed is None:
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _LAYOUT_ROWS_HINT)
+        except RuntimeError as e:  # a build whose oneDNN cannot pack: this layer runs unpacked
+            log.info("packed weights unavailable (%s)", e)
+            return None
+        if key is not None:
+            _cache[linear] = (key, packed)
     return packed
 
 
@@ -153,30 +157,21 @@ def decode_linears(model: nn.Module, max_rows: int | None = None) -> Iterator[in
     """
     swapped: dict[str, nn.Module] = {}  # name -> the original module
     targets = {name: mod for name, mod in model.named_modules() if _swappable(mod)}
-    pack = (max_rows is None or 1 < max_rows <= PACKED_MAX_ROWS) and packing_available() and bool(targets)
+    pack = (max_rows is None or 1 < max_rows <= PACKED_MAX_ROWS) and packing_available()
     if pack:
-        new = {id(mod.weight): mod.weight for mod in targets.values() if not _is_cached(mod)}
+        new = {id(mod.weight): mod.weight for mod in targets.values()
+               if _cached_packing(mod, _weight_key(mod.weight)) is None}
         need = sum(w.numel() * w.element_size() for w in new.values())
         available = _available_memory_bytes()
         if available is not None and need > available // 4:
             log.info("decode linears: %.1f GB of packed weights would not fit comfortably; not packing", need / 1e9)
             pack = False
-    start = time.perf_counter()
     try:
         for name, mod in targets.items():
             model.set_submodule(name, DecodeLinear(mod, packed=pack))
             swapped[name] = mod
-    except RuntimeError as e:  # a build whose oneDNN cannot pack: run without packed weights
-        log.info("packed weights unavailable (%s)", e)
-        _restore(model, swapped)
-        for name, mod in targets.items():
-            model.set_submodule(name, DecodeLinear(mod, packed=False))
-            swapped[name] = mod
-    if pack and new:
-        log.debug("packed %.0f MB of weights in %.2f s", need / 1e6, time.perf_counter() - start)
-    try:
         yield len(swapped)
-    finally:
+    finally:  # also when packing is interrupted half-way
         _restore(model, swapped)
 
 
