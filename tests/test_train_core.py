@@ -40,8 +40,10 @@ def _losses(out_dir) -> dict[int, float]:
 
 def test_schedule_key_steps():
     kw = dict(peak=6e-4, warmup=100, total=1000, min_ratio=0.1)
-    assert lr_at(0, decay="linear", **kw) == pytest.approx(6e-6)
-    assert lr_at(99, decay="linear", **kw) == pytest.approx(6e-4)
+    # The ModelZoo's LinearLR warmup from 0: LR = peak * s / W, so step 0 runs at LR 0.
+    assert lr_at(0, decay="linear", **kw) == 0.0
+    assert lr_at(1, decay="linear", **kw) == pytest.approx(6e-6)
+    assert lr_at(99, decay="linear", **kw) == pytest.approx(6e-4 * 0.99)
     assert lr_at(100, decay="linear", **kw) == pytest.approx(6e-4)
     assert lr_at(550, decay="linear", **kw) == pytest.approx(6e-4 - 0.5 * 5.4e-4)
     assert lr_at(1000, decay="linear", **kw) == pytest.approx(6e-5)
@@ -53,7 +55,7 @@ def test_schedule_key_steps():
 def test_paper_defaults_and_rule():
     plan = resolve(TrainConfig(model="Cerebras-GPT-111M"))
     assert (plan.lr, plan.global_batch, plan.seq_len, plan.decay, plan.eps) == (6e-4, 120, 2048, "linear", 1e-8)
-    assert plan.warmup_steps == 1525 and abs(plan.total_steps - 9037) <= 1  # the paper's 9037 steps, 2.22e9 tokens
+    assert plan.warmup_steps == 1525 and plan.total_steps == 9037  # the paper's 9037 steps, 2.22e9 tokens
     assert resolve(TrainConfig(model="Cerebras-GPT-1.3B")).decay == "cosine"
     assert resolve(TrainConfig(model="Cerebras-GPT-111M", mup=True)).lr == 6e-3
     tiny = resolve(TrainConfig(model="debug-tiny", batch_size=8, seq_len=64))

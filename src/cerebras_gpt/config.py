@@ -189,6 +189,8 @@ class PaperRecipe:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    batch_schedule: str | None = None
+    """Global batch changes during the run (`cerebras_gpt.train.batch_schedule` syntax); None: constant."""
 
 
 # --- presets (shapes from the HF config.json of each repo, checked against the ModelZoo YAMLs) ---
@@ -225,8 +227,12 @@ PRESETS: dict[str, GPTConfig] = {
     name: _sp(L, d, h, std, name) for name, (L, d, h, std) in _SP_SHAPES.items()
 }
 
-# μP variants (https://huggingface.co/cerebras/Cerebras-GPT-111M-muP ... -2.7B-muP): same shapes,
-# μP init/LR/multipliers with the paper's tuned base values (σ_base 0.08, m_emb 10, α 1, base 256).
+# μP variants: same shapes, μP init/LR/multipliers with the paper's tuned base values (σ_base 0.08, m_emb 10,
+# α 1, base 256). The μP checkpoints are published under https://huggingface.co/cerebras/Cerebras-GPT-Intermediate
+# (BTLM format, facts file §1 [HFI]), not as separate Cerebras-GPT-<size>-muP repos. Init: these presets reproduce
+# the ModelZoo release 2.0.2 μP configs (σ_base 0.08 scaled by width: 0.08 / 0.046188 / 0.010328 for 111M);
+# release 1.9.1's Cerebras_GPT/*_mup.yaml used the SP init instead (0.02, 0.02, 0.0044721), which no option here
+# reproduces (which of the two the published μP checkpoints used is not stated).
 for _size in ("111M", "256M", "590M", "1.3B", "2.7B"):
     _base = PRESETS[f"Cerebras-GPT-{_size}"]
     PRESETS[f"Cerebras-GPT-{_size}-muP"] = dataclasses.replace(
@@ -263,8 +269,11 @@ RECIPES: dict[str, PaperRecipe] = {
     "Cerebras-GPT-1.3B": _recipe(2.0e-4, 528, 346, 24334, 2.63e10, "cosine", 1e-8, 1.997, 2.8e20),
     "Cerebras-GPT-2.7B": _recipe(2.0e-4, 528, 346, 49041, 5.30e10, "cosine", 1e-8, 1.834, 1.1e21),
     "Cerebras-GPT-6.7B": _recipe(1.2e-4, 1040, 176, 62522, 1.33e11, "linear", 1e-9, 1.704, 6.3e21),
-    # 13B: 720 sequences, later 1080; steps are bs720-equivalent [MZR].
-    "Cerebras-GPT-13B": _recipe(1.2e-4, 720, 254, 174335, 2.57e11, "cosine", 1e-9, 1.572, 2.3e22),
+    # 13B: 57,000 steps at 720 sequences (13b_bs720.yaml), then 78,223 at 1080 (13b_bs1080.yaml, max_steps
+    # 116223 resumed at step 38,000 = 57,000 x 720/1080) [CFG][MZR]: 135,223 optimizer steps in all.
+    "Cerebras-GPT-13B": dataclasses.replace(
+        _recipe(1.2e-4, 720, 254, 57000 + 78223, 2.57e11, "cosine", 1e-9, 1.572, 2.3e22),
+        batch_schedule="720,1080@57000"),
 }
 # μP runs: peak 6e-3 (η_base, scaled per group by mup.py) decaying to 6e-4; same batches, steps, warmups.
 # The 1.3B/2.7B μP configs use cosine; [P2] lists all μP runs as linear: we follow the configs.

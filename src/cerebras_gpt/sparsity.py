@@ -5,7 +5,10 @@ sparsity, `param_filter` globs (attention QKV and output projections and both FF
 default; never embeddings, LayerNorms or biases), an initial mask, and the algorithm with its
 update frequency, stop step and drop-fraction schedule.
 
-A `Sparsifier` owns one boolean keep-mask per selected matrix. The training loop calls
+A `Sparsifier` owns one boolean keep-mask per selected matrix. The packed attention ``c_attn`` weight holds
+three logical matrices (Q, K and V, stacked by rows); as in the ModelZoo, where they are separate
+``proj_{q,k,v}_dense_layer`` weights, each of the three gets the target sparsity on its own and SET/RigL
+drop and regrow within each, so density never moves between Q, K and V. The training loop calls
 
     sp = Sparsifier(cfg.sparsity, model, total_steps)
     sp.apply(model)                        # after init and after loading a checkpoint
@@ -76,11 +79,15 @@ class SparsityConfig:
     update_freq: int = 100
     """Steps between mask updates (GMP, SET, RigL)."""
     stop_step: int | None = None
-    """No mask updates after this step (None: 75% of training, as the ModelZoo's configs)."""
+    """No SET/RigL mask updates after this step (None: ceil(0.75 x steps), the ModelZoo's 3,584 for its
+    4,778-step sparse configs)."""
     drop_fraction: float = 0.3
     """SET/RigL: fraction of active weights dropped and regrown at an update (the schedule's start)."""
     drop_fraction_schedule: Literal["constant", "cosine"] = "cosine"
-    """SET/RigL: constant, or cosine decay of the drop fraction to 0 at stop_step."""
+    """SET/RigL: constant, or cosine decay of the drop fraction to 0 at drop_fraction_half_period."""
+    drop_fraction_half_period: int | None = None
+    """SET/RigL cosine drop fraction: steps until it reaches 0 (the ModelZoo's `drop_fraction.half_period`;
+    None: the stop step)."""
     densify: bool = False
     """SPDF phase 2: load a sparse checkpoint and train all weights densely (masks dropped)."""
     seed: int = 0
@@ -115,6 +122,9 @@ class SparsityConfig:
             problems.append(f"drop_fraction_schedule={self.drop_fraction_schedule!r} must be constant or cosine")
         if self.begin_step < 0:
             problems.append(f"begin_step={self.begin_step!r} must be >= 0")
+        if self.drop_fraction_half_period is not None and self.drop_fraction_half_period < 1:
+            problems.append(f"drop_fraction_half_period={self.drop_fraction_half_period!r} must be >= 1 (or None: "
+                            "the stop step)")
         if self.end_step is not None and self.end_step <= self.begin_step:
             problems.append(f"end_step={self.end_step!r} must be after begin_step={self.begin_step}")
         if problems:
@@ -191,10 +201,23 @@ def gmp_sparsity(step: int, init: float, final: float, begin: int, end: int) -> 
 
 
 def drop_fraction_at(step: int, init: float, stop: int, schedule: str) -> float:
-    """RigL's drop fraction (Evci et al., arXiv 1911.11134): init/2 (1 + cos(pi t / T_end)), or constant."""
+    """RigL's drop fraction (Evci et al., arXiv 1911.11134): init/2 (1 + cos(pi t / T_end)), or constant.
+
+    ``stop`` is T_end, the cosine's half period (the ModelZoo's ``drop_fraction.half_period``).
+    """
     if schedule == "constant":
         return init
     return init * 0.5 * (1.0 + math.cos(math.pi * min(step, stop) / stop))
+
+
+def logical_blocks(name: str, shape: tuple[int, ...]) -> int:
+    """How many logical matrices parameter ``name`` stacks by rows: 3 for the packed QKV ``c_attn``, else 1."""
+    return 3 if name.endswith("attn.c_attn.weight") and shape[0] % 3 == 0 else 1
+
+
+def _keep_top_per_block(scores: torch.Tensor, target: float, blocks: int) -> torch.Tensor:
+    """`_keep_top` at sparsity ``target`` within each of ``blocks`` row blocks of ``scores`` separately."""
+    return torch.cat([_keep_top(b, b.numel() - round(target * b.numel())) for b in scores.chunk(blocks, 0)], 0)
 
 
 # ----------------------------------------------------------------------------- sparsifier
@@ -224,7 +247,9 @@ class Sparsifier:
             return
         default_end = max(1, int(0.75 * self.total_steps))  # ModelZoo configs stop at 75% of steps
         self.end_step = cfg.end_step if cfg.end_step is not None else max(default_end, cfg.begin_step + 1)
-        self.stop_step = cfg.stop_step if cfg.stop_step is not None else default_end
+        # The ModelZoo's SET/RigL configs stop at 3,584 of 4,778 steps: 75% rounded up (int() gives 3,583).
+        self.stop_step = cfg.stop_step if cfg.stop_step is not None else max(1, math.ceil(0.75 * self.total_steps))
+        self.half_period = cfg.drop_fraction_half_period or self.stop_step
         params = self._select(model)
         for name, p in params:
             self.shapes[name] = tuple(p.shape)
@@ -284,15 +309,18 @@ class Sparsifier:
     def _init_masks(self, params: list[tuple[str, torch.Tensor]]) -> None:
         initial = self.cfg.init_sparsity if self.cfg.algorithm == "gmp" else None
         targets = [initial if initial is not None else self.targets[n] for n, _ in params]
-        masks = self._masks_from_scores(self._scores_init(params), targets)
+        masks = self._masks_from_scores(self._scores_init(params), targets, [n for n, _ in params])
         _broadcast_masks(masks)
         self.masks = {name: m for (name, _), m in zip(params, masks)}
         self._local_pruned.clear()
 
-    def _masks_from_scores(self, scores: list[torch.Tensor], targets: list[float]) -> list[torch.Tensor]:
-        """Keep the top-scoring entries: per matrix, or over all matrices together (global scope)."""
+    def _masks_from_scores(self, scores: list[torch.Tensor], targets: list[float],
+                           names: list[str]) -> list[torch.Tensor]:
+        """Keep the top-scoring entries: per logical matrix (Q, K, V apart), or over all matrices together
+        (global scope)."""
         if self.cfg.scope == "per_param":
-            return [_keep_top(s, s.numel() - round(t * s.numel())) for s, t in zip(scores, targets)]
+            return [_keep_top_per_block(s, t, logical_blocks(n, tuple(s.shape)))
+                    for s, t, n in zip(scores, targets, names)]
         flat = torch.cat([s.flatten().to(scores[0].device) for s in scores])
         keep = _keep_top(flat, flat.numel() - round(targets[0] * flat.numel()))
         return [m.view(s.shape).to(s.device) for m, s in zip(keep.split([s.numel() for s in scores]), scores)]
@@ -378,25 +406,18 @@ class Sparsifier:
             # Pruned weights never come back: below every live weight.
             scores.append(score.masked_fill_(~self.masks[name].to(score.device), -1.0))
         targets = [self.sparsity_at(step, n) for n, _ in params]
-        masks = self._masks_from_scores(scores, targets)
+        masks = self._masks_from_scores(scores, targets, [n for n, _ in params])
         _broadcast_masks(masks)
         for (name, _), m in zip(params, masks):
             self.masks[name] = m & self.masks[name].to(m.device)
 
     def _update_drop_grow(self, step: int, model: nn.Module) -> bool:
-        fraction = drop_fraction_at(step, self.cfg.drop_fraction, self.stop_step, self.cfg.drop_fraction_schedule)
+        fraction = drop_fraction_at(step, self.cfg.drop_fraction, self.half_period, self.cfg.drop_fraction_schedule)
         changed = False
         for index, (name, p) in enumerate(self._params(model)):
             old = self.masks[name]
             weight = _full(p.detach()).float()
             old = old.to(weight.device)
-            n_active = int(old.sum())
-            k = round(fraction * n_active)
-            if k == 0:
-                continue
-            # Drop: the k smallest magnitudes among the active weights.
-            kept = _keep_top(weight.abs().masked_fill(~old, -1.0), n_active - k)
-            # Grow k among the rest (the just-dropped included, as in RigL's reference code).
             if self.cfg.algorithm == "rigl":
                 if p.grad is None:
                     raise ValueError(f"RigL needs the dense gradient of {name} at step {step}; call update() after backward()")
@@ -404,8 +425,19 @@ class Sparsifier:
             else:
                 gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 7919 + index)
                 grow_score = torch.rand(weight.shape, generator=gen).to(weight.device)
-            grown = _keep_top(grow_score.masked_fill(kept, -1.0), k)
-            new = kept | grown
+            parts = []
+            blocks = logical_blocks(name, tuple(weight.shape))
+            for o, w, g in zip(old.chunk(blocks, 0), weight.chunk(blocks, 0), grow_score.chunk(blocks, 0)):
+                n_active = int(o.sum())
+                k = round(fraction * n_active)
+                if k == 0:
+                    parts.append(o)
+                    continue
+                # Drop: the k smallest magnitudes among the active weights of this logical matrix.
+                kept = _keep_top(w.abs().masked_fill(~o, -1.0), n_active - k)
+                # Grow k among the rest (the just-dropped included, as in RigL's reference code).
+                parts.append(kept | _keep_top(g.masked_fill(kept, -1.0), k))
+            new = torch.cat(parts, 0)
             _broadcast_masks([new])
             changed |= bool((new != old).any())
             self.masks[name] = new
@@ -595,5 +627,6 @@ def load_sparse(path: str | Path, device: torch.device | str = "cpu") -> "GPT":
 
 __all__ = [
     "DEFAULT_PARAM_FILTER", "SparsityConfig", "Sparsifier", "canonical_name", "drop_fraction_at", "gmp_sparsity",
+    "logical_blocks",
     "load_sparse", "measure_sparsity", "save_sparse",
 ]

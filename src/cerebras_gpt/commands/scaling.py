@@ -46,7 +46,8 @@ class FitArgs:
     points: list[str] = dataclasses.field(default_factory=list)
     """runs.jsonl files or ladder directories (from `scaling run`), or CSV files with flops,loss[,name] columns."""
     paper: bool = False
-    """Fit the paper's seven (FLOPs, Pile loss) points (built in) instead of / besides --points."""
+    """Fit the paper's seven (FLOPs, Pile loss) points (built in) instead of / besides --points; a ladder's
+    points are then counted in the paper's FLOPs convention (its recorded paper_flops), as the law is."""
     target: float | None = None
     """Predict the loss at this training budget in FLOPs (e.g. 1e23)."""
     holdout: int = 0
@@ -130,7 +131,9 @@ def _plan(args: PlanArgs) -> int:
 
 
 # ----------------------------------------------------------------------------- fit
-def _read_points(sources: list[str]) -> list[tuple[str, float, float]]:
+def _read_points(sources: list[str], paper_convention: bool = False) -> list[tuple[str, float, float]]:
+    """(name, FLOPs, loss) of recorded runs; with ``paper_convention`` a ladder's FLOPs are the paper's
+    (``paper_flops``, what the published law is a function of) where the run recorded them."""
     import csv
 
     from cerebras_gpt.evaluate.scaling import RUNS, read_runs
@@ -142,7 +145,8 @@ def _read_points(sources: list[str]) -> list[tuple[str, float, float]]:
             rows = read_runs(path if path.is_dir() else path.parent)
             if not rows:
                 raise ValueError(f"--points {src!r}: no finished runs recorded ({RUNS} missing or empty)")
-            points += [(r["name"], float(r["flops"]), float(r["loss"])) for r in rows]
+            key = "paper_flops" if paper_convention else "flops"
+            points += [(r["name"], float(r.get(key) or r["flops"]), float(r["loss"])) for r in rows]
         elif path.suffix == ".csv" and path.is_file():
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
@@ -184,7 +188,7 @@ def fit_report(points: list[tuple[str, float, float]], target: float | None, hol
 def _fit(args: FitArgs) -> int:
     from cerebras_gpt.evaluate.scaling import PAPER_LAW, PAPER_POINTS
 
-    points = _read_points(args.points)
+    points = _read_points(args.points, paper_convention=args.paper)  # compared with the law: its convention
     if args.paper:
         points += [(n.removeprefix("Cerebras-GPT-"), c, y) for n, c, y in PAPER_POINTS]
     if not points:

@@ -273,10 +273,13 @@ class PlanRow:
     """Training FLOPs: ``config.flops_per_token(seq_len) * tokens``."""
     card_flops: float | None = None
     """The model card's FLOPs, for presets the paper trained."""
+    paper_flops: float | None = None
+    """Training FLOPs in the paper's convention (cerebras_gpt/flops.py): the card's for a paper preset at its
+    budget, else the estimate; what the published law is a function of."""
     paper_loss: float | None = None
     """The paper's Pile test loss, for presets it trained."""
     predicted_loss: float | None = None
-    """Loss the law (the paper's, or a given fit) predicts at ``card_flops`` if known, else ``flops``."""
+    """Loss the law (the paper's, or a given fit) predicts at ``paper_flops``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -290,12 +293,16 @@ def plan_config(config: GPTConfig, tokens_per_param: float = TOKENS_PER_PARAM, s
     flops = float(config.flops_per_token(seq_len)) * tokens
     recipe = RECIPES.get(config.name) if config.name else None
     card = recipe.training_flops if recipe else None
+    from cerebras_gpt.flops import paper_training_flops
+
+    paper_flops = paper_training_flops(config, tokens, seq_len)
     return PlanRow(
         name=name or config.name or f"L{config.n_layer}-d{config.n_embd}", n_layer=config.n_layer,
         n_embd=config.n_embd, n_head=config.n_head, params=params, total_params=config.num_params(),
-        tokens=tokens, flops=flops, card_flops=card, paper_loss=recipe.pile_test_loss if recipe else None,
-        # The paper's law was fitted on card FLOPs (which count more than flops_per_token): use them if known.
-        predicted_loss=float(law(card or flops)) if law is not None else None,
+        tokens=tokens, flops=flops, card_flops=card, paper_flops=paper_flops,
+        paper_loss=recipe.pile_test_loss if recipe else None,
+        # The paper's law is a function of the paper's FLOPs (which count more than flops_per_token).
+        predicted_loss=float(law(paper_flops)) if law is not None else None,
     )
 
 

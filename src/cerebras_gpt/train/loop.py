@@ -48,7 +48,7 @@ from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.train import checkpoint, distributed
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.metrics import MetricsWriter, measure_peak_flops, plot_loss
-from cerebras_gpt.train.optim import build_optimizer, lr_at, set_lr
+from cerebras_gpt.train.optim import build_optimizer, set_lr
 from cerebras_gpt.train.recipe import Plan, build_model_config, resolve
 
 log = logging.getLogger("cerebras_gpt.train")
@@ -273,10 +273,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
     while step < stop_at:
         if deadline is not None and _agree_past(deadline, device):
             break
-        lr = lr_at(step, peak=plan.lr, warmup=plan.warmup_steps, total=plan.total_steps, decay=plan.decay,
-                   min_ratio=plan.min_lr_ratio)
+        lr = plan.lr_at(step)  # over tokens: unchanged by a batch switch
         set_lr(optimizer, lr)
-        micro = [split_batch(next(iterator), device) for _ in range(plan.accum_steps)]
+        micro = [split_batch(next(iterator), device) for _ in range(plan.accum_steps_at(step))]
         count = torch.tensor([sum(int((y != -100).sum()) for _, y in micro)], dtype=torch.float64, device=device)
         distributed.all_reduce_sum(count)
         scale = info.world_size / max(1.0, float(count.item()))
@@ -320,8 +319,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
                     f"loss was NaN/inf for {bad_run} steps in a row (at step {step}); try a lower --lr, a longer "
                     "--warmup-steps, --grad-clip 1.0, --dtype float32, or resume from an earlier checkpoint")
         optimizer.zero_grad(set_to_none=True)
+        tokens += plan.global_batch_at(step) * plan.seq_len
         step += 1
-        tokens += plan.tokens_per_step
         last_loss = step_loss
 
         record: dict[str, Any] | None = None

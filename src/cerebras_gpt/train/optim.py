@@ -61,11 +61,13 @@ def build_optimizer(model: nn.Module, config, lr: float, betas: tuple[float, flo
 def lr_at(step: int, *, peak: float, warmup: int, total: int, decay: str, min_ratio: float) -> float:
     """LR for optimizer step ``step`` (0-based): linear warmup to ``peak``, then decay to ``min_ratio*peak``.
 
-    Warmup: ``peak * (step + 1) / warmup`` for ``step < warmup`` (the first update is not at LR 0).
+    Warmup: ``peak * step / warmup`` for ``step < warmup``, the ModelZoo's ``LinearLR`` from 0 (so the first
+    update runs at LR 0, as the Cerebras-GPT runs did). ``step`` may be a token count (with ``warmup`` and
+    ``total`` in tokens too): `Plan.lr_at` schedules over tokens so a batch switch leaves the LR unchanged.
     Decay over steps ``warmup .. total``: linear or cosine from peak to the floor, reached at ``total``.
     """
     if step < warmup:
-        return peak * (step + 1) / warmup
+        return peak * step / warmup
     floor = peak * min_ratio
     span = max(1, total - warmup)
     frac = min(1.0, (step - warmup) / span)

@@ -10,6 +10,16 @@ warmup come from the paper size nearest in log(parameter count) (so everything u
 warmup is the paper's *fraction* of the run (1525/9037 = 16.9% for 111M), which gives exactly the paper's
 warmup steps at the paper's batch and budget and scales to shorter runs. The global batch is the paper's
 for a paper preset and 32 sequences otherwise.
+
+Steps: a paper preset on its own recipe (paper batch schedule, sequence 2048, 20 tokens per parameter, no
+steps/tokens given) runs the ModelZoo's ``max_steps`` from the recipe table (111M 9,037 ... 6.7B 62,522; 13B
+57,000 at 720 + 78,223 at 1080 = 135,223), not ``ceil(20·N / tokens_per_step)`` (which gives one more).
+
+Batch schedule (train/batch_schedule.py): the global batch may change at given steps or tokens; the
+micro-batch stays fixed (by default the largest that divides every phase's per-rank batch) and the number
+of accumulation steps follows the phase, so the data order and the loader position are the same as at a
+constant batch. The LR schedule is a function of tokens seen (warmup over the tokens of the warmup steps,
+decay to the run's last token), so a batch switch leaves it unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +32,10 @@ from typing import Any
 import yaml
 
 from cerebras_gpt.config import RECIPES, GPTConfig, PaperRecipe, recipe_for
+from cerebras_gpt.train import batch_schedule
+from cerebras_gpt.train.batch_schedule import BatchPhase
 from cerebras_gpt.train.config import TrainConfig
+from cerebras_gpt.train.optim import lr_at
 
 DEFAULT_BATCH = 32
 
@@ -35,10 +48,11 @@ class Plan:
     params: int
     seq_len: int
     global_batch: int
-    """Sequences per optimizer step, all ranks."""
+    """Sequences per optimizer step, all ranks (of the first phase when the batch changes)."""
     micro_batch: int
     """Sequences per rank per forward pass."""
     accum_steps: int
+    """Micro-batches per rank per step (of the first phase; `accum_steps_at` for any step)."""
     world_size: int
     total_steps: int
     tokens: int
@@ -51,14 +65,42 @@ class Plan:
     flops_per_token: int
     recipe_source: str
     """Which paper recipe (or rule) the defaults came from."""
+    batch_phases: list[BatchPhase] = dataclasses.field(default_factory=list)
+    """(start step, global batch) of each batch phase; empty: ``global_batch`` throughout."""
+    paper_flops: float = 0.0
+    """Training FLOPs in the paper's convention (cerebras_gpt/flops.py)."""
+
+    def __post_init__(self) -> None:
+        if not self.batch_phases:
+            self.batch_phases = [BatchPhase(0, self.global_batch)]
+        self.batch_phases = [p if isinstance(p, BatchPhase) else BatchPhase(**p) for p in self.batch_phases]
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens of one step of the first phase."""
         return self.global_batch * self.seq_len
 
     @property
     def total_flops(self) -> float:
         return float(self.flops_per_token) * self.tokens
+
+    def global_batch_at(self, step: int) -> int:
+        """Sequences of 0-based step ``step``, all ranks."""
+        return batch_schedule.batch_at(self.batch_phases, step)
+
+    def accum_steps_at(self, step: int) -> int:
+        """Micro-batches per rank at step ``step``."""
+        return self.global_batch_at(step) // (self.micro_batch * self.world_size)
+
+    def tokens_before(self, step: int) -> int:
+        """Tokens trained on by steps ``0 .. step - 1``."""
+        return batch_schedule.sequences_before(self.batch_phases, step) * self.seq_len
+
+    def lr_at(self, step: int) -> float:
+        """Peak LR of step ``step``: the schedule over tokens (warmup over the warmup steps' tokens, decay to
+        the last token), so a batch switch leaves it unchanged; at a constant batch it is `optim.lr_at`."""
+        return lr_at(self.tokens_before(step), peak=self.lr, warmup=self.tokens_before(self.warmup_steps),
+                     total=self.tokens, decay=self.decay, min_ratio=self.min_lr_ratio)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -112,25 +154,44 @@ def resolve(cfg: TrainConfig, world_size: int = 1, model_config: GPTConfig | Non
     if seq_len > config.block_size:
         raise ValueError(f"seq_len={seq_len} exceeds the model's context block_size={config.block_size}; "
                          "lower --seq-len or override block_size")
-    if cfg.batch_size is not None:
-        global_batch = cfg.batch_size
+    own = recipe_for(config)
+    if cfg.batch_size is not None and cfg.batch_schedule is not None:
+        raise ValueError(f"batch_size={cfg.batch_size} and batch_schedule={cfg.batch_schedule!r} both set the "
+                         "global batch; give one (the schedule's first entry is the starting batch)")
+    if cfg.batch_schedule is not None:
+        phases = batch_schedule.parse(cfg.batch_schedule, seq_len)
+    elif cfg.batch_size is not None:
+        phases = [BatchPhase(0, cfg.batch_size)]
+    elif own is not None and own.batch_schedule is not None:
+        phases = batch_schedule.parse(own.batch_schedule, seq_len)
     else:
-        global_batch = recipe.batch_size if recipe_for(config) is not None else DEFAULT_BATCH
-    per_rank, rem = divmod(global_batch, world_size)
-    if rem or per_rank == 0:
-        raise ValueError(f"batch_size={global_batch} does not divide over {world_size} ranks; "
-                         f"use a multiple of {world_size}")
-    micro = cfg.micro_batch_size or per_rank
-    if per_rank % micro:
-        raise ValueError(f"micro_batch_size={micro} does not divide the per-rank batch {per_rank} "
-                         f"(batch_size {global_batch} / {world_size} ranks)")
-    tokens_per_step = global_batch * seq_len
+        phases = [BatchPhase(0, own.batch_size if own is not None else DEFAULT_BATCH)]
+    global_batch = phases[0].global_batch
+    per_rank_batches = []
+    for phase in phases:
+        per_rank, rem = divmod(phase.global_batch, world_size)
+        if rem or per_rank == 0:
+            raise ValueError(f"batch_size={phase.global_batch} does not divide over {world_size} ranks; "
+                             f"use a multiple of {world_size}")
+        per_rank_batches.append(per_rank)
+    micro = cfg.micro_batch_size or math.gcd(*per_rank_batches)
+    for phase, per_rank in zip(phases, per_rank_batches):
+        if per_rank % micro:
+            raise ValueError(f"micro_batch_size={micro} does not divide the per-rank batch {per_rank} "
+                             f"(batch_size {phase.global_batch} / {world_size} ranks)")
+    if own is not None:
+        paper_phases = (batch_schedule.parse(own.batch_schedule, own.seq_len) if own.batch_schedule
+                        else [BatchPhase(0, own.batch_size)])
+    on_paper_recipe = (own is not None and phases == paper_phases and seq_len == own.seq_len
+                       and cfg.tokens_per_param == 20.0)
     if cfg.steps is not None:
         steps = cfg.steps
     elif cfg.tokens is not None:
-        steps = math.ceil(cfg.tokens / tokens_per_step)
+        steps = batch_schedule.steps_for_tokens(phases, cfg.tokens, seq_len)
+    elif on_paper_recipe:
+        steps = own.total_steps  # the ModelZoo's max_steps (the rule would give one step more)
     else:
-        steps = math.ceil(cfg.tokens_per_param * config.num_params() / tokens_per_step)
+        steps = batch_schedule.steps_for_tokens(phases, cfg.tokens_per_param * config.num_params(), seq_len)
     if steps < 1:
         raise ValueError(f"the budget gives {steps} steps; give --steps, --tokens or --tokens-per-param > 0")
     if cfg.lr is not None:
@@ -143,12 +204,19 @@ def resolve(cfg: TrainConfig, world_size: int = 1, model_config: GPTConfig | Non
         source += " (μP η_base 6e-3)"
     if recipe_for(config) is None:
         source = f"rule: nearest paper size {source}"
+    elif on_paper_recipe and cfg.steps is None and cfg.tokens is None:
+        source += " (the ModelZoo's max_steps)"
+    from cerebras_gpt.flops import paper_training_flops
+
+    tokens = batch_schedule.sequences_before(phases, steps) * seq_len
     return Plan(model_config=config, params=config.num_params(), seq_len=seq_len, global_batch=global_batch,
-                micro_batch=micro, accum_steps=per_rank // micro, world_size=world_size, total_steps=steps,
-                tokens=steps * tokens_per_step, lr=lr, warmup_steps=min(warmup, steps),
+                micro_batch=micro, accum_steps=per_rank_batches[0] // micro, world_size=world_size,
+                total_steps=steps, tokens=tokens, lr=lr, warmup_steps=min(warmup, steps),
                 decay=cfg.decay or recipe.decay, min_lr_ratio=cfg.min_lr_ratio,
                 eps=cfg.eps if cfg.eps is not None else recipe.adam_eps,
-                flops_per_token=config.flops_per_token(seq_len), recipe_source=source)
+                flops_per_token=config.flops_per_token(seq_len), recipe_source=source,
+                batch_phases=[p for p in phases if p.start_step < steps],
+                paper_flops=paper_training_flops(config, tokens, seq_len))
 
 
 def format_plan(plan: Plan, cfg: TrainConfig, extra: dict[str, Any] | None = None) -> str:
@@ -160,9 +228,12 @@ def format_plan(plan: Plan, cfg: TrainConfig, extra: dict[str, Any] | None = Non
         ("parameters", f"{plan.params:,}"),
         ("tokens", f"{plan.tokens:,} ({plan.tokens / plan.params:.1f} per parameter)"),
         ("steps", f"{plan.total_steps:,}"),
-        ("global batch", f"{plan.global_batch} sequences x {plan.seq_len} = {plan.tokens_per_step:,} tokens"),
+        ("global batch", f"{plan.global_batch} sequences x {plan.seq_len} = {plan.tokens_per_step:,} tokens"
+                         if len(plan.batch_phases) == 1 else
+                         batch_schedule.describe(plan.batch_phases, plan.total_steps, plan.seq_len)),
         ("micro-batch", f"{plan.micro_batch} per rank x {plan.world_size} ranks, {plan.accum_steps} accumulation"),
         ("FLOPs", f"{plan.total_flops:.3e} ({plan.flops_per_token:,} per token)"),
+        ("FLOPs (paper)", f"{plan.paper_flops:.3e} (the paper's convention, cerebras_gpt/flops.py)"),
         ("schedule", f"peak LR {plan.lr:g}, {plan.warmup_steps} warmup steps, {plan.decay} decay to "
                      f"{plan.min_lr_ratio:g}x"),
         ("optimizer", f"AdamW betas={tuple(cfg.betas)} eps={plan.eps:g} weight decay {cfg.weight_decay:g} "
