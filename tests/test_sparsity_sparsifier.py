@@ -318,3 +318,41 @@ def test_shipped_configs_are_valid(path):
     section = yaml.safe_load(path.read_text())["sparsity"]
     cfg = SparsityConfig(**section)
     assert cfg.enabled != cfg.densify
+
+
+@pytest.mark.parametrize("algorithm", ["static", "gmp", "set", "rigl"])
+def test_q_k_v_each_at_target_inside_packed_c_attn(algorithm):
+    # The ModelZoo sparsifies proj_q/k/v_dense_layer as three weights (facts §5), so each of Q, K and V holds
+    # the target inside our packed c_attn, and SET/RigL cannot move density between them.
+    cfg = SparsityConfig(sparsity=0.6, algorithm=algorithm, update_freq=2, stop_step=10, end_step=8,
+                         init_method="magnitude" if algorithm == "gmp" else "random",
+                         drop_fraction=0.5, drop_fraction_schedule="constant")
+    model, opt, sp = _setup(cfg)
+    with torch.no_grad():  # scale Q up so a mask over the whole c_attn would keep mostly Q
+        for block in model.transformer.h:
+            block.attn.c_attn.weight[: model.config.n_embd] *= 50.0
+
+    def check(step):
+        for layer in range(model.config.n_layer):
+            mask = sp.masks[f"transformer.h.{layer}.attn.c_attn.weight"]
+            assert mask.shape[0] == 3 * model.config.n_embd
+            # GMP: the schedule's sparsity at the last mask update (its initial sparsity before any).
+            target = sp.sparsity_at(max(sp.last_update_step, 0), f"transformer.h.{layer}.attn.c_attn.weight")
+            for part in mask.chunk(3, 0):  # Q, K, V
+                assert 1 - part.float().mean().item() == pytest.approx(target, abs=1 / part.numel())
+
+    check(0)
+    _train(model, opt, sp, 0, 8, check)
+    assert sp.last_update_step > 0 or algorithm == "static"
+
+
+def test_modelzoo_stop_step_and_half_period():
+    model = GPT(GPTConfig.from_name("debug-tiny", vocab_size=512))
+    # The ModelZoo's sparse GPT-3 configs: update stop and drop-fraction half_period 3,584 = 75% of 4,778 steps
+    # rounded up (int(0.75 * 4778) = 3583 would be one short).
+    sp = Sparsifier(SparsityConfig(sparsity=0.5, algorithm="rigl"), model, 4778)
+    assert sp.stop_step == 3584 and sp.half_period == 3584
+    sp = Sparsifier(SparsityConfig(sparsity=0.5, algorithm="set", drop_fraction_half_period=1000), model, 4778)
+    assert sp.stop_step == 3584 and sp.half_period == 1000
+    with pytest.raises(ValueError, match="drop_fraction_half_period=0"):
+        SparsityConfig(sparsity=0.5, drop_fraction_half_period=0)
