@@ -231,7 +231,9 @@ def format_plan(plan: Plan, cfg: TrainConfig, extra: dict[str, Any] | None = Non
         ("global batch", f"{plan.global_batch} sequences x {plan.seq_len} = {plan.tokens_per_step:,} tokens"
                          if len(plan.batch_phases) == 1 else
                          batch_schedule.describe(plan.batch_phases, plan.total_steps, plan.seq_len)),
-        ("micro-batch", f"{plan.micro_batch} per rank x {plan.world_size} ranks, {plan.accum_steps} accumulation"),
+        ("micro-batch", f"{plan.micro_batch} per rank x {plan.world_size} ranks, "
+                        + " then ".join(str(plan.accum_steps_at(p.start_step)) for p in plan.batch_phases)
+                        + " accumulation"),
         ("FLOPs", f"{plan.total_flops:.3e} ({plan.flops_per_token:,} per token)"),
         ("FLOPs (paper)", f"{plan.paper_flops:.3e} (the paper's convention, cerebras_gpt/flops.py)"),
         ("schedule", f"peak LR {plan.lr:g}, {plan.warmup_steps} warmup steps, {plan.decay} decay to "
