@@ -114,3 +114,16 @@ def test_save_pretrained_failure_keeps_the_previous_files(tmp_path, tiny_model, 
         tiny_model.save_pretrained(tmp_path)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert after == before
+
+
+def test_write_errors_are_worded_and_name_the_file(tmp_path):
+    def full_disk(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        atomic.write_with(tmp_path / "best.json", full_disk)
+    assert info.value.errno == errno.ENOSPC
+    assert "no space left on device" in str(info.value) and "best.json" in str(info.value)
+    with pytest.raises(OSError, match="cannot write directory .*read-only file system"):
+        with atomic.building_dir(tmp_path / "model"):
+            raise OSError(errno.EROFS, "Read-only file system")

@@ -7,7 +7,8 @@ old one is removed only once the new one is in place: a crash at any point leave
 new directory under the target's name (or, between the two renames, the old one under ``NAME.old-*``,
 which `replace_dir` restores on its next call).
 
-OSErrors from a full or read-only disk are re-raised as `OSError`s whose message says so in words.
+An OSError while writing (a full or read-only disk) is re-raised as an `OSError` (same errno) whose one-line
+message says so in words and names the file; the previous file or directory is left as it was.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def write_failed(error: OSError, target: str | Path, what: str) -> OSError:
                                 "free space or choose a writable directory (nothing already there was changed)")
 
 
+def _is_worded(error: OSError) -> bool:
+    return str(error).startswith("[Errno") and "cannot write" in str(error)
+
+
 def fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -60,9 +65,11 @@ def write_with(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise write_failed(e, path, "file") from e
         raise
     return path
 
@@ -79,9 +86,11 @@ def write_via_path(path: str | Path, write: Callable[[Path], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise write_failed(e, path, "file") from e
         raise
     return path
 
@@ -155,8 +164,10 @@ def building_dir(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         replace_dir(tmp, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not _is_worded(e):
+            raise write_failed(e, target, "directory") from e
         raise
 
 
