@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,21 @@ def test_same_step_checkpoint_is_replaced_only_once_the_new_one_is_whole(tmp_pat
         checkpoint.save(run, 2, model, model, optimizer, {"step": 2}, {}, keep_last=2, sharded=False, is_main=True)
     assert (ckpt / "train_state.pt").read_bytes() == original
     assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_sharded_checkpoint_metadata_is_read_through_an_allow_list(tmp_path):
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    model = torch.nn.Linear(4, 4)
+    with warnings.catch_warnings():  # one process, no process group: DCP warns that it assumes so
+        warnings.simplefilter("ignore")
+        dcp.save({"model": model.state_dict()}, checkpoint_id=str(tmp_path / "dcp"))
+    checkpoint.check_dcp_metadata(tmp_path / "dcp")  # what torch writes passes
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "dcp" / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ValueError, match="refused: global 'posix.system' is not allowed"):
+        checkpoint.check_dcp_metadata(tmp_path / "dcp")
+    assert not marker.exists()

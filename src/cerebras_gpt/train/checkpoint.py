@@ -140,6 +140,43 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
                                 "the file is truncated or damaged: resume from an earlier checkpoint") from None
 
 
+class _DCPMetadataUnpickler(pickle.Unpickler):
+    """Reads a DCP ``.metadata`` file (a pickle) allowing only the classes torch writes there."""
+
+    ALLOWED = {("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
+               ("torch", "Size"), ("torch.serialization", "_get_layout"),
+               ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module == "torch.distributed.checkpoint.metadata" and not name.startswith("__"):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in DCP metadata")
+
+
+def check_dcp_metadata(dcp_dir: str | Path) -> None:
+    """Refuse a sharded checkpoint whose ``.metadata`` pickle holds anything but DCP's own metadata classes.
+
+    torch.distributed.checkpoint reads that file with plain `pickle.load`; checking it first with an
+    allow-list means a crafted file is refused before it can run code.
+    """
+    file = Path(dcp_dir) / ".metadata"
+    try:
+        with file.open("rb") as f:
+            _DCPMetadataUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        raise CorruptCheckpoint(f"{file}: refused: {e} (it could run code when loaded); only use training "
+                                "checkpoints written by cerebras-gpt from people you trust") from None
+    except (OSError, EOFError, ValueError, AttributeError, ImportError, IndexError, TypeError) as e:
+        raise CorruptCheckpoint(f"{file}: unreadable ({type(e).__name__}: {e}); the sharded checkpoint is "
+                                "incomplete or damaged: resume from an earlier checkpoint") from None
+
+
 def check_model_file(path: str | Path) -> None:
     """Raise `CorruptCheckpoint` unless checkpoint ``path``'s model/model.safetensors has a readable header."""
     from safetensors import safe_open
@@ -171,6 +208,8 @@ def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
         try:
             load_train_state(path)
             check_model_file(path)
+            if (path / "dcp").is_dir():
+                check_dcp_metadata(path / "dcp")
             return path
         except CorruptCheckpoint as e:
             log.warning("skipping checkpoint %s: %s; falling back to the previous complete checkpoint", path, e)
@@ -274,6 +313,8 @@ def load(path: str | Path, model: nn.Module, raw_model: nn.Module,
     state = load_train_state(path)
     if (path / "dcp").is_dir():
         import torch.distributed.checkpoint as dcp
+
+        check_dcp_metadata(path / "dcp")
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
         if optimizer is None:
