@@ -115,7 +115,10 @@ def _plain(obj: Any) -> Any:
 def _legacy_safe_globals() -> list[Any]:
     """What checkpoints written before the weights_only format hold besides tensors: numpy's RNG key array."""
     multiarray = getattr(np, "_core", None) or np.core
-    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    reconstruct = multiarray.multiarray._reconstruct
+    # numpy 1.x pickles name the function numpy.core.multiarray._reconstruct: the same function.
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            type(np.dtype(np.uint32))]
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
@@ -208,6 +211,7 @@ def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
         try:
             load_train_state(path)
             check_model_file(path)
+            _check_run_config(path)
             if (path / "dcp").is_dir():
                 check_dcp_metadata(path / "dcp")
             return path
@@ -217,6 +221,13 @@ def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
         raise ValueError(f"no checkpoint in {checkpoint_dir(out_dir)} reads back (all {len(found)} are damaged); "
                          "start over with --resume never --overwrite, or restore the files")
     return None
+
+
+def _check_run_config(path: Path) -> None:
+    try:
+        read_run_config(path)
+    except (OSError, ValueError) as e:
+        raise CorruptCheckpoint(f"{Path(path) / 'run_config.json'}: unreadable ({e}); the checkpoint is damaged") from None
 
 
 def _write_train_state(state: dict[str, Any], path: Path) -> None:

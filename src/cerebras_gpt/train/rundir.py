@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cerebras_gpt import atomic
-from cerebras_gpt.train import checkpoint
+from cerebras_gpt.train import checkpoint, distributed
 
 log = logging.getLogger("cerebras_gpt.train")
 
@@ -149,6 +149,7 @@ def bind(cfg: Any, identity: dict[str, Any], resumes_here: bool, is_main: bool) 
                              f"--out-dir, or {START_OVER} to replace it")
     if is_main and not (out_dir / RUN_FILE).exists():
         atomic.write_json(out_dir / RUN_FILE, {"identity": identity})
+    distributed.barrier()  # under torchrun: no rank reads the directory while rank 0 starts it over
 
 
 def _finite(value: Any) -> Any:
