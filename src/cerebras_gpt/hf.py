@@ -227,6 +227,7 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
 
 def save_pretrained(model: GPT, directory: str | Path, tokenizer=None, safe_serialization: bool = True) -> Path:
     """Write a Hugging Face GPT-2 model directory; returns its path."""
+    from cerebras_gpt import atomic
     from cerebras_gpt.tokenizer import load_tokenizer
 
     directory = Path(directory)
@@ -236,13 +237,14 @@ def save_pretrained(model: GPT, directory: str | Path, tokenizer=None, safe_seri
     if safe_serialization:
         from safetensors.torch import save_file
 
-        save_file({k: v.cpu() for k, v in state.items()}, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        atomic.write_via_path(directory / "model.safetensors", lambda tmp: save_file(
+            {k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"}))
     else:
-        torch.save({k: v.cpu() for k, v in state.items()}, directory / "pytorch_model.bin")
+        atomic.write_with(directory / "pytorch_model.bin", lambda f: torch.save({k: v.cpu() for k, v in state.items()}, f))
     hf_config = config_to_hf(model.config, tie_word_embeddings=tied, dtype=dtype)
-    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    atomic.write_json(directory / "config.json", hf_config)  # each file replaced whole (cerebras_gpt.atomic)
     generation = {"bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256}
-    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    atomic.write_json(directory / "generation_config.json", generation)
     (tokenizer or load_tokenizer()).save_pretrained(directory)
     return directory
 

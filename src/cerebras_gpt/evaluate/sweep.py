@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cerebras_gpt import atomic
+
 log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
@@ -316,7 +318,8 @@ def write_table(out: str | Path, rows: list[dict[str, Any]], metric: str, mode: 
                              *(r.get("metrics", {}).get(k, "") for k in metric_keys), f"{r.get('seconds', 0):.1f}"])
     tmp.replace(path)
     best = best_trial(rows, metric, mode)
-    (out / BEST).write_text(json.dumps({"metric": metric, "mode": mode, "best": best}, indent=2, default=_jsonable) + "\n")
+    atomic.write_text(out / BEST, json.dumps({"metric": metric, "mode": mode, "best": best}, indent=2,
+                                             default=_jsonable) + "\n")
     return path
 
 

@@ -18,18 +18,21 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cerebras_gpt import atomic
 from cerebras_gpt.finetune.lora import LoRAConfig
+from cerebras_gpt.train import rundir
 from cerebras_gpt.train.config import TrainConfig
+from cerebras_gpt.train.validate import FINETUNE_RANGES, check_numbers
 
 log = logging.getLogger("cerebras_gpt.finetune")
 
 FULL_LR, LORA_LR = 5e-5, 5e-4
 STATE_FILE = "early_stopping.json"
+RESULTS_FILE = "finetune_results.json"
 
 
 @dataclass
@@ -85,8 +88,9 @@ class FinetuneArgs(TrainConfig):
     """Linear warmup steps (default: 5% of the run)."""
     decay: Literal["linear", "cosine", "constant"] | None = "linear"
     """Decay after warmup to min_lr_ratio x peak."""
-    out_dir: str = "runs/finetune"
-    """Run directory: model/, adapter/, checkpoints/, metrics.jsonl, finetune_results.json."""
+    out_dir: str | None = None
+    """Run directory: model/, adapter/, checkpoints/, metrics.jsonl, finetune_results.json (default: a new
+    runs/<model>-<YYYYmmdd-HHMMSS> per run; pass it again to resume)."""
     tensorboard: bool = False
     """Write TensorBoard event files under out_dir/tensorboard."""
 
@@ -105,16 +109,22 @@ class FinetuneArgs(TrainConfig):
             problems.append("LoRA with --fsdp is not supported (LoRA's optimizer state is small): use DDP")
         if self.lora.enabled and self.sparsity.enabled:
             problems.append("LoRA with sparsity is not supported: the adapters' update is dense")
-        if not self.epochs > 0:
-            problems.append(f"epochs={self.epochs!r} must be > 0")
-        if self.early_stopping_patience < 0:
-            problems.append(f"early_stopping_patience={self.early_stopping_patience} must be >= 0")
+        from cerebras_gpt.train.validate import problems_in, train_problems
+
+        problems += train_problems(self) + problems_in({k: getattr(self, k) for k in FINETUNE_RANGES}, FINETUNE_RANGES)
         if self.early_stopping_patience and self.fsdp:
             problems.append("early stopping with --fsdp is not supported yet; set --eval-interval and pick a checkpoint")
         if self.adapter and not self.eval_only:
             problems.append("--adapter is for --eval-only; to train LoRA set --lora.rank")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def identity(self) -> dict[str, Any]:
+        """What binds a fine-tuning run directory besides model and schedule: the records, task and adapters."""
+        files = {name: rundir.file_identity(path) if path and Path(path).is_file() else path
+                 for name, path in (("data", self.data), ("val_data", self.val_data), ("eval_data", self.eval_data))}
+        return {"finetune": dict(files, val_fraction=self.val_fraction, packing=self.packing, task=self.task,
+                                 lora=dataclasses.asdict(self.lora) if self.lora.enabled else None)}
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -163,6 +173,9 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         return evaluate_only(args)
     device = distributed.resolve_device(args.device)
     info = distributed.setup(device)
+    if not args.out_dir:
+        args = dataclasses.replace(args, out_dir=distributed.broadcast_from_main(rundir.default_out_dir(args.model)))
+    identity = args.identity()
     records = read_records(args.data)
     if args.val_data:
         train_records, val_records = records, read_records(args.val_data)
@@ -213,10 +226,10 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     out_dir = Path(args.out_dir)
     from cerebras_gpt.train import checkpoint
 
-    if args.resume == "never" and checkpoint.latest_checkpoint(out_dir) is not None:
+    if args.resume == "never" and not args.overwrite and checkpoint.latest_checkpoint(out_dir) is not None:
         # The loop keeps the last K checkpoints by step: stale higher steps would evict this run's own.
         raise ValueError(f"{out_dir} holds checkpoints of an earlier run; pass --resume auto to continue it, "
-                         "or a new --out-dir")
+                         "a new --out-dir, or --overwrite to replace it")
     best_dir = out_dir / "best"
     state_path = out_dir / STATE_FILE
 
@@ -225,13 +238,18 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     if not args.early_stopping_patience or val is None:
         if args.early_stopping_patience and info.is_main:
             log.warning("no validation records: early stopping is off")
-        result = train(cfg, model=model, train_loader=loader, val_batches=val)
+        result = train(cfg, model=model, train_loader=loader, val_batches=val, run_identity=identity)
         stopped_early, best = False, None
     else:
         state = json.loads(state_path.read_text()) if state_path.exists() and cfg.resume == "auto" else \
             {"best_val": None, "best_step": None, "bad_evals": 0}
         stopped_early = False
         target, resume = eval_interval, cfg.resume
+        if cfg.resume == "auto" and state["bad_evals"] >= args.early_stopping_patience:  # stopped early before
+            rundir.bind(cfg, rundir.run_identity(cfg, identity), True, info.is_main)
+            finished = _recorded_summary(out_dir)
+            if finished is not None:
+                return finished
         while True:
             latest = checkpoint.latest_checkpoint(out_dir) if cfg.resume == "auto" else None
             done = int(latest.name.removeprefix(checkpoint.PREFIX)) if latest is not None else 0
@@ -239,21 +257,20 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                 target += eval_interval
             # Each later part resumes from the checkpoint the part before it wrote (never a stale one).
             result = train(dataclasses.replace(cfg, stop_at_step=min(target, steps), resume=resume),
-                           model=model, train_loader=loader, val_batches=val)
+                           model=model, train_loader=loader, val_batches=val, run_identity=identity)
             resume = result["checkpoint"]
             val_loss = result["val_loss"]
             if state["best_val"] is None or val_loss < state["best_val"]:
                 state.update(best_val=val_loss, best_step=result["steps"], bad_evals=0)
                 if info.is_main:
-                    if best_dir.exists():
-                        shutil.rmtree(best_dir)
-                    shutil.copytree(Path(result["checkpoint"]) / "model", best_dir / "model")
-                    if args.lora.enabled:
-                        model.save_adapter(best_dir / "adapter", base_model=args.model)
+                    with atomic.building_dir(best_dir) as tmp:  # the old best/ stays until this one is whole
+                        atomic.copy_dir(Path(result["checkpoint"]) / "model", tmp / "model")
+                        if args.lora.enabled:
+                            model.save_adapter(tmp / "adapter", base_model=args.model)
             else:
                 state["bad_evals"] += 1
             if info.is_main:
-                state_path.write_text(json.dumps(state) + "\n")
+                atomic.write_json(state_path, state, indent=None)
                 log.info("step %d: val loss %.4f (best %.4f at step %d, %d evaluations without improvement)",
                          result["steps"], val_loss, state["best_val"], state["best_step"], state["bad_evals"])
             if result["steps"] >= steps:
@@ -266,6 +283,8 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     if documents is not None:
         documents.remove()
     distributed.barrier()
+    if result.get("already_complete") and _recorded_summary(out_dir) is not None:
+        return _recorded_summary(out_dir)
 
     summary: dict[str, Any] = {"model": args.model, "lora": dataclasses.asdict(args.lora) if args.lora.enabled else None,
                                "steps": result["steps"], "train_loss": result["final_loss"],
@@ -275,27 +294,34 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         return summary
     model_dir = out_dir / "model"
     if best is not None and best_dir.exists():
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(best_dir / "model", model_dir)
+        atomic.copy_dir(best_dir / "model", model_dir)
         summary.update(val_loss=best["best_val"], best_step=best["best_step"])
     if args.save_adapter:
         if not args.lora.enabled:
             log.warning("--save-adapter needs LoRA (--lora.rank > 0); only the full model was written")
         else:
-            if (out_dir / "adapter").exists():
-                shutil.rmtree(out_dir / "adapter")
             if best is not None and (best_dir / "adapter").exists():
-                shutil.copytree(best_dir / "adapter", out_dir / "adapter")
+                atomic.copy_dir(best_dir / "adapter", out_dir / "adapter")
             else:
-                model.save_adapter(out_dir / "adapter", base_model=args.model)
+                with atomic.building_dir(out_dir / "adapter") as tmp:
+                    model.save_adapter(tmp, base_model=args.model)
             summary["adapter_dir"] = str(out_dir / "adapter")
     if args.task != "none" and eval_records:
         tuned, tokenizer = load_model_and_tokenizer(model_dir, device=device)
         summary["after"] = _evaluate_task(args, tuned, tokenizer, eval_records)
         log.info("after: %s", json.dumps({k: v for k, v in summary["after"].items() if k != "examples"}))
-    (out_dir / "finetune_results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic.write_json(out_dir / RESULTS_FILE, summary)
     return summary
+
+
+def _recorded_summary(out_dir: Path) -> dict[str, Any] | None:
+    """The summary a finished fine-tuning run recorded, reported again instead of training nothing."""
+    path = out_dir / RESULTS_FILE
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    log.info("the fine-tuning run in %s is complete; its recorded results are in %s", out_dir, path)
+    return dict(summary, already_complete=True)
 
 
 __all__ = ["FinetuneArgs", "evaluate_only", "finetune"]

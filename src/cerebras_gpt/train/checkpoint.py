@@ -3,22 +3,33 @@
 Layout of ``out_dir/checkpoints/step_NNNNNNNN/``::
 
     model/            HF GPT-2 model directory (μP folded): `load_model_and_tokenizer(ckpt_dir)` reads it
-    train_state.pt    unfolded model state (unsharded runs), optimizer, step, tokens, RNG, loader, sparsity
+    train_state.pt    unfolded model state (unsharded runs), optimizer, step, tokens, RNG, loader, sparsity:
+                      tensors and plain data only, read with ``torch.load(weights_only=True)`` (never unpickles code)
     dcp/              FSDP2 runs: model + optimizer as a sharded torch.distributed.checkpoint (any rank count)
     run_config.json   the resolved TrainConfig, GPTConfig and plan
 
 A checkpoint is written under ``checkpoints/.tmp-step_NNNNNNNN``, flushed to disk, then renamed: a crash
 (even SIGKILL) mid-write leaves only a temp directory, which is never taken as the latest and is removed
-by the next save.
+by the next save. A checkpoint of the same step is swapped in by renames (`cerebras_gpt.atomic.replace_dir`):
+the old one is removed only once its replacement is in place. A full or read-only disk ends the save with an
+`OSError` that says so, the previous checkpoints untouched.
+
+Loading: `load_train_state` refuses a ``train_state.pt`` holding anything but tensors and plain data (a
+crafted pickle cannot run code), and `latest_valid_checkpoint` skips, with a warning, a latest checkpoint
+that is truncated or corrupt and resumes from the one before it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import pickle
 import random
 import shutil
 import signal
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from cerebras_gpt import atomic
 from cerebras_gpt.train import distributed
+
+log = logging.getLogger("cerebras_gpt.train")
 
 PREFIX = "step_"
 TMP_PREFIX = ".tmp-"
@@ -43,8 +57,10 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     root = checkpoint_dir(out_dir)
     if not root.is_dir():
         return []
+    for old in root.glob(f"{PREFIX}*{atomic.OLD_SUFFIX}*"):  # a same-step swap cut short by a crash
+        atomic.recover_dir(root / old.name.split(atomic.OLD_SUFFIX)[0])
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-             and (p / "train_state.pt").exists()]
+             and p.name[len(PREFIX):].isdigit() and (p / "train_state.pt").exists()]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
@@ -57,8 +73,17 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / "train_state.pt").exists()
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be read: truncated, damaged, or holding more than tensors and plain data."""
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states as tensors and plain data (numpy's key array as a tensor), loadable with weights_only."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                       float(cached_gaussian)],
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -66,22 +91,150 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((name, keys.astype(np.uint32), int(pos), int(has_gauss), float(cached_gaussian)))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_tree(path: Path) -> None:
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            with p.open("rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays turned into Python numbers and tensors (weights_only-loadable)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _legacy_safe_globals() -> list[Any]:
+    """What checkpoints written before the weights_only format hold besides tensors: numpy's RNG key array."""
+    multiarray = getattr(np, "_core", None) or np.core
+    reconstruct = multiarray.multiarray._reconstruct
+    # numpy 1.x pickles name the function numpy.core.multiarray._reconstruct: the same function.
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            type(np.dtype(np.uint32))]
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """``train_state.pt`` of checkpoint ``path``, read with ``weights_only=True``: no code can run.
+
+    Raises `CorruptCheckpoint` (a ValueError) for a truncated or damaged file or one holding other objects.
+    """
+    file = Path(path) / "train_state.pt"
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with torch.serialization.safe_globals(_legacy_safe_globals()):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptCheckpoint(
+            f"{file}: refused: it holds Python objects other than tensors and plain data ({first[:160]}), which "
+            "could run code when loaded; only use training checkpoints written by cerebras-gpt from people you "
+            "trust, or start from its model/ directory with --init-from DIR/model") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise CorruptCheckpoint(f"{file}: missing; the checkpoint is incomplete, resume from another one") from None
+        raise CorruptCheckpoint(f"{file}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+                                "the file is truncated or damaged: resume from an earlier checkpoint") from None
+
+
+class _DCPMetadataUnpickler(pickle.Unpickler):
+    """Reads a DCP ``.metadata`` file (a pickle) allowing only the classes torch writes there."""
+
+    ALLOWED = {("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
+               ("torch", "Size"), ("torch.serialization", "_get_layout"),
+               ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module == "torch.distributed.checkpoint.metadata" and not name.startswith("__"):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in DCP metadata")
+
+
+def check_dcp_metadata(dcp_dir: str | Path) -> None:
+    """Refuse a sharded checkpoint whose ``.metadata`` pickle holds anything but DCP's own metadata classes.
+
+    torch.distributed.checkpoint reads that file with plain `pickle.load`; checking it first with an
+    allow-list means a crafted file is refused before it can run code.
+    """
+    file = Path(dcp_dir) / ".metadata"
+    try:
+        with file.open("rb") as f:
+            _DCPMetadataUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        raise CorruptCheckpoint(f"{file}: refused: {e} (it could run code when loaded); only use training "
+                                "checkpoints written by cerebras-gpt from people you trust") from None
+    except (OSError, EOFError, ValueError, AttributeError, ImportError, IndexError, TypeError) as e:
+        raise CorruptCheckpoint(f"{file}: unreadable ({type(e).__name__}: {e}); the sharded checkpoint is "
+                                "incomplete or damaged: resume from an earlier checkpoint") from None
+
+
+def check_model_file(path: str | Path) -> None:
+    """Raise `CorruptCheckpoint` unless checkpoint ``path``'s model/model.safetensors has a readable header."""
+    from safetensors import safe_open
+
+    file = Path(path) / "model" / "model.safetensors"
+    if not file.exists():
+        return  # sharded (dcp/) checkpoints may keep the model elsewhere; load() reports what is missing
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            keys = list(f.keys())
+            if keys:
+                f.get_slice(keys[-1])
+        size = file.stat().st_size
+        with file.open("rb") as f:
+            header = int.from_bytes(f.read(8), "little")
+            f.seek(8)
+            meta = json.loads(f.read(header))
+        end = max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
+        if 8 + header + end > size:
+            raise ValueError(f"{size} bytes, the header says {8 + header + end}")
+    except Exception as e:  # noqa: BLE001 - any failure to read the file means it is damaged
+        raise CorruptCheckpoint(f"{file}: unreadable ({e}); the file is truncated or damaged") from None
+
+
+def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest checkpoint of ``out_dir`` whose files read back; a damaged newer one is skipped with a warning."""
+    found = list_checkpoints(out_dir)
+    for path in reversed(found):
+        try:
+            load_train_state(path)
+            check_model_file(path)
+            _check_run_config(path)
+            if (path / "dcp").is_dir():
+                check_dcp_metadata(path / "dcp")
+            return path
+        except CorruptCheckpoint as e:
+            log.warning("skipping checkpoint %s: %s; falling back to the previous complete checkpoint", path, e)
+    if found:
+        raise ValueError(f"no checkpoint in {checkpoint_dir(out_dir)} reads back (all {len(found)} are damaged); "
+                         "start over with --resume never --overwrite, or restore the files")
+    return None
+
+
+def _check_run_config(path: Path) -> None:
+    try:
+        read_run_config(path)
+    except (OSError, ValueError) as e:
+        raise CorruptCheckpoint(f"{Path(path) / 'run_config.json'}: unreadable ({e}); the checkpoint is damaged") from None
+
+
+def _write_train_state(state: dict[str, Any], path: Path) -> None:
+    with path.open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _maybe_crash(step: int) -> None:
@@ -130,17 +283,35 @@ def save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module,
         state["optimizer"] = optimizer.state_dict()
     if is_main:
         _maybe_crash(step)
-        torch.save(state, tmp / "train_state.pt")
-        (tmp / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str) + "\n")
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_tree(root)
+        try:
+            _write_train_state(_plain(state), tmp / "train_state.pt")
+            (tmp / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str) + "\n")
+            atomic.replace_dir(tmp, final)  # a same-step checkpoint is removed only once this one is in place
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _save_failed(e, final) from None
+        except RuntimeError as e:  # torch's C++ writer reports ENOSPC as "basic_ios::clear" or "file write failed"
+            shutil.rmtree(tmp, ignore_errors=True)
+            if "write" in str(e) or "basic_ios" in str(e):
+                raise _save_failed(OSError(_guess_errno(root), str(e)), final) from None
+            raise
         for old in list_checkpoints(out_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     distributed.barrier()
     return final
+
+
+def _guess_errno(root: Path) -> int:
+    if not os.access(root, os.W_OK):
+        return errno.EROFS
+    return errno.ENOSPC if shutil.disk_usage(root).free < (64 << 20) else errno.EIO
+
+
+def _save_failed(error: OSError, final: Path) -> OSError:
+    previous = [p.name for p in list_checkpoints(final.parent.parent) if p != final]
+    kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+    return OSError(error.errno, f"cannot write checkpoint {str(final)!r}: {atomic.describe_os_error(error)}; "
+                                f"{kept}; free space (or make the directory writable) and rerun to resume")
 
 
 def load(path: str | Path, model: nn.Module, raw_model: nn.Module,
@@ -150,9 +321,11 @@ def load(path: str | Path, model: nn.Module, raw_model: nn.Module,
     A sharded (``dcp/``) checkpoint loads onto any number of ranks, sharded or not.
     """
     path = Path(path)
-    state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=False)
+    state = load_train_state(path)
     if (path / "dcp").is_dir():
         import torch.distributed.checkpoint as dcp
+
+        check_dcp_metadata(path / "dcp")
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
         if optimizer is None:

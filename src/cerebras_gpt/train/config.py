@@ -84,14 +84,17 @@ class TrainConfig:
     """Checkpoint every N steps (0: only at the end)."""
     keep_last: int = 2
     """Training checkpoints kept (older ones are deleted)."""
-    out_dir: str = "runs/train"
-    """Run directory: checkpoints/, final model/, metrics.jsonl, tensorboard/, loss.png."""
+    out_dir: str | None = None
+    """Run directory: checkpoints/, final model/, metrics.jsonl, tensorboard/, loss.png, run.json, results.json
+    (default: a new runs/<model>-<YYYYmmdd-HHMMSS> per run; pass it again to resume)."""
     stop_at_step: int | None = None
     """End this invocation after this step (with a checkpoint), keeping the planned schedule; rerun to go on."""
     time_limit_minutes: float | None = None
     """End this invocation (with a checkpoint) once this much wall time has passed; rerun to go on."""
     resume: Literal["auto", "never"] | str = "auto"
     """auto: continue from the latest checkpoint in out_dir if any; never; or a checkpoint directory."""
+    overwrite: bool = False
+    """With --resume never: remove an earlier run's outputs from out_dir and start over there."""
     tensorboard: bool = True
     """Write TensorBoard event files under out_dir/tensorboard."""
     progress: bool = True

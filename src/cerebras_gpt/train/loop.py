@@ -33,9 +33,9 @@ function runs on every rank (DDP or FSDP2); rank 0 alone logs and writes.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -45,11 +45,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from cerebras_gpt.config import GPTConfig
-from cerebras_gpt.train import checkpoint, distributed
+from cerebras_gpt import atomic
+from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.metrics import MetricsWriter, measure_peak_flops, plot_loss
 from cerebras_gpt.train.optim import build_optimizer, set_lr
 from cerebras_gpt.train.recipe import Plan, build_model_config, resolve
+from cerebras_gpt.train.validate import check_numbers
 
 log = logging.getLogger("cerebras_gpt.train")
 
@@ -89,16 +91,20 @@ def _find_config(model: nn.Module) -> GPTConfig:
 def _resume_path(cfg: TrainConfig) -> Path | None:
     if cfg.resume == "never":
         return None
-    if cfg.resume == "auto":
-        return checkpoint.latest_checkpoint(cfg.out_dir)
+    if cfg.resume == "auto":  # a damaged latest checkpoint is skipped (with a warning) for the one before
+        return checkpoint.latest_valid_checkpoint(cfg.out_dir)
     path = Path(cfg.resume)
     if checkpoint.is_checkpoint(path):
         return path
-    latest = checkpoint.latest_checkpoint(path)
+    latest = checkpoint.latest_valid_checkpoint(path)
     if latest is None:
         raise ValueError(f"--resume {cfg.resume!r} is neither a training checkpoint nor a run directory with one; "
                          "pass a checkpoints/step_N directory, 'auto' or 'never'")
     return latest
+
+
+def _is_within(path: Path | None, directory: Path) -> bool:
+    return path is not None and Path(path).resolve().is_relative_to(directory.resolve())
 
 
 def _build_model(cfg: TrainConfig, resume: Path | None) -> nn.Module:
@@ -188,12 +194,20 @@ def _agree_past(deadline: float, device: torch.device) -> bool:
 
 
 def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any = None,
-          val_batches: Callable[[], Iterable[Batch]] | None = None) -> dict[str, Any]:
-    """Train as ``cfg`` says (see the module docstring); returns the final metrics."""
+          val_batches: Callable[[], Iterable[Batch]] | None = None,
+          run_identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train as ``cfg`` says (see the module docstring); returns the final metrics.
+
+    ``run_identity``: what else binds the run directory to this run besides model, data and schedule
+    (fine-tuning: its record files and task); see train/rundir.py.
+    """
+    check_numbers(cfg)
     device = distributed.resolve_device(cfg.device)
     info = distributed.setup(device)
+    cfg = distributed.broadcast_from_main(rundir.with_out_dir(cfg)) if not cfg.out_dir else cfg
     out_dir = Path(cfg.out_dir)
     resume = _resume_path(cfg)
+    rundir.bind(cfg, rundir.run_identity(cfg, run_identity), _is_within(resume, out_dir), info.is_main)
 
     torch.manual_seed(cfg.seed)
     raw_model = model if model is not None else _build_model(cfg, resume)
@@ -218,7 +232,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
         if cfg.data_dir is None:
             raise ValueError("no training data: pass --data-dir (a directory from `cerebras-gpt prepare`)")
         from cerebras_gpt.data.loader import TokenWindowLoader
+        from cerebras_gpt.data.verify import verify_prepared
 
+        verify_prepared(cfg.data_dir, config.vocab_size)  # sizes; checksums and token ids once, then cached
         train_loader = TokenWindowLoader(cfg.data_dir, "train", seq_len=plan.seq_len, batch_size=plan.micro_batch,
                                          seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     if val_batches is None:
@@ -236,6 +252,12 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
         checkpoint.set_rng_state(state["rng"])
         if info.is_main:
             log.info("resumed from %s at step %d", resume, step)
+        finished = rundir.recorded_results(out_dir) if step >= plan.total_steps else None
+        if finished is not None:
+            if info.is_main:
+                log.info("the run in %s is complete (step %d of %d); its recorded results: %s", out_dir, step,
+                         plan.total_steps, json.dumps({k: v for k, v in finished.items() if k != "plan"}))
+            return dict(finished, already_complete=True)
 
     run_config = {"train_config": cfg.to_dict(), "model_config": config.to_dict(), "plan": plan.to_dict(),
                   "world_size": info.world_size}
@@ -348,19 +370,20 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
     if saved_step != step or last_ckpt is None:
         last_ckpt = save_checkpoint()
     model_dir = out_dir / "model"
+    result = {"final_loss": last_loss, "val_loss": val_loss,
+              "val_ppl": math.exp(min(val_loss, 700)) if val_loss is not None else None,
+              "steps": step, "tokens": tokens, "skipped_steps": skipped, "tokens_per_s": tok_s, "mfu": mfu,
+              "out_dir": str(out_dir), "checkpoint": str(last_ckpt), "model_dir": str(model_dir),
+              "plan": plan.to_dict(), **({"sparsity": sparsifier.report(plan.seq_len)} if sparsifier else {})}
     if info.is_main:
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(Path(last_ckpt) / "model", model_dir)
+        atomic.copy_dir(Path(last_ckpt) / "model", model_dir)
         metrics.close()
         if metrics.path.exists() and metrics.path.stat().st_size:
             plot_loss(metrics.path, out_dir / "loss.png")
+        if step >= plan.total_steps:
+            rundir.write_results(out_dir, result)
     distributed.barrier()
-    return {"final_loss": last_loss, "val_loss": val_loss,
-            "val_ppl": math.exp(min(val_loss, 700)) if val_loss is not None else None,
-            "steps": step, "tokens": tokens, "skipped_steps": skipped, "tokens_per_s": tok_s, "mfu": mfu,
-            "out_dir": str(out_dir), "checkpoint": str(last_ckpt), "model_dir": str(model_dir),
-            "plan": plan.to_dict(), **({"sparsity": sparsifier.report(plan.seq_len)} if sparsifier else {})}
+    return result
 
 
 __all__ = ["train", "evaluate", "TrainingDiverged", "split_batch", "TrainConfig"]

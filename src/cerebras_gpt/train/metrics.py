@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from cerebras_gpt import atomic
+
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024,
                        seconds: float = 0.3) -> float:
@@ -34,6 +36,14 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
     return 2 * n ** 3 / best
 
 
+def _step_of(line: str) -> float:
+    """The step of a JSONL record; a line cut short by a crash counts as past every step (it is dropped)."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return float("inf")
+
+
 class MetricsWriter:
     """Appends records to ``out_dir/metrics.jsonl`` and scalars to TensorBoard (rank 0 only)."""
 
@@ -51,9 +61,10 @@ class MetricsWriter:
         """Drop records past ``step`` (written by a run that died after its last checkpoint)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if _step_of(line) <= step]
+        if len(kept) != len(lines):  # a new file swapped in whole: the old one is never half rewritten
+            atomic.write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
