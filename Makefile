@@ -39,5 +39,10 @@ bench: setup
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/sparse.py
 
+.PHONY: gpu-check
+# The CUDA paths checked and measured against transformers (GPU parts skipped, saying why, on a CPU).
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py --budget-min 8 --out gpu_check.json
+
 clean:
 	rm -rf $(VENV) runs out build dist
