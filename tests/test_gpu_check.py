@@ -81,3 +81,50 @@ def test_datasheet_peaks_by_device_name():
     assert datasheet_peak_flops("NVIDIA H100 PCIe") == 756e12
     assert datasheet_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert datasheet_peak_flops("NVIDIA GeForce RTX 4090") is None  # measured instead
+
+
+def _load_gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _FakeTrainer:
+    """A 'model' with two blocks and a step that runs out of memory above ``limit`` rows, or fails compiled."""
+
+    def __init__(self, limit: int, compiled_fails: bool) -> None:
+        self.model = torch.nn.Module()
+        self.model.transformer = torch.nn.Module()
+        self.model.transformer.h = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.limit, self.compiled_fails, self.batches = limit, compiled_fails, []
+
+    def step(self, batch) -> None:
+        if batch.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {batch.shape[0]} GiB")
+        if self.compiled_fails and any(b._compiled_call_impl is not None for b in self.model.transformer.h):
+            raise RuntimeError("InductorError: no C compiler")
+        self.batches.append(batch.shape[0])
+
+
+@pytest.mark.parametrize("compiled_fails", [False, True])
+def test_micro_batch_search_steps_down_on_oom_and_compile_falls_back(monkeypatch, compiled_fails):
+    from cerebras_gpt import GPTConfig
+
+    gpu_check = _load_gpu_check()
+    fake = _FakeTrainer(limit=6, compiled_fails=compiled_fails)
+    monkeypatch.setattr(gpu_check, "build_trainer", lambda impl, preset, device, compile_blocks: (
+        (fake.model, fake.optimizer), fake.step, GPTConfig.from_name("debug-tiny")))
+    row = gpu_check.bench_train_impl("ours", "debug-tiny", 16, [16, 8, 4, 2], torch.device("cpu"),
+                                     compile_blocks=True, warmup=1, steps=2, peak=1e12)
+    assert [t["micro_batch"] for t in row["search"]] == [16, 8, 4]
+    assert [t["fits"] for t in row["search"]] == [False, False, True] and "out of memory" in row["search"][0]["error"]
+    assert row["micro_batch"] == 4 and row["tokens_per_s"] > 0 and row["mfu"] > 0
+    if compiled_fails:  # recorded, then timed eagerly
+        assert row["compiled"] is False and "no C compiler" in row["compile_error"]
+        assert all(b._compiled_call_impl is None for b in fake.model.transformer.h)
+    else:
+        assert row["compiled"] is True and "compile_error" not in row
