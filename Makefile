@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	@# A CPU torch left in .venv from before satisfies an unpinned "torch": replace it with the CUDA build.
+	@if [ "$(TORCH_SPEC)" = "torch" ] && $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; \
+	  then $(BIN)/python -m pip install -q --force-reinstall torch; fi
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
@@ -38,6 +41,11 @@ bench: setup
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/sparse.py
+
+.PHONY: gpu-check
+# The CUDA paths checked and measured against transformers (GPU parts skipped, saying why, on a CPU).
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py --budget-min 8 --out gpu_check.json
 
 clean:
 	rm -rf $(VENV) runs out build dist

@@ -13,6 +13,7 @@ request to the first streamed token), failed requests. Goal: at 16 clients at le
 single-client aggregate throughput, with zero failures.
 
     flock /tmp/bench.lock python bench/serve.py [--concurrency 1 4 16] [--requests 16] [--no-record]
+        [--device cuda --dtype bfloat16] [--json results.json]
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ async def run_clients(url: str, prompts: list[list[int]], max_tokens: int, concu
     return {"wall": wall, "tokens": tokens, "ttft": ttft, "failures": failures}
 
 
-def run_transformers(model_dir: str, prompts: list[list[int]], max_tokens: int) -> list[tuple[float, float]]:
+def run_transformers(model_dir: str, prompts: list[list[int]], max_tokens: int, device: torch.device = torch.device("cpu"),
+                     dtype: torch.dtype = torch.float32) -> list[tuple[float, float]]:
     """(time to first token, total time) of each request, answered one after another by generate()."""
     from transformers import GPT2LMHeadModel
     from transformers.generation.streamers import BaseStreamer
@@ -119,13 +121,13 @@ def run_transformers(model_dir: str, prompts: list[list[int]], max_tokens: int) 
         def end(self) -> None:
             pass
 
-    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     out = []
     with torch.inference_mode():
-        ids = torch.tensor([prompts[0]])
+        ids = torch.tensor([prompts[0]], device=device)
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=50256)
         for p in prompts:
-            ids, streamer = torch.tensor([p]), FirstToken()
+            ids, streamer = torch.tensor([p], device=device), FirstToken()
             start = time.perf_counter()
             gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                                  min_new_tokens=max_tokens, do_sample=False, pad_token_id=50256, streamer=streamer)
@@ -159,11 +161,17 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the server and the peer run")
+    parser.add_argument("--dtype", default="auto", help="float32, bfloat16 or auto (bfloat16 on CUDA, float32 on CPU)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     import httpx
 
     from cerebras_gpt import GPT, GPTConfig
+    from cerebras_gpt.commands.generate import resolve_device_dtype
+
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
 
     torch.manual_seed(0)
     tmp = tempfile.TemporaryDirectory()
@@ -177,7 +185,7 @@ def main() -> None:
     slots = max(args.concurrency)
     cmd = [sys.executable, "-m", "cerebras_gpt", "serve", "--model", model_dir, "--model-name", "bench",
            "--port", str(port), "--max-slots", str(slots), "--max-seq-len", str(args.prompt_tokens + args.max_tokens),
-           "--log-level", "warning"]
+           "--log-level", "warning", "--device", str(device), "--dtype", str(dtype).removeprefix("torch.")]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -205,7 +213,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
 
-    service = run_transformers(model_dir, prompts, args.max_tokens)
+    service = run_transformers(model_dir, prompts, args.max_tokens, device, dtype)
     hf_rate = args.requests * args.max_tokens / sum(total for _, total in service)
     print(f"transformers generate() one at a time: {hf_rate:.1f} tok/s", flush=True)
 
@@ -227,9 +235,10 @@ def main() -> None:
     table = "\n".join(rows)
     per_round = "; ".join(" / ".join(f"{runs[c][i]['tokens'] / runs[c][i]['wall']:.1f}" for c in args.concurrency)
                           for i in range(args.rounds))
+    where = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
     body = f"""## Serving: continuous batching vs one request at a time
 
-`flock /tmp/bench.lock python bench/serve.py` — {args.preset} shape, random weights, fp32, CPU
+`flock /tmp/bench.lock python bench/serve.py` — {args.preset} shape, random weights, {str(dtype)[6:]}, {where}
 ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, shared machine).
 {args.requests} requests per level: {args.prompt_tokens}-token prompts, {args.max_tokens} greedy tokens each (EOS
 ignored). `cerebras-gpt serve` runs as its own process (`--max-slots {slots}`); c streaming clients each
@@ -251,6 +260,14 @@ machine): {" / ".join(f"{per_cpu[c]:.1f}" for c in args.concurrency)}, i.e. {cpu
 CPU-second at {max(args.concurrency)} clients than at {min(args.concurrency)}.
 """
     print(body)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "preset": args.preset, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+            "requests": args.requests, "max_tokens": args.max_tokens,
+            "levels": {str(c): {"tokens_per_s": rate[c], "ttft_p50_s": percentile(ttft[c], 50) if ttft[c] else None,
+                                "ttft_p99_s": percentile(ttft[c], 99) if ttft[c] else None, "failed": failed[c]}
+                       for c in args.concurrency},
+            "transformers_sequential_tokens_per_s": hf_rate}, indent=2) + "\n")
     if not args.no_record:
         from update_section import update_section
 

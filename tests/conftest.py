@@ -37,3 +37,14 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return GPT(tiny_config).eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, saying why, where there is no CUDA device (`pytest -m cuda` runs them)."""
+    if torch.cuda.is_available():
+        return
+    reason = ("needs a CUDA GPU: torch.cuda.is_available() is False"
+              + (f" (torch {torch.__version__} is a CPU-only build)" if torch.version.cuda is None else ""))
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))

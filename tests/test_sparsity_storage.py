@@ -93,6 +93,7 @@ def test_prune_2to4_pattern():
     assert not is_2to4(torch.ones(4, 8))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8,
                     reason="2:4 semi-structured kernels need an Ampere or newer GPU")
 def test_2to4_kernels_on_cuda():

@@ -1,7 +1,8 @@
 """torchrun process groups and model wrapping: DDP, or FSDP2 (`fully_shard` per block, then the root).
 
 Under `torchrun` (RANK/WORLD_SIZE/LOCAL_RANK in the environment) the process group is NCCL on CUDA and
-gloo on CPU; without it everything runs in one process and these helpers are no-ops.
+gloo on CPU, at any world size (one rank under torchrun still runs the DDP/FSDP2 code path); without it
+everything runs in one process and these helpers are no-ops.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class DistInfo:
 def setup(device: torch.device) -> DistInfo:
     """Join the torchrun process group if launched by torchrun (idempotent)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # not launched by torchrun
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
@@ -62,7 +63,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def wrap(model: nn.Module, info: DistInfo, device: torch.device, fsdp: bool) -> nn.Module:
-    """DDP or FSDP2 around ``model`` when there are several ranks; FSDP2 also in one process if asked."""
+    """DDP or FSDP2 around ``model`` under torchrun (one rank included); FSDP2 only if asked."""
     if fsdp:
         if not dist.is_initialized():
             raise ValueError("--fsdp needs a process group: launch with torchrun --nproc-per-node N")
@@ -72,7 +73,7 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device, fsdp: bool) -> 
             fully_shard(block)
         fully_shard(model)
         return model
-    if info.enabled:
+    if info.enabled or dist.is_initialized():
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -48,7 +48,7 @@ from cerebras_gpt.config import GPTConfig
 from cerebras_gpt import atomic
 from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
-from cerebras_gpt.train.metrics import MetricsWriter, measure_peak_flops, plot_loss
+from cerebras_gpt.train.metrics import MetricsWriter, peak_flops, plot_loss
 from cerebras_gpt.train.optim import build_optimizer, set_lr
 from cerebras_gpt.train.recipe import Plan, build_model_config, resolve
 from cerebras_gpt.train.validate import check_numbers
@@ -266,8 +266,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
     metrics = MetricsWriter(out_dir, cfg.tensorboard) if info.is_main else None
     if metrics is not None:
         metrics.truncate_after(step)
-    peak = measure_peak_flops(device, torch.bfloat16 if device.type == "cuda" and cfg.dtype != "float32"
-                              else torch.float32)
+    peak, _ = peak_flops(device, torch.bfloat16 if device.type == "cuda" and cfg.dtype != "float32"
+                         else torch.float32)
 
     forward = wrapped
     if cfg.compile:

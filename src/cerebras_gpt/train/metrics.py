@@ -44,6 +44,37 @@ def _step_of(line: str) -> float:
         return float("inf")
 
 
+# Dense bf16 tensor-core peaks (FLOP/s) from NVIDIA's datasheets, by a substring of the device name;
+# the first match wins, so the more specific names come first. MFU on these GPUs is against the datasheet,
+# as is usual; elsewhere against the measured matmul peak.
+BF16_DENSE_PEAKS: tuple[tuple[str, float], ...] = (
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM
+    ("A100", 312e12),
+)
+
+
+def datasheet_peak_flops(device_name: str) -> float | None:
+    """The bf16 dense peak of a GPU named ``device_name`` (e.g. "NVIDIA H100 80GB HBM3"), or None if unknown."""
+    for key, flops in BF16_DENSE_PEAKS:
+        if key.lower() in device_name.lower():
+            return flops
+    return None
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """(FLOP/s, source): the datasheet bf16 peak of a known CUDA GPU, else the measured matmul peak."""
+    if device.type == "cuda" and dtype == torch.bfloat16:
+        known = datasheet_peak_flops(torch.cuda.get_device_name(device))
+        if known is not None:
+            return known, "datasheet"
+        # A small matmul leaves a big GPU's tensor cores idle: measure at a size that fills them.
+        return measure_peak_flops(device, dtype, n=8192, seconds=1.0), "measured"
+    return measure_peak_flops(device, dtype), "measured"
+
+
 class MetricsWriter:
     """Appends records to ``out_dir/metrics.jsonl`` and scalars to TensorBoard (rank 0 only)."""
 
