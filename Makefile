@@ -6,14 +6,22 @@ BIN := $(VENV)/bin
 # multi-GB CUDA build); the CUDA build where there is one.
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
-.PHONY: setup browser test test-fast demo bench clean
+.PHONY: setup setup-dev browser test test-fast demo bench clean
 
+# `make setup`: what `make demo` needs (the core and the train extra: TensorBoard, the loss plot).
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[train]"
+	touch $@
+
+# `make setup-dev`: every extra plus the test tools (pytest, openai, playwright, ...), for `make test`.
+setup-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
@@ -23,16 +31,16 @@ browser:
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
 	  || echo "chromium could not be installed: the browser test will be skipped")
 
-test: setup browser
+test: setup-dev browser
 	$(BIN)/python -m pytest -n 2 --timeout 600 -q
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest -n 2 -q -m "not slow and not distributed"
 
 demo: setup
 	$(BIN)/cerebras-gpt demo
 
-bench: setup
+bench: setup-dev
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/prepare.py

@@ -22,6 +22,10 @@ import uuid
 from importlib import resources
 from typing import Any, AsyncIterator
 
+from cerebras_gpt.extras import require_extra
+
+require_extra("serve", "fastapi", "uvicorn", "prometheus_client", feature="serve")
+
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse

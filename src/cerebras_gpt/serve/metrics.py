@@ -17,8 +17,7 @@ import threading
 import time
 from collections import defaultdict, deque
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from cerebras_gpt.extras import require_extra
 
 PREFIX = "cerebras_gpt"
 # The exposition format generate_latest writes (text 0.0.4), the content type /metrics answers with.
@@ -41,6 +40,10 @@ class ServerMetrics:
         self.slots_total = 0
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
+        # Imported here, not at the top: `serve --help` (which imports the engine) works without the extra.
+        require_extra("serve", "prometheus_client", feature="the server's /metrics")
+        from prometheus_client import CollectorRegistry, Histogram
+
         self.registry = CollectorRegistry()
         self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "From arrival to the first token.",
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
@@ -69,6 +72,8 @@ class ServerMetrics:
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4, see `CONTENT_TYPE`)."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry).decode("utf-8")
 
 
@@ -79,6 +84,8 @@ class _Collector:
         self.metrics = metrics
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         m, p = self.metrics, PREFIX
         requests = CounterMetricFamily(f"{p}_requests", "HTTP requests by endpoint and status code.",
                                        labels=["endpoint", "status"])

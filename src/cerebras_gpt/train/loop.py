@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cerebras_gpt.config import GPTConfig
+from cerebras_gpt.extras import have_extra
 from cerebras_gpt.train import checkpoint, distributed
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.metrics import MetricsWriter, measure_peak_flops, plot_loss
@@ -354,7 +355,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
             shutil.rmtree(model_dir)
         shutil.copytree(Path(last_ckpt) / "model", model_dir)
         metrics.close()
-        if metrics.path.exists() and metrics.path.stat().st_size:
+        if (metrics.path.exists() and metrics.path.stat().st_size
+                and have_extra("train", "matplotlib", skipped=f"the loss plot {out_dir / 'loss.png'}")):
             plot_loss(metrics.path, out_dir / "loss.png")
     distributed.barrier()
     return {"final_loss": last_loss, "val_loss": val_loss,

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from cerebras_gpt.extras import have_extra
+
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024,
                        seconds: float = 0.3) -> float:
@@ -42,7 +44,7 @@ class MetricsWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
         self._tb = None
-        if tensorboard:
+        if tensorboard and have_extra("train", "tensorboard", skipped="TensorBoard event files"):
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
