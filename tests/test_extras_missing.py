@@ -113,3 +113,14 @@ def test_train_runs_without_tensorboard_or_matplotlib_with_warnings(shared_data,
     assert any("loss plot" in w and "matplotlib is not installed" in w for w in warnings), proc.stderr[-3000:]
     assert (out / "model" / "config.json").exists() and not (out / "loss.png").exists()
     assert not (out / "tensorboard").exists()
+
+
+def test_mup_check_writes_its_tables_without_matplotlib_with_a_warning(tmp_path):
+    out = tmp_path / "check"
+    proc = run_core_only("mup-check", "--widths", "16", "32", "--steps", "1", "--seq-len", "16", "--batch-size", "2",
+                         "--seeds", "1", "--n-layer", "1", "--out", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert any(line.startswith("warning: the plot") and "pip install 'cerebras-gpt[train]'" in line
+               for line in proc.stderr.splitlines()), proc.stderr[-3000:]
+    assert (out / "coord_check.csv").exists() and (out / "coord_check.json").exists()
+    assert not (out / "coord_check.png").exists()
