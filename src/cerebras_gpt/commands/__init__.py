@@ -86,12 +86,15 @@ def parse_args(cls: type[T], argv: list[str], prog: str) -> T:
 
 
 def run_command(cls: type[T], argv: list[str], prog: str, body: Callable[[T], int | None]) -> int:
-    """Parse, set up logging, run; a ValueError/FileNotFoundError becomes a one-line error, exit 2."""
+    """Parse, set up logging, run; a ValueError/FileNotFoundError (or a missing optional extra) becomes a
+    one-line error, exit 2."""
+    from cerebras_gpt.extras import MissingExtraError
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = parse_args(cls, argv, prog)
         return body(args) or 0
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MissingExtraError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,8 @@ class ServeArgs:
     Routes: POST /v1/completions and /v1/chat/completions (stream: true for server-sent events),
     GET /v1/models, /health, /metrics (Prometheus). Example:
     cerebras-gpt serve --model cerebras/Cerebras-GPT-111M --port 8000
+    vLLM's flag names work too: --served-model-name (--model-name), --max-num-seqs (--max-slots),
+    --max-model-len (--max-seq-len), --max-num-batched-tokens (--max-prefill-tokens).
     """
 
     model: str
@@ -39,6 +41,24 @@ class ServeArgs:
     engine: Annotated[EngineConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=EngineConfig)
 
 
+# vLLM's `vllm serve` flag -> ours, so a vLLM command line (or script) runs here unchanged.
+VLLM_FLAGS = {
+    "--served-model-name": "--model-name",
+    "--max-num-seqs": "--max-slots",
+    "--max-model-len": "--max-seq-len",
+    "--max-num-batched-tokens": "--max-prefill-tokens",
+}
+
+
+def translate_vllm_flags(argv: list[str]) -> list[str]:
+    """``argv`` with vLLM's flag names (also as ``--flag=value``) replaced by ours."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        out.append(VLLM_FLAGS[flag] + eq + value if flag in VLLM_FLAGS else arg)
+    return out
+
+
 def run(args: ServeArgs) -> int:
     from cerebras_gpt.serve.app import run_server
 
@@ -50,4 +70,4 @@ def run(args: ServeArgs) -> int:
 
 
 def main(argv: list[str]) -> int:
-    return run_command(ServeArgs, argv, "cerebras-gpt serve", run)
+    return run_command(ServeArgs, translate_vllm_flags(argv), "cerebras-gpt serve", run)

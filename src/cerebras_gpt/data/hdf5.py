@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cerebras_gpt.data.shards import SPLITS, TokenStream
+from cerebras_gpt.extras import require_extra
 
 
 def _example(window: np.ndarray, msl: int, pad_id: int) -> np.ndarray:
@@ -36,6 +37,7 @@ def _example(window: np.ndarray, msl: int, pad_id: int) -> np.ndarray:
 def write_hdf5(out: Path, meta: dict, msl: int, examples_per_file: int) -> dict:
     """Convert the flat shards in ``out`` (described by ``meta``) to HDF5 files, delete the shards, and
     return the meta of the HDF5 directory."""
+    require_extra("data", "h5py", feature="the HDF5 format")
     import h5py
 
     pad_id = int(meta["eos_id"])
@@ -82,6 +84,7 @@ class HDF5Windows:
     """The full examples of one split of an HDF5 directory, as ``(msl + 1)`` token windows."""
 
     def __init__(self, data_dir: str | Path, split: str, seq_len: int, meta: dict) -> None:
+        require_extra("data", "h5py", feature="reading HDF5 data")
         import h5py
 
         data_dir = Path(data_dir)

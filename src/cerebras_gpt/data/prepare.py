@@ -431,11 +431,10 @@ def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = N
         run.commit()
         return _finish(run, sources, tok, dtype, options, signature, command, __version__, examples_per_file)
 
-    import fcntl
+    from filelock import FileLock
 
     # One run per directory: another process preparing it (e.g. every torchrun rank) waits, then finds it done.
-    with open(out / LOCK_NAME, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(out / LOCK_NAME):
         return locked()
 
 

@@ -24,6 +24,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from cerebras_gpt.extras import require_extra
+
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
@@ -207,6 +209,7 @@ def _open_stream(source: Source):
     if source.compression == "gz":
         return gzip.GzipFile(fileobj=raw, mode="rb"), raw
     if source.compression == "zst":
+        require_extra("data", "zstandard", feature=f"reading {source.name!r} (zstd)")
         import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), raw
@@ -281,6 +284,7 @@ def _iter_row_tasks(source: Source, pos: dict, block_size: int, texts: Iterator)
 
 
 def _iter_parquet_tasks(source: Source, pos: dict, block_size: int, text_key: str) -> Iterator[Task]:
+    require_extra("data", "pyarrow", feature=f"reading {source.name!r} (Parquet)")
     import pyarrow.parquet as pq
 
     try:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from cerebras_gpt import mup
 from cerebras_gpt.config import GPTConfig
+from cerebras_gpt.extras import have_extra
 from cerebras_gpt.model import GPT
 from cerebras_gpt.train.optim import build_optimizer
 
@@ -313,7 +314,10 @@ def write_outputs(result: CoordCheckResult, out_dir: str | Path) -> dict[str, Pa
         writer.writeheader()
         writer.writerows(result.rows)
     paths["json"].write_text(json.dumps(result.summary(), indent=2) + "\n")
-    plot(result, paths["png"])
+    if have_extra("train", "matplotlib", skipped=f"the plot {paths['png']}"):
+        plot(result, paths["png"])
+    else:
+        del paths["png"]
     return paths
 
 

@@ -28,6 +28,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cerebras_gpt.extras import require_extra
+
+require_extra("eval", "lm_eval", feature="lm-eval tasks")
+
 import lm_eval.models  # noqa: F401  (lm-eval's own table first: get_model imports it only into an empty registry)
 import torch
 import torch.nn.functional as F

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cerebras_gpt.config import PRESETS, RECIPES, GPTConfig
+from cerebras_gpt.extras import require_extra
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class ScalingFit:
 
     @property
     def _t(self) -> float:
+        require_extra("eval", "scipy", feature="confidence intervals of the scaling fit")
         from scipy import stats
 
         return float(stats.t.ppf(0.5 + self.level / 2, self.dof)) if self.dof > 0 else math.inf
@@ -154,6 +156,7 @@ def fit_power_law(flops: Sequence[float], loss: Sequence[float], labels: Sequenc
         labels: names of the points (for the table and the plot).
         level: confidence level of the intervals.
     """
+    require_extra("eval", "scipy", feature="the scaling-law fit")
     from scipy.optimize import curve_fit
 
     C, L = np.asarray(flops, dtype=float), np.asarray(loss, dtype=float)
@@ -197,6 +200,7 @@ def plot_fit(fit: ScalingFit, path: str | Path, target_flops: float | None = Non
              heldout: Sequence[tuple[str, float, float]] = (), reference: PowerLaw | None = None,
              title: str = "Compute-optimal scaling") -> Path:
     """Log-log PNG: the points, the fit with its band, its extrapolation, held-out points, the target."""
+    require_extra("eval", "matplotlib", feature="the scaling plot")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cerebras_gpt import atomic
+from cerebras_gpt.extras import require_extra
 
 log = logging.getLogger(__name__)
 
@@ -468,6 +469,7 @@ def plot_curves(panels: dict[str, list[dict[str, Any]]], x: str, series: str, me
                 title: str = "") -> Path:
     """One panel per sweep (e.g. μP and SP): ``metric`` against ``x`` (log axis), one line per ``series``
     value, the best point of each line marked."""
+    require_extra("train", "matplotlib", feature="the sweep plot")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cerebras_gpt.extras import require_extra
 from cerebras_gpt.hf import folded_state_dict
 from cerebras_gpt.model import GPT
 
@@ -38,10 +39,9 @@ _CONV1D = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")
 
 
 def _require_gguf():
-    try:
-        import gguf
-    except ImportError as e:
-        raise RuntimeError("GGUF export needs the gguf package: pip install 'cerebras-gpt[export]'") from e
+    require_extra("export", "gguf", feature="GGUF export")
+    import gguf
+
     return gguf
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from cerebras_gpt.extras import require_extra
 from cerebras_gpt.model import GPT
 
 
@@ -64,6 +65,7 @@ def classification_metrics(model: GPT, tokenizer, records: Sequence[dict], label
 def generation_metrics(model: GPT, tokenizer, records: Sequence[dict], max_new_tokens: int | None = None,
                        stop: Sequence[str] = (), batch_size: int = 32) -> dict[str, Any]:
     """Greedy generations scored by exact match and ROUGE-L F1 (mean over records)."""
+    require_extra("eval", "rouge_score", feature="ROUGE-L task metrics")
     from rouge_score import rouge_scorer
 
     from cerebras_gpt.generate import SamplingParams, generate

@@ -22,6 +22,10 @@ import uuid
 from importlib import resources
 from typing import Any, AsyncIterator
 
+from cerebras_gpt.extras import require_extra
+
+require_extra("serve", "fastapi", "uvicorn", "prometheus_client", feature="serve")
+
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -30,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cerebras_gpt import chat
 from cerebras_gpt.generate import SamplingParams
 from cerebras_gpt.serve.engine import Engine, Event, QueueFull, SeqRequest
+from cerebras_gpt.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cerebras_gpt.serve.schemas import ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger(__name__)
@@ -114,7 +119,8 @@ class _Service:
     # ----- validation -------------------------------------------------------------------
     def check_model(self, name: str) -> None:
         if name not in self.names:
-            raise APIError(400, f"The model {name!r} does not exist on this server; it serves "
+            # 404 with code model_not_found, as OpenAI and vLLM answer (the openai client raises NotFoundError).
+            raise APIError(404, f"The model {name!r} does not exist on this server; it serves "
                                 f"{self.model_name!r} (see GET /v1/models).", param="model", code="model_not_found")
 
     def check_prompt(self, ids: list[int], max_tokens: int | None, i: int = 0) -> int:
@@ -549,7 +555,7 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         """Prometheus metrics: requests, tokens, queue depth, time to first token, tokens/s."""
-        return PlainTextResponse(engine.metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(engine.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 

@@ -1,45 +1,27 @@
-"""The server's counters and histograms, written out in the Prometheus text format for `GET /metrics`.
+"""The server's counters and histograms, exposed through `prometheus_client` for `GET /metrics`.
 
-Small on purpose (no prometheus_client dependency): counters of requests, tokens and finished
-sequences, gauges of the queue and the running batch, histograms of time to first token and request
-latency, and generated tokens per second over the last 10 seconds. Names follow vLLM's
-(`vllm:time_to_first_token_seconds`, ...) with our prefix, so existing dashboards map over.
+Counters of requests, tokens and finished sequences, gauges of the queue and the running batch,
+histograms of time to first token and request latency, and generated tokens per second over the last
+10 seconds. Names follow vLLM's (`vllm:time_to_first_token_seconds`, ...) with our prefix, so existing
+dashboards map over.
+
+The engine and the routes update plain attributes (``metrics.prompt_tokens += n``,
+``metrics.requests[(endpoint, status)] += 1``) on their hot paths; a collector turns them into metric
+families when /metrics is scraped. Each `ServerMetrics` has its own registry, so several servers (or
+tests) in one process do not share counts.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import defaultdict, deque
 
+from cerebras_gpt.extras import require_extra
+
 PREFIX = "cerebras_gpt"
-
-
-class Histogram:
-    """Cumulative buckets, sum and count (Prometheus histogram semantics)."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # the last is +Inf
-        self.sum = 0.0
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def observe(self, value: float) -> None:
-        with self._lock:
-            self.counts[bisect.bisect_left(self.buckets, value)] += 1
-            self.sum += value
-            self.count += 1
-
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, n in zip((*self.buckets, float("inf")), self.counts):
-            running += n
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'{name}_bucket{{le="{le}"}} {running}')
-        out += [f"{name}_sum {self.sum}", f"{name}_count {self.count}"]
-        return out
+# The exposition format generate_latest writes (text 0.0.4), the content type /metrics answers with.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class ServerMetrics:
@@ -56,10 +38,20 @@ class ServerMetrics:
         self.queue_depth = 0
         self.running = 0
         self.slots_total = 0
-        self.ttft = Histogram((0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-        self.latency = Histogram((0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0))
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
+        # Imported here, not at the top: `serve --help` (which imports the engine) works without the extra.
+        require_extra("serve", "prometheus_client", feature="the server's /metrics")
+        from prometheus_client import CollectorRegistry, Histogram
+
+        self.registry = CollectorRegistry()
+        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "From arrival to the first token.",
+                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+                              registry=self.registry)
+        self.latency = Histogram(f"{PREFIX}_request_duration_seconds", "From arrival to the last token.",
+                                 buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+                                 registry=self.registry)
+        self.registry.register(_Collector(self))
 
     def add_generated(self, n: int) -> None:
         now = time.monotonic()
@@ -79,29 +71,40 @@ class ServerMetrics:
             self._recent.popleft()
 
     def render(self) -> str:
-        """The Prometheus text exposition (format 0.0.4)."""
-        p = PREFIX
-        lines = [f"# HELP {p}_requests_total HTTP requests by endpoint and status code.",
-                 f"# TYPE {p}_requests_total counter"]
-        for (endpoint, status), n in sorted(self.requests.items()):
-            lines.append(f'{p}_requests_total{{endpoint="{endpoint}",status="{status}"}} {n}')
-        lines += [f"# HELP {p}_sequences_finished_total Generated sequences by finish reason.",
-                  f"# TYPE {p}_sequences_finished_total counter"]
-        for reason, n in sorted(self.finished.items()):
-            lines.append(f'{p}_sequences_finished_total{{reason="{reason}"}} {n}')
-        scalars = [
-            ("prompt_tokens_total", "counter", "Prompt tokens prefilled.", self.prompt_tokens),
-            ("generation_tokens_total", "counter", "Tokens generated.", self.generation_tokens),
-            ("requests_rejected_total", "counter", "Requests refused with 429 (queue full).", self.rejected),
-            ("queue_depth", "gauge", "Sequences waiting for a slot.", self.queue_depth),
-            ("running_sequences", "gauge", "Sequences in the running batch.", self.running),
-            ("slots_total", "gauge", "KV cache slots (most sequences decoded together).", self.slots_total),
-            ("generation_tokens_per_second", "gauge", f"Tokens generated per second over the last "
-             f"{self.WINDOW:g} s.", round(self.tokens_per_second(), 3)),
-        ]
-        for name, kind, help_, value in scalars:
-            lines += [f"# HELP {p}_{name} {help_}", f"# TYPE {p}_{name} {kind}", f"{p}_{name} {value}"]
-        for name, help_, hist in (("time_to_first_token_seconds", "From arrival to the first token.", self.ttft),
-                                  ("request_duration_seconds", "From arrival to the last token.", self.latency)):
-            lines += [f"# HELP {p}_{name} {help_}", f"# TYPE {p}_{name} histogram", *hist.lines(f"{p}_{name}")]
-        return "\n".join(lines) + "\n"
+        """The Prometheus text exposition (format 0.0.4, see `CONTENT_TYPE`)."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode("utf-8")
+
+
+class _Collector:
+    """Reads a `ServerMetrics`' plain counters and gauges at scrape time."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m, p = self.metrics, PREFIX
+        requests = CounterMetricFamily(f"{p}_requests", "HTTP requests by endpoint and status code.",
+                                       labels=["endpoint", "status"])
+        for (endpoint, status), n in sorted(dict(m.requests).items()):
+            requests.add_metric([endpoint, str(status)], n)
+        yield requests
+        finished = CounterMetricFamily(f"{p}_sequences_finished", "Generated sequences by finish reason.",
+                                       labels=["reason"])
+        for reason, n in sorted(dict(m.finished).items()):
+            finished.add_metric([reason], n)
+        yield finished
+        yield CounterMetricFamily(f"{p}_prompt_tokens", "Prompt tokens prefilled.", value=m.prompt_tokens)
+        yield CounterMetricFamily(f"{p}_generation_tokens", "Tokens generated.", value=m.generation_tokens)
+        yield CounterMetricFamily(f"{p}_requests_rejected", "Requests refused with 429 (queue full).",
+                                  value=m.rejected)
+        yield GaugeMetricFamily(f"{p}_queue_depth", "Sequences waiting for a slot.", value=m.queue_depth)
+        yield GaugeMetricFamily(f"{p}_running_sequences", "Sequences in the running batch.", value=m.running)
+        yield GaugeMetricFamily(f"{p}_slots_total", "KV cache slots (most sequences decoded together).",
+                                value=m.slots_total)
+        yield GaugeMetricFamily(f"{p}_generation_tokens_per_second",
+                                f"Tokens generated per second over the last {m.WINDOW:g} s.",
+                                value=round(m.tokens_per_second(), 3))

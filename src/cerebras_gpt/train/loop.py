@@ -46,6 +46,7 @@ from torch import nn
 
 from cerebras_gpt.config import GPTConfig
 from cerebras_gpt import atomic
+from cerebras_gpt.extras import have_extra
 from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.metrics import MetricsWriter, peak_flops, plot_loss
@@ -378,7 +379,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
     if info.is_main:
         atomic.copy_dir(Path(last_ckpt) / "model", model_dir)
         metrics.close()
-        if metrics.path.exists() and metrics.path.stat().st_size:
+        if (metrics.path.exists() and metrics.path.stat().st_size
+                and have_extra("train", "matplotlib", skipped=f"the loss plot {out_dir / 'loss.png'}")):
             plot_loss(metrics.path, out_dir / "loss.png")
         if step >= plan.total_steps:
             rundir.write_results(out_dir, result)

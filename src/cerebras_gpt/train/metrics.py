@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from cerebras_gpt import atomic
+from cerebras_gpt.extras import have_extra
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024,
@@ -83,7 +84,7 @@ class MetricsWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
         self._tb = None
-        if tensorboard:
+        if tensorboard and have_extra("train", "tensorboard", skipped="TensorBoard event files"):
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
