@@ -18,16 +18,21 @@ import torch
 
 from cerebras_gpt.model import GPT
 from cerebras_gpt.decode_linear import decode_linears
+from cerebras_gpt.validation import finite_range_problem
+
+# Below this temperature sampling is greedy (vLLM's _SAMPLING_EPS): with logits a few units apart,
+# exp(Δ/T) already exceeds float32 at T = 1e-3, so smaller values pick the argmax in all but ties.
+GREEDY_TEMPERATURE = 1e-5
 
 
 @dataclass
 class SamplingParams:
-    """How to pick each next token. ``temperature=0`` is greedy."""
+    """How to pick each next token. ``temperature=0`` (or below 1e-5) is greedy."""
 
     max_new_tokens: int = 64
     """Most tokens to generate per prompt."""
     temperature: float = 1.0
-    """Softmax temperature; 0 picks the most likely token (greedy)."""
+    """Softmax temperature; 0 (or below 1e-5) picks the most likely token (greedy)."""
     top_k: int | None = None
     """Sample among the k most likely tokens only (None: all)."""
     top_p: float = 1.0
@@ -47,24 +52,23 @@ class SamplingParams:
         problems = []
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             problems.append(f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1")
-        if not self.temperature >= 0:
-            problems.append(f"temperature={self.temperature!r} must be >= 0 (0 is greedy)")
+        problems.append(finite_range_problem("temperature", self.temperature, 0))
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             problems.append(f"top_k={self.top_k!r} must be a positive integer or None")
-        if not 0.0 < self.top_p <= 1.0:
-            problems.append(f"top_p={self.top_p!r} must be in (0, 1]")
-        if not self.repetition_penalty > 0:
-            problems.append(f"repetition_penalty={self.repetition_penalty!r} must be > 0 (1 is off)")
+        problems.append(finite_range_problem("top_p", self.top_p, 0, 1, lo_open=True))
+        problems.append(finite_range_problem("repetition_penalty", self.repetition_penalty, 0, lo_open=True))
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if any(not isinstance(s, str) or not s for s in self.stop):
             problems.append(f"stop={self.stop!r} must be non-empty strings")
+        problems = [p for p in problems if p]
         if problems:
             raise ValueError("invalid sampling parameters: " + "; ".join(problems))
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperatures this small sample the argmax anyway; dividing by them only overflows."""
+        return self.temperature < GREEDY_TEMPERATURE
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -75,24 +79,38 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None,
                 seen: torch.Tensor | None = None) -> torch.Tensor:
-    """Next token ids (B,) from logits (B, V)."""
-    logits = logits.float()
+    """Next token ids (B,) from logits (B, V), for every value `SamplingParams` accepts.
+
+    The normalisation runs in float64 log space, so a tiny temperature or top_p cannot underflow the
+    probabilities to NaN; top-k and top-p always keep the most likely token; a row whose logits hold
+    +inf samples among its +inf tokens. NaN logits (a broken model) raise `ValueError`.
+    """
+    if torch.isnan(logits).any():
+        raise ValueError("the model produced NaN logits; its weights are probably corrupt (check the model "
+                         "files, or load in float32)")
+    logits = logits.double()
     if params.repetition_penalty != 1.0 and seen is not None:
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
     if params.greedy:
         return logits.argmax(dim=-1)
-    logits = logits / params.temperature
+    # Tokens at +inf (an overflowed logit): they share all the mass, the others none.
+    infinite = logits == float("inf")
+    has_inf = infinite.any(dim=-1, keepdim=True)
+    logits = torch.where(has_inf, torch.where(infinite, 0.0, float("-inf")), logits)
+    logits = logits / params.temperature  # T >= GREEDY_TEMPERATURE: finite float32 logits stay finite
     if params.top_k is not None and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # Drop tokens once the mass *before* them reaches top_p (the top token always stays).
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= params.top_p
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        # Drop tokens once the mass *before* them reaches top_p; the top token always stays, even
+        # when top_p is below the smallest representable probability.
+        drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= params.top_p
+        drop_sorted[:, 0] = False
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
+    probs = logits.log_softmax(dim=-1).exp()
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 

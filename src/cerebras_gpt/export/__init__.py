@@ -5,8 +5,9 @@
 - ``gguf``: one GGUF file for llama.cpp (`export.gguf`), f32, f16 or q8_0;
 - ``sparse``: values + bitmask storage of a sparse model (`cerebras_gpt.sparsity.save_sparse`).
 
-Nothing is overwritten unless asked, and every output is written under a temporary name and renamed,
-so an interrupted export never leaves a half-written model where a good one was.
+Nothing is overwritten unless asked (``overwrite``), and every output is written under a fresh temporary
+name beside it (made by `tempfile`, removed on failure) and renamed, so an interrupted export never
+leaves a half-written model where a good one was, and never touches a file it did not create.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,21 +51,59 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
         from cerebras_gpt.export.gguf import write_gguf
 
         return write_gguf(model, tokenizer, out, outtype=outtype, name=Path(str(model_path)).name)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    if fmt == "hf":
-        model.save_pretrained(tmp, tokenizer=tokenizer)
-        summary: dict = {"path": str(out)}
-    else:
-        try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_beside(out, directory=True)
+    try:
+        if fmt == "hf":
+            model.save_pretrained(tmp, tokenizer=tokenizer)
+            summary: dict = {"path": str(out)}
+        else:
             from cerebras_gpt.sparsity import save_sparse
-        except ImportError as e:
-            raise RuntimeError("sparse export needs cerebras_gpt.sparsity.save_sparse, which this install "
-                               "lacks; update cerebras-gpt") from e
-        summary = {"path": str(out), **save_sparse(model, tmp, tokenizer=tokenizer)}
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    tmp.replace(out)
+
+            summary = {"path": str(out), **save_sparse(model, tmp, tokenizer=tokenizer)}
+        replace_path(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     log.info("exported %s as %s to %s", model_path, fmt, out)
     return summary
+
+
+def temp_path_beside(out: Path, directory: bool) -> Path:
+    """A new, uniquely named empty file or directory beside ``out`` (``.OUT.<random>.tmp``).
+
+    Unique (made by `tempfile`), so it is never a name a user's file already holds, and in the same
+    directory, so the final rename is atomic. It gets the permissions a plain mkdir/open would give
+    (tempfile makes it private to the owner).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod((0o777 if directory else 0o666) & ~umask)
+    return tmp
+
+
+def replace_path(new: Path, out: Path) -> None:
+    """Move ``new`` (a complete file or directory) to ``out``; an old ``out`` is removed only after.
+
+    A directory cannot be renamed over a non-empty one, so the old ``out`` is first renamed to a
+    unique name beside it, then ``new`` takes its place, then the old one is deleted.
+    """
+    if not out.exists():
+        new.replace(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old.rmdir()  # only its unique name is wanted
+    out.replace(old)
+    try:
+        new.replace(out)
+    except BaseException:
+        old.replace(out)  # put the previous export back
+        raise
+    shutil.rmtree(old) if old.is_dir() else old.unlink()

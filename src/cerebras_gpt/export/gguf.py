@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cerebras_gpt.extras import require_extra
+from cerebras_gpt.export import temp_path_beside
 from cerebras_gpt.hf import folded_state_dict
 from cerebras_gpt.model import GPT
 
@@ -107,51 +108,56 @@ def write_gguf(model: GPT, tokenizer, path: str | os.PathLike, outtype: str = "f
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
-    writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
-    writer.add_name(name or config.name or "cerebras-gpt")
-    writer.add_block_count(config.n_layer)
-    writer.add_context_length(config.block_size)
-    writer.add_embedding_length(config.n_embd)
-    writer.add_feed_forward_length(config.ffn_dim)
-    writer.add_head_count(config.n_head)
-    writer.add_layer_norm_eps(config.layer_norm_epsilon)
-    writer.add_file_type(file_type)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(tokenizer.eos_id)
-    writer.add_eos_token_id(tokenizer.eos_id)
-    writer.add_unk_token_id(tokenizer.eos_id)
-    writer.add_add_bos_token(False)
+    # A fresh temporary file beside ``path``, never a fixed name (OUT.gguf.tmp) that a user's file may hold.
+    tmp = temp_path_beside(path, directory=False)
+    try:
+        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
+        writer.add_name(name or config.name or "cerebras-gpt")
+        writer.add_block_count(config.n_layer)
+        writer.add_context_length(config.block_size)
+        writer.add_embedding_length(config.n_embd)
+        writer.add_feed_forward_length(config.ffn_dim)
+        writer.add_head_count(config.n_head)
+        writer.add_layer_norm_eps(config.layer_norm_epsilon)
+        writer.add_file_type(file_type)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("gpt-2")
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+        writer.add_bos_token_id(tokenizer.eos_id)
+        writer.add_eos_token_id(tokenizer.eos_id)
+        writer.add_unk_token_id(tokenizer.eos_id)
+        writer.add_add_bos_token(False)
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, config.n_layer)
-    state, tied = folded_state_dict(model)
-    summary: dict[str, str] = {}
-    for key, tensor in state.items():
-        if key.endswith(_CONV1D):
-            tensor = tensor.t()  # HF Conv1D (in, out) -> (out, in), as llama.cpp's converter does
-        new_name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-        if new_name is None:
-            raise ValueError(f"no GGUF name for tensor {key!r}")
-        array = tensor.detach().float().cpu().contiguous().numpy()
-        qtype = _tensor_type(gguf, new_name, array, outtype)
-        if qtype == gguf.GGMLQuantizationType.F32:
-            writer.add_tensor(new_name, array)
-        elif qtype == gguf.GGMLQuantizationType.F16:
-            writer.add_tensor(new_name, array.astype(np.float16))
-        else:
-            writer.add_tensor(new_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-        summary[new_name] = qtype.name
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(path)
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, config.n_layer)
+        state, tied = folded_state_dict(model)
+        summary: dict[str, str] = {}
+        for key, tensor in state.items():
+            if key.endswith(_CONV1D):
+                tensor = tensor.t()  # HF Conv1D (in, out) -> (out, in), as llama.cpp's converter does
+            new_name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+            if new_name is None:
+                raise ValueError(f"no GGUF name for tensor {key!r}")
+            array = tensor.detach().float().cpu().contiguous().numpy()
+            qtype = _tensor_type(gguf, new_name, array, outtype)
+            if qtype == gguf.GGMLQuantizationType.F32:
+                writer.add_tensor(new_name, array)
+            elif qtype == gguf.GGMLQuantizationType.F16:
+                writer.add_tensor(new_name, array.astype(np.float16))
+            else:
+                writer.add_tensor(new_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+            summary[new_name] = qtype.name
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     size = path.stat().st_size
     log.info("wrote %s: %d tensors (%s), %.1f MB%s", path, len(summary), outtype, size / 1e6,
              "" if tied else "; untied LM head as output.weight")

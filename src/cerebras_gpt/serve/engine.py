@@ -18,7 +18,9 @@ and pay that gather once, for the new rows only.
 
 Each sequence samples with its own `torch.Generator` and `SamplingParams` (`generate.sample_next`),
 so a request's tokens do not depend on what else is running: concurrent outputs equal the same
-requests run one at a time (up to float rounding of batched matmuls). Text goes through
+requests run one at a time (up to float rounding of batched matmuls). A failure in one sequence's own
+processing (sampling, log probabilities) ends that sequence alone with finish_reason "error"; only a
+failed model call ends the whole running batch. Text goes through
 `generate.TextStreamer` (whole UTF-8 characters, stop strings cut).
 """
 
@@ -337,8 +339,9 @@ class Engine:
                 logits = self.model(ids, torch.arange(ids.shape[1], device=self.device),
                                     cache_rows=torch.tensor([s.row], device=self.device))[0]  # (T, V)
                 s.pos = len(s.req.prompt)
-                self._emit_prompt_logprobs(s, logits)
-                self._first(s, logits[-1])
+                self._per_sequence(s, self._emit_prompt_logprobs, s, logits)
+                if not s.done:
+                    self._first(s, logits[-1])
         for s in [s for s in new if s.done]:
             self._remove(s, None)
 
@@ -346,7 +349,7 @@ class Engine:
         if seq.req.max_tokens == 0:
             self._finish(seq, "length")
             return
-        self._sample(seq, logits)
+        self._per_sequence(seq, self._sample, seq, logits)
 
     def _decode(self) -> None:
         tokens = torch.tensor([[s.pending] for s in self._active], device=self.device)
@@ -354,9 +357,17 @@ class Engine:
         logits = self.model(tokens, positions)[:, 0]  # (n, V)
         for i, seq in enumerate(list(self._active)):
             seq.pos += 1
-            self._sample(seq, logits[i])
+            self._per_sequence(seq, self._sample, seq, logits[i])
         for seq in [s for s in self._active if s.done]:
             self._remove(seq, None)
+
+    def _per_sequence(self, seq: _Seq, work: Callable, *args) -> None:
+        """Run one sequence's own processing; if it fails, that sequence alone ends with "error"."""
+        try:
+            work(*args)
+        except Exception:
+            log.exception("sequence %d of a request failed; ending it alone with an error", seq.index)
+            self._finish(seq, "error")
 
     def _sample(self, seq: _Seq, logits: torch.Tensor) -> None:
         """Pick the next token of ``seq`` from its logits (V,), emit it, and finish it if it is done."""
