@@ -20,7 +20,9 @@ OPTIONAL = ["fastapi", "uvicorn", "starlette", "prometheus_client", "zstandard",
 
 # Every finder on sys.meta_path is wrapped so that it does not see the optional packages: imports of them
 # raise ModuleNotFoundError and importlib.util.find_spec returns None, exactly as when they are not installed.
-CORE_ONLY = f"""
+def without(blocked: list[str]) -> str:
+    """A `python -c` script that runs the CLI with the ``blocked`` packages invisible."""
+    return f"""
 import sys
 
 class WithoutOptional:
@@ -28,7 +30,7 @@ class WithoutOptional:
         self.finder = finder
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {OPTIONAL!r}:
+        if name.split(".")[0] in {blocked!r}:
             return None
         find_spec = getattr(self.finder, "find_spec", None)
         return find_spec(name, path, target) if find_spec else None
@@ -36,15 +38,19 @@ class WithoutOptional:
     def __getattr__(self, attr):
         return getattr(self.finder, attr)
 
-assert not [m for m in sys.modules if m.split(".")[0] in {OPTIONAL!r}]
+assert not [m for m in sys.modules if m.split(".")[0] in {blocked!r}]
 sys.meta_path[:] = [WithoutOptional(finder) for finder in sys.meta_path]
 from cerebras_gpt.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_core_only(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CORE_ONLY, *args], capture_output=True, text=True, timeout=timeout)
+CORE_ONLY = without(OPTIONAL)
+
+
+def run_core_only(*args: str, timeout: float = 120, blocked: list[str] = OPTIONAL) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", without(blocked), *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def assert_one_line_naming(proc: subprocess.CompletedProcess, extra: str) -> None:
@@ -79,6 +85,10 @@ def test_core_commands_work_without_extras(model_dir):
 
 def test_serve_names_the_serve_extra(model_dir):
     assert_one_line_naming(run_core_only("serve", "--model", str(model_dir)), "serve")
+    # An older [serve] install (fastapi and uvicorn, no prometheus_client): still one line, before loading the model.
+    proc = run_core_only("serve", "--model", str(model_dir), blocked=["prometheus_client"])
+    assert_one_line_naming(proc, "serve")
+    assert "prometheus_client is not installed" in proc.stderr
 
 
 def test_zstd_and_parquet_inputs_name_the_data_extra(tmp_path):

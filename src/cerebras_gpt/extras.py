@@ -6,6 +6,8 @@ A feature whose packages are missing stops with one line naming the extra to ins
 
     require_extra("serve", "fastapi", "uvicorn")   # at the import site, before importing them
 
+(or `missing_extra` around imports at the top of a module that only that feature imports).
+
 Nice-to-haves (TensorBoard event files, loss plots) use `have_extra` instead: a warning, and the run
 carries on without them.
 """
@@ -45,6 +47,18 @@ def require_extra(extra: str, *modules: str, feature: str | None = None) -> None
         verb = "is" if len(missing) == 1 else "are"
         raise MissingExtraError(f"{feature or extra}: {', '.join(missing)} {verb} not installed; "
                                 f"{install_hint(extra)}", name=missing[0])
+
+
+def missing_extra(extra: str, error: ModuleNotFoundError, feature: str | None = None) -> MissingExtraError:
+    """The one-line error for a failed top-of-module import of an optional package::
+
+        try:
+            from fastapi import FastAPI
+        except ModuleNotFoundError as e:
+            raise missing_extra("serve", e) from None
+    """
+    return MissingExtraError(f"{feature or extra}: {error.name} is not installed; {install_hint(extra)}",
+                             name=error.name)
 
 
 def have_extra(extra: str, *modules: str, skipped: str) -> bool:

@@ -28,17 +28,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cerebras_gpt.extras import require_extra
-
-require_extra("eval", "lm_eval", feature="lm-eval tasks")
-
-import lm_eval.models  # noqa: F401  (lm-eval's own table first: get_model imports it only into an empty registry)
 import torch
 import torch.nn.functional as F
-from lm_eval import utils as lm_utils
-from lm_eval.api.model import TemplateLM
-from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
+
+from cerebras_gpt.extras import missing_extra
+
+try:
+    import lm_eval.models  # noqa: F401  (lm-eval's own table first: get_model imports it only into an empty registry)
+    from lm_eval import utils as lm_utils
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.api.registry import register_model
+except ModuleNotFoundError as e:
+    raise missing_extra("eval", e, feature="lm-eval tasks") from None
 
 from cerebras_gpt.generate import SamplingParams, generate
 from cerebras_gpt.model import GPT

@@ -22,14 +22,15 @@ import uuid
 from importlib import resources
 from typing import Any, AsyncIterator
 
-from cerebras_gpt.extras import require_extra
+from cerebras_gpt.extras import missing_extra, require_extra
 
-require_extra("serve", "fastapi", "uvicorn", "prometheus_client", feature="serve")
-
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+try:
+    from fastapi import APIRouter, Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ModuleNotFoundError as e:
+    raise missing_extra("serve", e) from None
 
 from cerebras_gpt import chat
 from cerebras_gpt.generate import SamplingParams
@@ -585,6 +586,7 @@ def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key
     """Load ``model`` (directory, training checkpoint or hub id) and serve it with uvicorn until interrupted."""
     import ipaddress
 
+    require_extra("serve", "uvicorn", "prometheus_client")  # before the model loads, not after
     import uvicorn
 
     from cerebras_gpt.commands.generate import resolve_device_dtype
