@@ -283,6 +283,7 @@ def build_trainer(impl: str, preset: str, device, compile_blocks: bool) -> tuple
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
 
     def step(batch) -> None:
+        optimizer.zero_grad(set_to_none=True)  # a step cut short by an OOM may have left some behind
         x, y = batch[:, :-1], batch[:, 1:]
         with autocast():
             logits = model(x) if impl == "ours" else model(input_ids=x).logits

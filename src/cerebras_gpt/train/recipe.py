@@ -285,13 +285,13 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     import torch
 
     from cerebras_gpt.train.distributed import resolve_device
-    from cerebras_gpt.train.metrics import measure_peak_flops
+    from cerebras_gpt.train.metrics import peak_flops
 
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     plan = resolve(cfg, world)
     device = resolve_device(cfg.device)
-    peak = measure_peak_flops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.2f} TFLOP/s measured matmul ({device.type})"}
+    peak, source = peak_flops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.2f} TFLOP/s ({source}, {device.type})"}
     memory = plan.params * 16 + plan.micro_batch * plan.seq_len * plan.model_config.vocab_size * 12
     available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
                  else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
