@@ -166,3 +166,26 @@ def test_torch_save_on_a_full_disk_is_said_in_words(message):
 
 def test_unexpected_errors_keep_their_traceback():
     assert describe(KeyError("a bug")) is None and describe(AttributeError("a bug")) is None
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_weight_file_holding_code_is_refused_and_never_run(model_dir, tmp_path):
+    from cerebras_gpt.hf import load_pretrained
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "config.json").write_text((model_dir / "config.json").read_text())
+    marker = tmp_path / "code-ran"
+    torch.save({"transformer.wte.weight": _RunsCode(marker)}, evil / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="holds more than tensors.*could run code"):
+        load_pretrained(evil)
+    assert not marker.exists()

@@ -52,7 +52,8 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike, revision: str | None = 
     if repo_id.lower() in {p.lower() for p in PRESETS} and "/" not in repo_id:
         repo_id = "cerebras/" + next(p for p in PRESETS if p.lower() == repo_id.lower())
     if not _HUB_ID.fullmatch(repo_id) or path.parent.is_dir() and str(path.parent) not in ("", "."):
-        # A path with a typo: say so, rather than trying it on the hub (owner/name never names a local dir).
+        # A mistyped path (not owner/name, or owner/name whose "owner" is a local directory): say so
+        # rather than asking the hub for it.
         raise ValueError(f"model {str(path_or_hub_id)!r}: no such local directory{_near_paths(path)}, and not a "
                          "hub id like 'cerebras/Cerebras-GPT-111M'; check the path")
     try:
@@ -204,7 +205,11 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
         raise
-    except pickle.UnpicklingError as e:  # weights_only refused something other than tensors
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):  # bad bytes, not a refusal
+            raise ValueError(f"{str(path)!r} is corrupt or truncated ({_short(e)}); download or export the "
+                             "model again") from e
+        # weights_only refused something other than tensors
         raise ValueError(f"{str(path)!r} holds more than tensors ({_short(e)}); it is not loaded, as that could "
                          "run code. Convert it to safetensors where it came from, or use another copy") from e
     except Exception as e:  # safetensors' SafetensorError, torch's RuntimeError/EOFError on bad bytes
