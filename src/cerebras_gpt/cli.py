@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     if argv[0] == "--debug":  # `cerebras-gpt --debug CMD ...`: tracebacks for CMD's expected failures too
-        argv = argv[1:2] + ["--debug"] + argv[2:]
+        argv = argv[1:] + ["--debug"]
     name = argv[0]
     if name not in COMMANDS:
         import difflib

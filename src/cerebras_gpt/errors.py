@@ -28,6 +28,7 @@ _OS_ERRORS = {
     errno.ENOTDIR: "a part of the path is a file, not a directory: check the path",
     errno.EEXIST: "already exists: choose another name or remove it",
     errno.ENOTEMPTY: "the directory is not empty: choose another one or empty it",
+    errno.EADDRINUSE: "the address is already in use (another server on that port?): choose another --port",
 }
 
 
