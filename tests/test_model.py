@@ -129,9 +129,10 @@ def test_hub_download_without_network_says_what_to_do(monkeypatch, tmp_path):
     import huggingface_hub.constants as c
 
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    with pytest.raises(RuntimeError, match="could not download 'cerebras/Cerebras-GPT-111M'.*local directory"):
+    with pytest.raises(ValueError, match="'cerebras/Cerebras-GPT-111M': no such local directory, and it could not be "
+                                         "downloaded.*no network.*local directory"):
         GPT.from_pretrained("cerebras/Cerebras-GPT-111M")
-    with pytest.raises(ValueError, match="neither a directory nor a hub id"):
+    with pytest.raises(ValueError, match="no such local directory, and not a hub id"):
         GPT.from_pretrained("no/such/thing/here")
 
 

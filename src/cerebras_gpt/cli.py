@@ -30,7 +30,8 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
     return (f"usage: cerebras-gpt <command> [options]   (cerebras-gpt <command> --help for its options)\n\n"
-            f"commands:\n{rows}\n")
+            f"commands:\n{rows}\n\n"
+            "Errors are one line (exit code 2); --debug or CEREBRAS_GPT_DEBUG=1 shows their traceback.\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    if argv[0] == "--debug":  # `cerebras-gpt --debug CMD ...`: tracebacks for CMD's expected failures too
+        argv = argv[1:] + ["--debug"]
     name = argv[0]
     if name not in COMMANDS:
         import difflib

@@ -21,6 +21,11 @@ from typing import Any, Literal
 from cerebras_gpt import mup
 
 
+# A sane bound on model size, 100x the largest Cerebras-GPT (13B): absurd depths or widths from a
+# config.json are refused with their numbers instead of overflowing a tensor size or the machine.
+MAX_PARAMS = 100 * 13 * 10**9
+
+
 @dataclass
 class GPTConfig:
     """A GPT-2-style decoder with GPT-3 shapes (pre-LN, learned positions, tied embeddings)."""
@@ -83,6 +88,10 @@ class GPTConfig:
                 problems.append(f"{key}={getattr(self, key)!r} must be > 0")
         if self.output_init_std is not None and not self.output_init_std > 0:
             problems.append(f"output_init_std={self.output_init_std!r} must be > 0 or None")
+        if not problems and self.num_params() > MAX_PARAMS:
+            problems.append(f"{self.num_params():,} parameters (n_layer={self.n_layer}, n_embd={self.n_embd}, "
+                            f"vocab_size={self.vocab_size}, block_size={self.block_size}) is beyond any model this "
+                            f"code builds (at most {MAX_PARAMS:,}); check the sizes")
         if problems:
             raise ValueError("invalid GPTConfig: " + "; ".join(problems))
 

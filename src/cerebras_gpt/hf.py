@@ -20,12 +20,14 @@ import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cerebras_gpt.config import PRESETS, GPTConfig
+from cerebras_gpt.limits import check_model_fits
 from cerebras_gpt.model import GPT
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,17 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike, revision: str | None = 
     path = Path(path_or_hub_id).expanduser()
     if path.is_dir():
         return path
+    if path.is_file():
+        raise ValueError(f"model {str(path)!r} is a file; pass the model directory that holds it "
+                         f"({str(path.parent)!r}) instead")
     repo_id = str(path_or_hub_id)
     if repo_id.lower() in {p.lower() for p in PRESETS} and "/" not in repo_id:
         repo_id = "cerebras/" + next(p for p in PRESETS if p.lower() == repo_id.lower())
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
-        raise ValueError(f"model {str(path_or_hub_id)!r} is neither a directory nor a hub id like 'cerebras/Cerebras-GPT-111M'")
+    if not _HUB_ID.fullmatch(repo_id) or path.parent.is_dir() and str(path.parent) not in ("", "."):
+        # A mistyped path (not owner/name, or owner/name whose "owner" is a local directory): say so
+        # rather than asking the hub for it.
+        raise ValueError(f"model {str(path_or_hub_id)!r}: no such local directory{_near_paths(path)}, and not a "
+                         "hub id like 'cerebras/Cerebras-GPT-111M'; check the path")
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:
@@ -58,16 +66,47 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike, revision: str | None = 
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.bin"],
         )
     except Exception as e:  # network errors come in many types (OSError, requests, httpx, hub errors)
-        raise RuntimeError(
-            f"could not download {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
-            "With no network, download the repository elsewhere and pass its local directory."
+        from cerebras_gpt.errors import is_network_error, one_line
+
+        if type(e).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+            raise ValueError(f"model {repo_id!r}: no such local directory, and the Hugging Face hub has no "
+                             f"repository (or revision) by that name you can read; check the path or the "
+                             f"name") from e
+        why = "no network or offline mode" if is_network_error(e) else f"{type(e).__name__}: {one_line(e)}"
+        raise ValueError(
+            f"model {repo_id!r}: no such local directory, and it could not be downloaded from the Hugging "
+            f"Face hub ({why}). Check the path; with no network, download the repository elsewhere and "
+            "pass its local directory."
         ) from e
     return Path(local)
+
+
+# owner/name on the hub: letters, digits, '-', '_', '.'; at most 96 characters each side.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def _near_paths(path: Path) -> str:
+    """" (did you mean ...?)" naming siblings of ``path`` with similar names, or ""."""
+    import difflib
+
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        siblings = [p.name for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, siblings, n=1)
+    return f" (did you mean {str(parent / close[0])!r}?)" if close else ""
 
 
 # ----------------------------------------------------------------------------- config
 def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
     """GPTConfig from a Hugging Face GPT-2 (or Cerebras BTLM-format μP) config.json dict."""
+    if not isinstance(hf, dict):
+        raise ValueError(f"config.json must hold a JSON object, not {type(hf).__name__}")
+    missing = [key for key in ("n_layer", "n_embd", "n_head") if key not in hf]
+    if missing:
+        raise ValueError(f"config.json lacks {', '.join(missing)}: it is not a complete GPT-2 config; "
+                         "re-save the model (save_pretrained) or add the missing fields")
     model_type = hf.get("model_type", "gpt2")
     if model_type not in ("gpt2", "btlm"):
         raise ValueError(f"config.json has model_type={model_type!r}; only GPT-2 (and Cerebras' BTLM μP) models load")
@@ -104,6 +143,19 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
     return GPTConfig(**fields)
 
 
+def read_config(config_path: Path) -> GPTConfig:
+    """`config_from_hf` of a config.json file; every problem names the file."""
+    try:
+        hf = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(config_path)!r} is not valid JSON ({e}); the file is corrupt or truncated: "
+                         "re-save or re-download the model") from e
+    try:
+        return config_from_hf(hf)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{str(config_path)!r}: {e}") from e
+
+
 def config_to_hf(config: GPTConfig, tie_word_embeddings: bool, dtype: torch.dtype) -> dict[str, Any]:
     """A plain GPT-2 config.json (after the μP fold the model is plain GPT-2)."""
     return {
@@ -128,7 +180,11 @@ def _read_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
         if not path.exists():
             continue
         if name.endswith(".index.json"):
-            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+            try:
+                shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{str(path)!r} is not a valid weight index (needs a \"weight_map\" object); "
+                                 "re-save or re-download the model") from e
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
                 state.update(_read_weight_file(model_dir / shard))
@@ -138,11 +194,32 @@ def _read_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """The tensors of one weight file; never unpickles code (safetensors, or torch.load weights_only)."""
+    import pickle
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):  # bad bytes, not a refusal
+            raise ValueError(f"{str(path)!r} is corrupt or truncated ({_short(e)}); download or export the "
+                             "model again") from e
+        # weights_only refused something other than tensors
+        raise ValueError(f"{str(path)!r} holds more than tensors ({_short(e)}); it is not loaded, as that could "
+                         "run code. Convert it to safetensors where it came from, or use another copy") from e
+    except Exception as e:  # safetensors' SafetensorError, torch's RuntimeError/EOFError on bad bytes
+        raise ValueError(f"{str(path)!r} is corrupt or truncated ({type(e).__name__}: {_short(e)}); "
+                         "download or export the model again") from e
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def state_dict_from_hf(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
@@ -175,7 +252,8 @@ def load_pretrained(path_or_hub_id: str | os.PathLike, device: torch.device | st
     config_path = model_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{str(model_dir)!r} has no config.json; is it a model directory?")
-    config = config_from_hf(json.loads(config_path.read_text()))
+    config = read_config(config_path)
+    check_model_fits(config, dtype or torch.float32, torch.device(device))
     state = state_dict_from_hf(_read_state_dict(model_dir), config)
     with torch.device("meta"):
         model = GPT(config, init_weights=False)

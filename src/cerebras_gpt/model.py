@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from cerebras_gpt import mup
 from cerebras_gpt.config import GPTConfig
+from cerebras_gpt.limits import check_model_fits
 
 if TYPE_CHECKING:
     import os
@@ -145,6 +146,8 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig, init_weights: bool = True) -> None:
         super().__init__()
+        # Refuse a config too big for this machine before the first layer is allocated.
+        check_model_fits(config, torch.get_default_dtype(), torch.get_default_device())
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -50,12 +51,40 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str, partial: bool =
         hint = _strip_annotated(hints[key])
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = from_mapping(hint, value, f"{where} [{key}]", partial)
+        else:
+            value = _coerce_yaml_value(value, hint, f"{where}: {key}")
         kwargs[key] = value
     if partial:
         for name, f in fields.items():
             if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 kwargs[name] = tyro.MISSING
     return cls(**kwargs)
+
+
+def _coerce_yaml_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field's scalar type: YAML 1.1 (PyYAML) reads ``1e-3`` as a string, so a number
+    written that way becomes a float; any other value of the wrong type is an error naming the key."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and type(None) in args:
+            return None
+    else:
+        options = [hint]
+    if not options or not all(o in (int, float, bool, str) for o in options):
+        return value  # containers, literals, paths, nested types: tyro and the dataclass check them
+    if type(value) in options or (float in options and type(value) is int):
+        return value
+    if str in options and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # `revision: 1234`, `name: 7`
+    if float in options and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    names = " or ".join(o.__name__ for o in options) + (" or null" if type(None) in args else "")
+    raise ValueError(f"{where} is {value!r} ({type(value).__name__}); it must be {names}")
 
 
 def _strip_annotated(hint: Any) -> Any:
@@ -86,16 +115,28 @@ def parse_args(cls: type[T], argv: list[str], prog: str) -> T:
 
 
 def run_command(cls: type[T], argv: list[str], prog: str, body: Callable[[T], int | None]) -> int:
-    """Parse, set up logging, run; a ValueError/FileNotFoundError (or a missing optional extra) becomes a
-    one-line error, exit 2."""
-    from cerebras_gpt.extras import MissingExtraError
+    """Parse, set up logging, run: the CLI's one error boundary.
+
+    An expected failure (bad value, missing/corrupt/unwritable file, no network, no GPU: see
+    `errors.describe`) becomes one line and exit code 2; ``--debug`` (or CEREBRAS_GPT_DEBUG=1) shows
+    its traceback instead. Anything else is a bug and keeps its traceback.
+    """
+    from cerebras_gpt import errors
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = list(argv)
+    debug = errors.debug_enabled()
+    if "--debug" in argv:
+        argv.remove("--debug")
+        debug = True
     try:
         args = parse_args(cls, argv, prog)
         return body(args) or 0
-    except (ValueError, FileNotFoundError, MissingExtraError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = errors.describe(e)
+        if message is None or debug:
+            raise
+        print(f"{prog}: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -77,6 +77,16 @@ def run(args: EvalArgs) -> int:
         raise ValueError("nothing to evaluate: pass --data FILES_OR_DIRS and/or --tasks TASKS")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
+    from cerebras_gpt.validation import finite_range_problem, int_range_problem
+
+    problems = [
+        args.limit is not None and finite_range_problem("--limit", args.limit, 0, lo_open=True),
+        args.num_fewshot is not None and int_range_problem("--num-fewshot", args.num_fewshot, 0),
+        args.max_batches is not None and int_range_problem("--max-batches", args.max_batches, 1),
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ValueError("; ".join(problems))
     from cerebras_gpt.commands.generate import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
 

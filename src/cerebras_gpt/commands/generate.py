@@ -40,7 +40,13 @@ def resolve_device_dtype(device: str, dtype: str):
     """(torch.device, torch.dtype) from the 'auto'-able strings every command takes."""
     import torch
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    from cerebras_gpt.errors import require_device
+
+    try:
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N or auto") from e
+    require_device(dev)
     if dtype == "auto":
         return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
     choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

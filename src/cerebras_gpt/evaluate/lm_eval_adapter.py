@@ -269,9 +269,16 @@ def run_tasks(lm: CerebrasGPTLM, tasks: list[str], include_path: list[str] | Non
     if missing:
         raise ValueError(f"unknown lm-eval task(s) {missing}: check the names (`lm_eval ls tasks`) or pass "
                          "--include-path with the directory of your task YAMLs")
-    return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                           log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
-                           torch_random_seed=seed, fewshot_random_seed=seed, batch_size=lm.batch_size)
+    try:
+        return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+                               log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
+                               torch_random_seed=seed, fewshot_random_seed=seed, batch_size=lm.batch_size)
+    except Exception as e:
+        from cerebras_gpt.errors import is_network_error, network_message
+
+        if is_network_error(e):  # the task's dataset is not in the local cache
+            raise ValueError(network_message(f"the dataset of lm-eval task(s) {tasks}", e)) from e
+        raise
 
 
 # ----------------------------------------------------------------------------- `lm_eval` command

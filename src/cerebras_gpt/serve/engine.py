@@ -40,6 +40,7 @@ from cerebras_gpt.generate import SamplingParams, TextStreamer, sample_next
 from cerebras_gpt.model import GPT, KVCache
 from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.serve.metrics import ServerMetrics
+from cerebras_gpt.validation import finite_range_problem
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ class EngineConfig:
             problems.append(f"max_seq_len={self.max_seq_len} must be >= 2 (or unset for the model's context)")
         if self.max_queue < 0:
             problems.append(f"max_queue={self.max_queue} must be >= 0")
-        if not self.request_timeout > 0:
-            problems.append(f"request_timeout={self.request_timeout} must be > 0 seconds")
+        timeout_problem = finite_range_problem("request_timeout", self.request_timeout, 0, lo_open=True)
+        if timeout_problem:
+            problems.append(timeout_problem + " seconds")
         if self.max_prefill_tokens < 1:
             problems.append(f"max_prefill_tokens={self.max_prefill_tokens} must be >= 1")
         if problems:
