@@ -91,6 +91,8 @@ def describe(exc: BaseException) -> str | None:
 
 def describe_os_error(exc: OSError) -> str:
     """An `OSError` in words: what happened to which file, and what to do."""
+    if exc.filename is None and (exc.strerror or "").startswith("cannot write"):
+        return exc.strerror  # already worded by `cerebras_gpt.atomic`, with the file and the fix
     where = exc.filename if exc.filename is not None else ""
     if exc.filename2 is not None:
         where = f"{where} -> {exc.filename2}"
