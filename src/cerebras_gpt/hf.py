@@ -318,7 +318,8 @@ def save_pretrained(model: GPT, directory: str | Path, tokenizer=None, safe_seri
         atomic.write_via_path(directory / "model.safetensors", lambda tmp: save_file(
             {k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"}))
     else:
-        atomic.write_with(directory / "pytorch_model.bin", lambda f: torch.save({k: v.cpu() for k, v in state.items()}, f))
+        atomic.write_with(directory / "pytorch_model.bin",
+                          lambda f: torch.save({k: v.cpu() for k, v in state.items()}, f))
     hf_config = config_to_hf(model.config, tie_word_embeddings=tied, dtype=dtype)
     atomic.write_json(directory / "config.json", hf_config)  # each file replaced whole (cerebras_gpt.atomic)
     generation = {"bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256}

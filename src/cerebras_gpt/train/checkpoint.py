@@ -121,17 +121,20 @@ def _legacy_safe_globals() -> list[Any]:
             type(np.dtype(np.uint32))]
 
 
-def load_train_state(path: str | Path) -> dict[str, Any]:
+def load_train_state(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """``train_state.pt`` of checkpoint ``path``, read with ``weights_only=True``: no code can run.
 
+    ``mmap``: map the tensors instead of reading them (a cheap check that the file is whole and safe).
     Raises `CorruptCheckpoint` (a ValueError) for a truncated or damaged file or one holding other objects.
     """
     file = Path(path) / "train_state.pt"
     try:
         with torch.serialization.safe_globals(_legacy_safe_globals()):
-            return torch.load(file, map_location="cpu", weights_only=True)
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's message is a paragraph; the line naming the object (e.g. "GLOBAL posix.system") is the one to show
+        lines = [line for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        first = lines[0].strip().rstrip(".") if lines else type(e).__name__
         raise CorruptCheckpoint(
             f"{file}: refused: it holds Python objects other than tensors and plain data ({first[:160]}), which "
             "could run code when loaded; only use training checkpoints written by cerebras-gpt from people you "
@@ -139,8 +142,9 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise CorruptCheckpoint(f"{file}: missing; the checkpoint is incomplete, resume from another one") from None
-        raise CorruptCheckpoint(f"{file}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
-                                "the file is truncated or damaged: resume from an earlier checkpoint") from None
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        raise CorruptCheckpoint(f"{file}: unreadable ({type(e).__name__}: {first}); the file is truncated or "
+                                "damaged: resume from an earlier checkpoint") from None
 
 
 class _DCPMetadataUnpickler(pickle.Unpickler):
@@ -209,7 +213,7 @@ def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
     found = list_checkpoints(out_dir)
     for path in reversed(found):
         try:
-            load_train_state(path)
+            load_train_state(path, mmap=True)
             check_model_file(path)
             _check_run_config(path)
             if (path / "dcp").is_dir():
@@ -227,7 +231,8 @@ def _check_run_config(path: Path) -> None:
     try:
         read_run_config(path)
     except (OSError, ValueError) as e:
-        raise CorruptCheckpoint(f"{Path(path) / 'run_config.json'}: unreadable ({e}); the checkpoint is damaged") from None
+        raise CorruptCheckpoint(f"{Path(path) / 'run_config.json'}: unreadable ({e}); "
+                                "the checkpoint is damaged") from None
 
 
 def _write_train_state(state: dict[str, Any], path: Path) -> None:

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cerebras_gpt.config import GPTConfig
 from cerebras_gpt import atomic
+from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.extras import have_extra
 from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
