@@ -40,7 +40,8 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     """>1 discourages tokens already in the prompt or output (CTRL / HF semantics)."""
     stop: list[str] = field(default_factory=list)
-    """Strings that end generation; they are not included in the output."""
+    """Strings that end generation; they are not included in the output (on the command line `\\n`, `\\t` and
+    `\\\\` mean a newline, a tab and a backslash)."""
     seed: int | None = None
     """Seed for sampling; the same seed and prompt give the same text."""
     stop_at_eos: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from typing import Annotated
 
@@ -73,7 +74,17 @@ def _prompts(args: GenerateArgs) -> list[str]:
     return lines
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape_stop(text: str) -> str:
+    """A stop string as typed in a shell: ``\\n``, ``\\t`` and ``\\\\`` become a newline, a tab and a backslash
+    (`--stop "\\n"` would otherwise wait for a backslash followed by n)."""
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
 def run(args: GenerateArgs) -> int:
+    args.sampling.stop = [unescape_stop(s) for s in args.sampling.stop]
     from cerebras_gpt.generate import generate, stream_text
     from cerebras_gpt.hf import load_model_and_tokenizer
 

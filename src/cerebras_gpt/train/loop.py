@@ -51,7 +51,8 @@ from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.metrics import MetricsWriter, peak_flops, plot_loss
 from cerebras_gpt.train.optim import build_optimizer, set_lr
-from cerebras_gpt.train.recipe import Plan, build_model_config, resolve
+from cerebras_gpt.train import report
+from cerebras_gpt.train.recipe import Plan, build_model_config, format_plan, resolve
 from cerebras_gpt.train.validate import check_numbers
 
 log = logging.getLogger("cerebras_gpt.train")
@@ -177,10 +178,14 @@ def _default_val(cfg: TrainConfig, plan: Plan, info: distributed.DistInfo) -> Ca
     from cerebras_gpt.data.loader import WindowSource, iter_validation
 
     try:
-        if len(WindowSource(cfg.data_dir, "val", plan.seq_len)) == 0:
-            return None
+        windows = len(WindowSource(cfg.data_dir, "val", plan.seq_len))
     except (FileNotFoundError, ValueError, KeyError):
         log.warning("no val split in %s: no validation", cfg.data_dir)
+        return None
+    warning = report.val_split_warning(cfg.data_dir, windows, plan.seq_len)
+    if warning is not None and info.is_main:
+        log.warning(warning)
+    if windows == 0:
         return None
     return lambda: iter_validation(cfg.data_dir, plan.seq_len, plan.micro_batch, info.rank, info.world_size,
                                    max_batches=cfg.eval_batches)
@@ -267,8 +272,10 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
     metrics = MetricsWriter(out_dir, cfg.tensorboard) if info.is_main else None
     if metrics is not None:
         metrics.truncate_after(step)
-    peak, _ = peak_flops(device, torch.bfloat16 if device.type == "cuda" and cfg.dtype != "float32"
-                         else torch.float32)
+    peak, peak_source = peak_flops(device, torch.bfloat16 if device.type == "cuda" and cfg.dtype != "float32"
+                                   else torch.float32)
+    if info.is_main:
+        log.info(report.plan_header(format_plan(plan, cfg), out_dir, str(device), peak, peak_source))
 
     forward = wrapped
     if cfg.compile:
@@ -279,6 +286,14 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
         from tqdm import tqdm
 
         bar = tqdm(total=plan.total_steps, initial=step, unit="step", dynamic_ncols=True)
+
+    def say(line: str) -> None:  # above the progress bar, not through it
+        if not info.is_main:
+            return
+        if bar is not None:
+            bar.write(line)
+        else:
+            log.info(line)
 
     def save_checkpoint() -> Path | None:
         state = {"step": step, "tokens": tokens, "skipped": skipped, "bad_run": bad_run,
@@ -359,13 +374,15 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
             val_loss, _ = evaluate(wrapped, val_batches(), device, cfg.dtype)
             record = dict(record or {"step": step, "tokens": tokens}, val_loss=val_loss,
                           val_ppl=math.exp(min(val_loss, 700)))
+            say(report.eval_line(step, plan.total_steps, val_loss, tok_s, mfu))
         if record is not None and metrics is not None:
             metrics.write(record)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{report.shown_mfu(mfu):.1%}", refresh=False)
         if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step < stop_at:
             last_ckpt, saved_step = save_checkpoint(), step
+            say(report.checkpoint_line(last_ckpt, step))
     if bar is not None:
         bar.close()
     if saved_step != step or last_ckpt is None:

@@ -1,0 +1,22 @@
+"""What a newcomer meets first on the command line: `train` asks for a model, `--stop "\\n"` means a newline."""
+
+import subprocess
+import sys
+
+from cerebras_gpt.commands.generate import unescape_stop
+
+
+def test_train_without_a_model_asks_for_one(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "train", "--steps", "1", "--out-dir",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no model given: pass --model NAME" in proc.stderr and "Cerebras-GPT-111M" in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_stop_strings_typed_in_a_shell_are_unescaped():
+    assert unescape_stop(r"\n") == "\n"
+    assert unescape_stop(r"a\tb") == "a\tb"
+    assert unescape_stop(r"\\n") == "\\n"  # an escaped backslash stays one backslash, then n
+    assert unescape_stop("Q:") == "Q:"
+
