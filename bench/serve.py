@@ -169,7 +169,7 @@ def main() -> None:
     import httpx
 
     from cerebras_gpt import GPT, GPTConfig
-    from cerebras_gpt.commands.generate import resolve_device_dtype
+    from cerebras_gpt.runtime import resolve_device_dtype
 
     device, dtype = resolve_device_dtype(args.device, args.dtype)
 

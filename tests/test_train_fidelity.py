@@ -166,7 +166,7 @@ def test_batch_switch_resumes_exactly(tmp_path, data_dir):
 
 
 def test_shipped_13b_config_is_the_modelzoo_run():
-    from cerebras_gpt.commands import load_yaml
+    from cerebras_gpt.config_io import load_yaml
 
     path = Path(__file__).resolve().parents[1] / "configs" / "train" / "cerebras-gpt-13b.yaml"
     plan = resolve(TrainConfig.from_dict(load_yaml(path)), world_size=8)

@@ -87,7 +87,7 @@ def run(args: EvalArgs) -> int:
     problems = [p for p in problems if p]
     if problems:
         raise ValueError("; ".join(problems))
-    from cerebras_gpt.commands.generate import resolve_device_dtype
+    from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
 
     device, dtype = resolve_device_dtype(args.device, args.dtype)

@@ -69,7 +69,7 @@ class CerebrasGPTLM(TemplateLM):
                  batch_size: int | str = 8, device: str | None = "auto", dtype: str = "auto",
                  max_length: int | None = None, max_gen_toks: int = 256, **kwargs: Any) -> None:
         super().__init__()
-        from cerebras_gpt.commands.generate import resolve_device_dtype
+        from cerebras_gpt.runtime import resolve_device_dtype
         from cerebras_gpt.hf import load_model_and_tokenizer
         from cerebras_gpt.tokenizer import load_tokenizer
 

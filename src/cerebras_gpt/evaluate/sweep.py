@@ -330,7 +330,7 @@ TrialFn = Callable[[dict[str, Any], Path], dict[str, Any]]
 
 def train_trial_fn(cfg: SweepConfig) -> TrialFn:
     """The default trial: `cerebras_gpt.train.train` on the base config with the trial's settings."""
-    from cerebras_gpt.commands import from_mapping, load_yaml
+    from cerebras_gpt.config_io import from_mapping, load_yaml
     from cerebras_gpt.train.config import TrainConfig
     from cerebras_gpt.train.loop import train
 

@@ -589,7 +589,7 @@ def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key
     require_extra("serve", "uvicorn", "prometheus_client")  # before the model loads, not after
     import uvicorn
 
-    from cerebras_gpt.commands.generate import resolve_device_dtype
+    from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
 
     dev, dt = resolve_device_dtype(device, dtype)
