@@ -96,7 +96,10 @@ class TrainConfig:
     overwrite: bool = False
     """With --resume never: remove an earlier run's outputs from out_dir and start over there."""
     tensorboard: bool = True
-    """Write TensorBoard event files under out_dir/tensorboard."""
+    """Write TensorBoard event files under out_dir/tensorboard (with 'tensorboard' in --logger)."""
+    logger: list[Literal["tensorboard", "csv", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
+    """Where metrics go besides metrics.jsonl: tensorboard (out_dir/tensorboard), csv (out_dir/metrics.csv),
+    wandb (Weights & Biases; WANDB_MODE=offline keeps it on disk). E.g. --logger csv wandb."""
     progress: bool = True
     """Show a progress bar."""
 

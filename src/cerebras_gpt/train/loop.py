@@ -269,7 +269,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
                   "world_size": info.world_size}
     if sparsifier is not None:
         run_config["sparsity_report"] = sparsifier.report(plan.seq_len)
-    metrics = MetricsWriter(out_dir, cfg.tensorboard) if info.is_main else None
+    metrics = (MetricsWriter(out_dir, cfg.tensorboard and "tensorboard" in cfg.logger,
+                             loggers=[name for name in cfg.logger if name != "tensorboard"],
+                             run_name=out_dir.name, run_config=cfg.to_dict()) if info.is_main else None)
     if metrics is not None:
         metrics.truncate_after(step)
     peak, peak_source = peak_flops(device, torch.bfloat16 if device.type == "cuda" and cfg.dtype != "float32"

@@ -76,18 +76,34 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     return measure_peak_flops(device, dtype), "measured"
 
 
-class MetricsWriter:
-    """Appends records to ``out_dir/metrics.jsonl`` and scalars to TensorBoard (rank 0 only)."""
+# The columns of metrics.csv: a training record fills the first ones, an evaluation adds val_*.
+CSV_COLUMNS = ("step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "skipped", "val_loss", "val_ppl")
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True) -> None:
+
+class MetricsWriter:
+    """Appends records to ``out_dir/metrics.jsonl`` (always: resume and plots read it) and to the chosen
+    loggers: TensorBoard, ``metrics.csv`` and Weights & Biases (rank 0 only)."""
+
+    def __init__(self, out_dir: str | Path, tensorboard: bool = True, loggers: list[str] = (),
+                 run_name: str | None = None, run_config: dict[str, Any] | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
-        self._tb = None
+        self.csv_path = self.out_dir / "metrics.csv" if "csv" in loggers else None
+        self._tb = self._wandb = None
         if tensorboard and have_extra("train", "tensorboard", skipped="TensorBoard event files"):
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+        if "wandb" in loggers:
+            from cerebras_gpt.extras import require_extra
+
+            require_extra("wandb", "wandb", feature="--logger wandb")
+            import wandb
+
+            # resume="allow" with the run directory's name as id: a resumed run continues the same W&B run.
+            self._wandb = wandb.init(project="cerebras-gpt", name=run_name, id=run_name, resume="allow",
+                                     dir=str(self.out_dir), config=run_config)
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (written by a run that died after its last checkpoint)."""
@@ -97,19 +113,43 @@ class MetricsWriter:
         kept = [line for line in lines if _step_of(line) <= step]
         if len(kept) != len(lines):  # a new file swapped in whole: the old one is never half rewritten
             atomic.write_text(self.path, "".join(line + "\n" for line in kept))
+        if self.csv_path is not None:  # derived from the JSONL, so it is truncated with it
+            atomic.write_text(self.csv_path, _csv_text([json.loads(line) for line in kept]))
+
+    def _append_csv(self, record: dict[str, Any]) -> None:
+        new = not self.csv_path.exists()
+        with self.csv_path.open("a") as f:
+            f.write(_csv_text([record], header=new))
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.csv_path is not None:
+            self._append_csv(record)
+        scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
         if self._tb is not None:
-            step = record.get("step", 0)
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, step)
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, record.get("step", 0))
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=record.get("step", 0))
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _csv_text(records: list[dict[str, Any]], header: bool = True) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
