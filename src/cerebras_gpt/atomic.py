@@ -55,23 +55,12 @@ def fsync_dir(path: str | Path) -> None:
 
 def write_with(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Replace ``path`` atomically with what ``write(file)`` writes to an open binary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_SUFFIX}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise write_failed(e, path, "file") from e
-        raise
-    return path
+
+    return write_via_path(path, fill)
 
 
 def write_via_path(path: str | Path, write: Callable[[Path], None]) -> Path:
