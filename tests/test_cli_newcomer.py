@@ -20,3 +20,19 @@ def test_stop_strings_typed_in_a_shell_are_unescaped():
     assert unescape_stop(r"\\n") == "\\n"  # an escaped backslash stays one backslash, then n
     assert unescape_stop("Q:") == "Q:"
 
+
+
+def test_every_subcommand_takes_out_or_out_dir(tmp_path):
+    from cerebras_gpt.commands.prepare import PrepareArgs
+    from cerebras_gpt.commands.train import TrainArgs
+    from cerebras_gpt.config_io import from_mapping, parse_args
+
+    for flag in ("--out", "--out-dir"):
+        assert parse_args(PrepareArgs, ["builtin:pydoc", flag, "d"], "prepare").out == "d"
+        assert parse_args(TrainArgs, ["--model", "debug-tiny", flag, "r"], "train").out_dir == "r"
+        assert parse_args(TrainArgs, ["--model", "debug-tiny", f"{flag}=r2"], "train").out_dir == "r2"
+    assert from_mapping(TrainArgs, {"model": "debug-tiny", "out": "r3"}, "x.yaml").out_dir == "r3"
+    proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "prepare", "builtin:pydoc", "--out-dir",
+                           str(tmp_path / "data"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "data" / "meta.json").exists()

@@ -39,6 +39,9 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str, partial: bool =
     import tyro
 
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    spelling = _output_field(cls)
+    if spelling is not None and spelling[1] in {k.replace("-", "_") for k in data}:  # out_dir: for out, or back
+        data = {(spelling[0] if k.replace("-", "_") == spelling[1] else k): v for k, v in data.items()}
     unknown = sorted(set(k.replace("-", "_") for k in data) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown option(s) {unknown}; valid options are {sorted(fields)}")
@@ -89,11 +92,34 @@ def _strip_annotated(hint: Any) -> Any:
     return typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
 
 
+def _output_field(cls: type) -> tuple[str, str] | None:
+    """(this command's output field, the other spelling) when ``cls`` names its output one of two ways."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    if "out" in names and "out_dir" not in names:
+        return "out", "out_dir"
+    if "out_dir" in names and "out" not in names:
+        return "out_dir", "out"
+    return None
+
+
+def _accept_either_output_flag(cls: type, argv: list[str]) -> list[str]:
+    """Every subcommand takes its output as ``--out`` or ``--out-dir``, whichever it names in --help
+    (prepare, export, sweep, scaling, mup-check say --out; train, finetune, demo say --out-dir)."""
+    spelling = _output_field(cls)
+    if spelling is None:
+        return argv
+    ours, other = ("--" + name.replace("_", "-") for name in spelling)
+    return [ours if arg == other else ours + arg[len(other):] if arg.startswith(other + "=") else arg
+            for arg in argv]
+
+
 def parse_args(cls: type[T], argv: list[str], prog: str) -> T:
     """Parse ``argv`` into ``cls``; ``--config FILE`` supplies defaults that flags override."""
     import tyro
 
-    argv = list(argv)
+    argv = _accept_either_output_flag(cls, list(argv))
     default = None
     for flag in ("--config", "-c"):
         if flag in argv:
