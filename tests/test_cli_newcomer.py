@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from cerebras_gpt.commands.generate import unescape_stop
 
 
@@ -36,3 +38,17 @@ def test_every_subcommand_takes_out_or_out_dir(tmp_path):
                            str(tmp_path / "data"), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "data" / "meta.json").exists()
+
+
+def test_yaml_keys_are_the_flag_names_flat_or_nested():
+    from cerebras_gpt.commands.generate import GenerateArgs
+    from cerebras_gpt.config_io import from_mapping
+
+    flat = from_mapping(GenerateArgs, {"model": "m", "temperature": 0.5, "top_k": 7, "max_new_tokens": 9}, "g.yaml")
+    nested = from_mapping(GenerateArgs, {"model": "m", "sampling": {"temperature": 0.5, "top_k": 7,
+                                                                    "max_new_tokens": 9}}, "g.yaml")
+    assert flat == nested and flat.sampling.temperature == 0.5 and flat.sampling.top_k == 7
+    both = from_mapping(GenerateArgs, {"model": "m", "sampling": {"top_k": 7}, "temperature": 0.25}, "g.yaml")
+    assert both.sampling.top_k == 7 and both.sampling.temperature == 0.25
+    with pytest.raises(ValueError, match="unknown option"):
+        from_mapping(GenerateArgs, {"model": "m", "temprature": 0.5}, "g.yaml")

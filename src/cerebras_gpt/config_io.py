@@ -42,10 +42,11 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str, partial: bool =
     spelling = _output_field(cls)
     if spelling is not None and spelling[1] in {k.replace("-", "_") for k in data}:  # out_dir: for out, or back
         data = {(spelling[0] if k.replace("-", "_") == spelling[1] else k): v for k, v in data.items()}
+    hints = typing.get_type_hints(cls, include_extras=True)
+    data = _nest_flat_keys(data, fields, hints)
     unknown = sorted(set(k.replace("-", "_") for k in data) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown option(s) {unknown}; valid options are {sorted(fields)}")
-    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         key = key.replace("-", "_")
@@ -60,6 +61,31 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str, partial: bool =
             if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 kwargs[name] = tyro.MISSING
     return cls(**kwargs)
+
+
+def _nest_flat_keys(data: dict[str, Any], fields: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+    """YAML keys equal to the flag names: a section whose flags carry no prefix (``--temperature``, not
+    ``--sampling.temperature``) may be written flat at the top level too; it is moved into its section."""
+    flat_sections = {name: {f.name for f in dataclasses.fields(_strip_annotated(hint))}
+                     for name, hint in hints.items()
+                     if name in fields and typing.get_origin(hint) is typing.Annotated
+                     and any("OmitArgPrefixes" in repr(meta) for meta in typing.get_args(hint)[1:])
+                     and dataclasses.is_dataclass(_strip_annotated(hint))}
+    if not flat_sections:
+        return data
+    data = dict(data)
+    for key in list(data):
+        name = key.replace("-", "_")
+        if name in fields:
+            continue
+        for section, members in flat_sections.items():
+            if name in members:
+                nested = data.get(section) or {}
+                if not isinstance(nested, dict):
+                    break
+                data[section] = {**nested, name: data.pop(key)}
+                break
+    return data
 
 
 def _coerce_yaml_value(value: Any, hint: Any, where: str) -> Any:
