@@ -86,5 +86,11 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, data_dir):
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130 and "Traceback" not in err
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert "interrupted: the latest checkpoint is" in err and f"--out-dir {out}" in err
+    # Ctrl-C mostly lands while a checkpoint is written (every 2 steps here): it waits for the write, so the
+    # checkpoint named is whole (torch's writer used to fail with a misleading "disk full" error instead).
+    from cerebras_gpt.train import checkpoint
+
+    latest = checkpoint.latest_valid_checkpoint(out)
+    assert latest is not None and f"the latest checkpoint is {latest};" in err

@@ -21,6 +21,7 @@ that is truncated or corrupt and resumes from the one before it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -29,6 +30,7 @@ import pickle
 import random
 import shutil
 import signal
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -247,10 +249,36 @@ def _maybe_crash(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Ctrl-C during a checkpoint write takes effect once the checkpoint is in place: torch's writer turns an
+    interrupt inside it into a misleading "unexpected pos" write error, and the run would lose that step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module,
          optimizer: torch.optim.Optimizer, state: dict[str, Any], run_config: dict[str, Any],
          keep_last: int, sharded: bool, is_main: bool) -> Path | None:
     """Write checkpoint ``step`` (collective under torchrun: every rank calls it); returns its path.
+    A Ctrl-C meanwhile is raised once the checkpoint is complete."""
+    with _interrupts_deferred():
+        return _save(out_dir, step, model, raw_model, optimizer, state, run_config, keep_last, sharded, is_main)
+
+
+def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module,
+          optimizer: torch.optim.Optimizer, state: dict[str, Any], run_config: dict[str, Any],
+          keep_last: int, sharded: bool, is_main: bool) -> Path | None:
+    """`save` without the deferred interrupt.
 
     Args:
         model: the model as trained (DDP/FSDP2-wrapped or plain).
