@@ -24,6 +24,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, shared_data) -> Path:
+    """tinyshakespeare prepared by paragraphs (5% to val): the training tests' data. Read-only: a test that
+    alters data prepares its own (and names its fixture data_dir too, which overrides this one)."""
+    from cerebras_gpt.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("shakespeare")
+    prepare([str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1,
+            progress=False)
+    return out
+
+
 @pytest.fixture
 def tiny_config():
     from cerebras_gpt import GPTConfig

@@ -16,16 +16,6 @@ from cerebras_gpt.train.optim import build_optimizer, lr_at, param_groups
 from cerebras_gpt.train.recipe import resolve
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, shared_data) -> Path:
-    from cerebras_gpt.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("shakespeare")
-    prepare([str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1,
-            progress=False)
-    return out
-
-
 def _cfg(out_dir, data_dir, **kw) -> TrainConfig:
     base = dict(model="debug-tiny", data_dir=str(data_dir) if data_dir else None, steps=6, batch_size=4, seq_len=32, out_dir=str(out_dir),
                 resume="auto", progress=False, tensorboard=False, eval_batches=2, warmup_steps=2)

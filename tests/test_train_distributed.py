@@ -16,16 +16,6 @@ ARGS = ["--model", "debug-tiny", "--batch-size", "4", "--seq-len", "32", "--warm
         "--no-progress", "--no-tensorboard"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, shared_data) -> Path:
-    from cerebras_gpt.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("shakespeare")
-    prepare([str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1,
-            progress=False)
-    return out
-
-
 def _run(out_dir, data_dir, *extra, nproc=1, env=None, check=True) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                 "--standalone"] if nproc > 1 else [sys.executable]

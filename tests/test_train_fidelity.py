@@ -130,16 +130,6 @@ def test_schedule_parsing_and_errors():
         resolve(TrainConfig(model="debug-tiny", batch_schedule="4,6@3", micro_batch_size=4, steps=6))
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, shared_data) -> Path:
-    from cerebras_gpt.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("shakespeare")
-    prepare([str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1,
-            progress=False)
-    return out
-
-
 def _records(out_dir) -> dict[int, dict]:
     rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r for r in rows if "loss" in r}

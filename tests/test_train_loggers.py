@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.loop import train
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, shared_data) -> Path:
-    from cerebras_gpt.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("shakespeare")
-    prepare([str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1,
-            progress=False)
-    return out
 
 
 def _cfg(out_dir, data_dir, **kw) -> TrainConfig:
