@@ -1,7 +1,7 @@
 """A real scaling ladder on this machine: five sizes trained compute-optimally, the fitted law, a held-out check.
 
 What it does, in a scratch directory (``--work``):
-1. a byte-level tokenizer (256 byte symbols + ``<|endoftext|>``, vocabulary 257), so that at widths 16-64
+1. the built-in byte-level tokenizer (``--tokenizer bytes``: 256 bytes + ``<|endoftext|>``, vocabulary 257), so that at widths 16-64
    the LM head does not dominate the FLOPs as GPT-2's 50,257-entry head would;
 2. ``cerebras-gpt prepare`` of ../shared/data (tinyshakespeare + WikiText-2 valid, split into paragraphs,
    5% of paragraphs held out for validation);
@@ -31,20 +31,6 @@ RESULTS = ROOT / "bench" / "results" / "scaling"
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def byte_tokenizer(directory: Path) -> Path:
-    """A tokenizer.json over the 256 byte-level symbols plus <|endoftext|> (id 256), no merges."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord)
-    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(["<|endoftext|>"])
-    directory.mkdir(parents=True, exist_ok=True)
-    tok.save(str(directory / "tokenizer.json"))
-    return directory
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="/tmp/cerebras-gpt-bench-scaling", help="scratch directory (resumable)")
@@ -61,9 +47,8 @@ def main() -> int:
     from cerebras_gpt.evaluate.scaling import read_runs
 
     work = Path(args.work)
-    tok_dir = byte_tokenizer(work / "tokenizer")
     data = work / "data"
-    prepare([str(SHARED / "tinyshakespeare.txt"), str(SHARED / "wikitext-2-valid.txt")], data, tokenizer=str(tok_dir),
+    prepare([str(SHARED / "tinyshakespeare.txt"), str(SHARED / "wikitext-2-valid.txt")], data, tokenizer="bytes",
             paragraphs=True, val_fraction=0.05, workers=1, seq_len=128, progress=False)
     out = work / "ladder"
     start = time.time()

@@ -5,6 +5,10 @@ The default vocabulary is OpenAI's GPT-2 `encoder.json`/`vocab.bpe` pair, shippe
 through tiktoken's Rust BPE for speed. A model directory with `vocab.json` + `merges.txt` is read the same way;
 a `tokenizer.json`, or a vocabulary with added tokens (e.g. a `[PAD]` = 50257), goes through Hugging
 Face `tokenizers`. Either way ids equal `transformers.GPT2Tokenizer` built from the same files.
+
+``bytes`` is a built-in byte-level tokenizer (the 256 bytes, then ``<|endoftext|>`` = 256; vocabulary
+257): at the tiny widths of a CPU scaling ladder or a μP transfer study GPT-2's 50,257-row LM head would
+be most of the compute, and small models learn bytes quickly.
 """
 
 from __future__ import annotations
@@ -25,18 +29,18 @@ class Tokenizer:
     """GPT-2 BPE: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``, ``eos_id``."""
 
     def __init__(self, *, vocab_file: Path | None = None, merges_file: Path | None = None,
-                 tokenizer_file: Path | None = None, name: str = "gpt2") -> None:
+                 tokenizer_file: Path | None = None, name: str = "gpt2", hf_tokenizer=None) -> None:
         self.name = name
         self.vocab_file, self.merges_file, self.tokenizer_file = vocab_file, merges_file, tokenizer_file
         self._tiktoken = None
-        self._hf = None
-        if tokenizer_file is None:
+        self._hf = hf_tokenizer  # a `tokenizers.Tokenizer` built in memory (the byte-level one)
+        if vocab_file is not None:
             vocab = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
             if len(vocab) == 50257 and vocab.get(ENDOFTEXT) == GPT2_EOS_ID:
                 self._tiktoken = _build_tiktoken(vocab_file, merges_file, name)
             else:
                 self._hf = _build_hf_from_vocab_merges(vocab_file, merges_file, vocab)
-        else:
+        elif tokenizer_file is not None:
             import tokenizers
 
             self._hf = tokenizers.Tokenizer.from_file(str(tokenizer_file))
@@ -45,6 +49,11 @@ class Tokenizer:
             raise ValueError(f"tokenizer {name!r} has no {ENDOFTEXT} token; Cerebras-GPT needs it as EOS")
 
     # ----- core API ---------------------------------------------------------------------
+    @property
+    def is_gpt2(self) -> bool:
+        """Whether this is the built-in GPT-2 BPE (the default, which needs no files beside a model)."""
+        return self.vocab_file is not None and Path(self.vocab_file) == default_tokenizer_files()[0]
+
     @property
     def vocab_size(self) -> int:
         return self._tiktoken.n_vocab if self._tiktoken else self._hf.get_vocab_size(with_added_tokens=True)
@@ -86,6 +95,8 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         if self.tokenizer_file is not None:
             shutil.copyfile(self.tokenizer_file, directory / "tokenizer.json")
+        elif self.vocab_file is None:  # built in memory
+            self._hf.save(str(directory / "tokenizer.json"))
         else:
             shutil.copyfile(self.vocab_file, directory / "vocab.json")
             shutil.copyfile(self.merges_file, directory / "merges.txt")
@@ -131,16 +142,43 @@ def default_tokenizer_files() -> tuple[Path, Path]:
     return Path(str(data / "encoder.json")), Path(str(data / "vocab.bpe"))
 
 
+def byte_tokenizer() -> Tokenizer:
+    """Bytes as tokens: id ``b`` is byte ``b`` (in GPT-2's printable byte alphabet), ``<|endoftext|>`` is 256."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers
+
+    tok = tokenizers.Tokenizer(models.BPE(vocab={ch: b for b, ch in enumerate(_gpt2_byte_characters())}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([ENDOFTEXT])
+    return Tokenizer(hf_tokenizer=tok, name="bytes")
+
+
+def _gpt2_byte_characters() -> list[str]:
+    """The character GPT-2's byte-level pre-tokenizer writes for each byte 0..255: printable Latin-1 bytes
+    stand for themselves, the others (controls, space, ...) take the code points from 256 up, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(others)) for b in range(256)]
+
+
+BUILTIN_TOKENIZERS = ("gpt2", "bytes")
+
+
 def load_tokenizer(path: str | Path | None = None) -> Tokenizer:
-    """The GPT-2 tokenizer (``path=None`` or ``"gpt2"``), or the one in a model/tokenizer directory."""
+    """The GPT-2 tokenizer (``path=None`` or ``"gpt2"``), the byte-level one (``"bytes"``), or the one in a
+    model/tokenizer directory."""
     if path is None or str(path).lower() in ("gpt2", "gpt-2"):
         vocab, merges = default_tokenizer_files()
         return Tokenizer(vocab_file=vocab, merges_file=merges, name="gpt2")
+    if str(path).lower() == "bytes" and not Path(path).exists():
+        return byte_tokenizer()
     directory = Path(path)
     if directory.is_file() and directory.name == "tokenizer.json":
         return Tokenizer(tokenizer_file=directory, name=directory.parent.name)
     if not directory.is_dir():
-        raise ValueError(f"tokenizer path {str(path)!r} is not a directory; pass a model directory or None for GPT-2")
+        raise ValueError(f"tokenizer {str(path)!r} is not a directory: pass a model or tokenizer directory, or a "
+                         f"built-in name ({', '.join(BUILTIN_TOKENIZERS)})")
     if (directory / "vocab.json").exists() and (directory / "merges.txt").exists():
         return Tokenizer(vocab_file=directory / "vocab.json", merges_file=directory / "merges.txt", name=directory.name)
     if (directory / "tokenizer.json").exists():

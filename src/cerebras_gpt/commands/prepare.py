@@ -13,7 +13,7 @@ from cerebras_gpt.commands import run_command
 
 @dataclasses.dataclass
 class PrepareArgs:
-    """Tokenize corpora with the GPT-2 BPE, append EOS to each document, and pack them into token shards.
+    """Tokenize corpora (the GPT-2 BPE by default), append EOS to each document, and pack them into token shards.
 
     Inputs: .txt/.md files (one document each, or paragraphs with --paragraphs), .jsonl, .jsonl.gz,
     .jsonl.zst, .parquet, directories and globs of them, hf:NAME[:CONFIG[:SPLIT]] for a Hugging Face
@@ -26,7 +26,8 @@ class PrepareArgs:
     out: str
     """Output directory (meta.json plus train_*.bin / val_*.bin shards, or HDF5 files)."""
     tokenizer: str | None = None
-    """A tokenizer or model directory; default: the GPT-2 BPE."""
+    """A tokenizer or model directory, or a built-in: gpt2 (the default BPE) or bytes (257 byte-level
+    tokens, for tiny models such as the CPU scaling ladder and the μP transfer study)."""
     text_key: str = "text"
     """JSONL field, Parquet column or hub-dataset field that holds the text."""
     paragraphs: bool = False

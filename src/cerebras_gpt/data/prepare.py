@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = ".prepare"
 LOCK_NAME = ".prepare.lock"
+TOKENIZER_DIR = "tokenizer"  # the tokenizer files, for data not tokenized with GPT-2's BPE
 _COMMIT_SECONDS = 0.5
 # A paragraph ends at one or more blank (whitespace-only) lines.
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
@@ -190,7 +191,7 @@ def _prepare_out_dir(out: Path, signature: dict, overwrite: bool) -> dict | None
     """Check ``out``; return the committed state of an interrupted run to resume, or None to start afresh."""
     state_path = out / STATE_DIR / "state.json"
     if overwrite and out.exists():
-        for name in [META_NAME, STATE_DIR, *SPLITS]:
+        for name in [META_NAME, STATE_DIR, TOKENIZER_DIR, *SPLITS]:
             path = out / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -466,10 +467,20 @@ def _finish(run: _Run, sources: list[Source], tok, dtype: np.dtype, options: dic
         from cerebras_gpt.data.hdf5 import write_hdf5
 
         meta = write_hdf5(out, meta, options["seq_len"], examples_per_file)
+    if not tok.is_gpt2:  # the data carries its tokenizer: a model trained on it is saved with it
+        tok.save_pretrained(out / TOKENIZER_DIR)
     write_json_atomic(out / META_NAME, meta)
     shutil.rmtree(out / STATE_DIR)
     _report(meta)
     return meta
+
+
+def prepared_tokenizer(data_dir: str | Path):
+    """The tokenizer ``data_dir`` was prepared with, or None for GPT-2's (which prepared data does not copy)."""
+    from cerebras_gpt.tokenizer import load_tokenizer
+
+    directory = Path(data_dir) / TOKENIZER_DIR
+    return load_tokenizer(directory) if directory.is_dir() else None
 
 
 def _report(meta: dict) -> None:

@@ -238,7 +238,8 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     if not args.early_stopping_patience or val is None:
         if args.early_stopping_patience and info.is_main:
             log.warning("no validation records: early stopping is off")
-        result = train(cfg, model=model, train_loader=loader, val_batches=val, run_identity=identity)
+        result = train(cfg, model=model, train_loader=loader, val_batches=val, run_identity=identity,
+                       tokenizer=tokenizer)
         stopped_early, best = False, None
     else:
         state = json.loads(state_path.read_text()) if state_path.exists() and cfg.resume == "auto" else \
@@ -257,7 +258,8 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                 target += eval_interval
             # Each later part resumes from the checkpoint the part before it wrote (never a stale one).
             result = train(dataclasses.replace(cfg, stop_at_step=min(target, steps), resume=resume),
-                           model=model, train_loader=loader, val_batches=val, run_identity=identity)
+                           model=model, train_loader=loader, val_batches=val, run_identity=identity,
+                           tokenizer=tokenizer)
             resume = result["checkpoint"]
             val_loss = result["val_loss"]
             if state["best_val"] is None or val_loss < state["best_val"]:

@@ -268,16 +268,17 @@ def _interrupts_deferred():
 
 def save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module,
          optimizer: torch.optim.Optimizer, state: dict[str, Any], run_config: dict[str, Any],
-         keep_last: int, sharded: bool, is_main: bool) -> Path | None:
+         keep_last: int, sharded: bool, is_main: bool, tokenizer=None) -> Path | None:
     """Write checkpoint ``step`` (collective under torchrun: every rank calls it); returns its path.
     A Ctrl-C meanwhile is raised once the checkpoint is complete."""
     with _interrupts_deferred():
-        return _save(out_dir, step, model, raw_model, optimizer, state, run_config, keep_last, sharded, is_main)
+        return _save(out_dir, step, model, raw_model, optimizer, state, run_config, keep_last, sharded, is_main,
+                     tokenizer)
 
 
 def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module,
           optimizer: torch.optim.Optimizer, state: dict[str, Any], run_config: dict[str, Any],
-          keep_last: int, sharded: bool, is_main: bool) -> Path | None:
+          keep_last: int, sharded: bool, is_main: bool, tokenizer=None) -> Path | None:
     """`save` without the deferred interrupt.
 
     Args:
@@ -285,6 +286,7 @@ def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module
         raw_model: the unwrapped `GPT` (its ``config`` and, for unsharded runs, its state).
         state: step, tokens, loader, sparsity and counters to restore; RNG states are added here.
         sharded: FSDP2: model and optimizer go to ``dcp/`` through torch.distributed.checkpoint.
+        tokenizer: saved with ``model/`` (None: GPT-2's).
     """
     from cerebras_gpt.model import GPT
 
@@ -309,9 +311,9 @@ def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module
         if is_main:
             export = GPT(raw_model.config, init_weights=False)
             export.load_state_dict(full, strict=False)
-            export.save_pretrained(tmp / "model")
+            export.save_pretrained(tmp / "model", tokenizer=tokenizer)
     elif is_main:
-        raw_model.save_pretrained(tmp / "model")
+        raw_model.save_pretrained(tmp / "model", tokenizer=tokenizer)
         state["model"] = {k: v.detach().cpu() for k, v in raw_model.state_dict().items()}
         state["optimizer"] = optimizer.state_dict()
     if is_main:

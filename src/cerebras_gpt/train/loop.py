@@ -201,11 +201,12 @@ def _agree_past(deadline: float, device: torch.device) -> bool:
 
 def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any = None,
           val_batches: Callable[[], Iterable[Batch]] | None = None,
-          run_identity: dict[str, Any] | None = None) -> dict[str, Any]:
+          run_identity: dict[str, Any] | None = None, tokenizer: Any = None) -> dict[str, Any]:
     """Train as ``cfg`` says (see the module docstring); returns the final metrics.
 
     ``run_identity``: what else binds the run directory to this run besides model, data and schedule
-    (fine-tuning: its record files and task); see train/rundir.py.
+    (fine-tuning: its record files and task); see train/rundir.py. ``tokenizer``: saved with each
+    checkpoint's model (default: the one the prepared data was tokenized with).
     """
     check_numbers(cfg)
     device = distributed.resolve_device(cfg.device)
@@ -241,6 +242,10 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
         from cerebras_gpt.data.verify import verify_prepared
 
         verify_prepared(cfg.data_dir, config.vocab_size)  # sizes; checksums and token ids once, then cached
+        if tokenizer is None:
+            from cerebras_gpt.data.prepare import prepared_tokenizer
+
+            tokenizer = prepared_tokenizer(cfg.data_dir)
         train_loader = TokenWindowLoader(cfg.data_dir, "train", seq_len=plan.seq_len, batch_size=plan.micro_batch,
                                          seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     if val_batches is None:
@@ -302,7 +307,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
                  "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else None,
                  "sparsity": sparsifier.state_dict() if sparsifier is not None else None}
         return checkpoint.save(out_dir, step, wrapped, raw_model, optimizer, state, run_config, cfg.keep_last,
-                               sharded=cfg.fsdp, is_main=info.is_main)
+                               sharded=cfg.fsdp, is_main=info.is_main, tokenizer=tokenizer)
 
     iterator = iter(train_loader)
     last_loss, val_loss, last_ckpt, saved_step = float("nan"), None, resume, step
