@@ -120,7 +120,7 @@ def main() -> None:
             "--paragraphs", "--out", str(data)]
     pretrain = [PY, "-m", "cerebras_gpt", "train", "--model", "debug-small", "--data-dir", str(data), "--seq-len", "128",
                 "--batch-size", "16", "--steps", str(a.pretrain_steps), "--lr", "2e-3", "--eval-interval", "100",
-                "--out-dir", str(pre), "--no-progress", "--log-interval", "50"]
+                "--out", str(pre), "--no-progress", "--log-interval", "50"]
     commands += [prep, pretrain]
     if not (data / "meta.json").exists():
         sh(prep)
@@ -149,7 +149,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)  # a fresh run each time
         cmd = [PY, "-m", "cerebras_gpt", "finetune", "--model", str(pre / "model"), "--data", str(train_file),
                "--eval-data", str(test_file), "--task", "classification", "--labels", " positive", " negative",
-               "--batch-size", "16", "--out-dir", str(out), "--resume", "never", "--no-progress", *shared, *extra]
+               "--batch-size", "16", "--out", str(out), "--resume", "never", "--no-progress", *shared, *extra]
         commands.append(cmd)
         seconds = sh(cmd)
         r = json.loads((out / "finetune_results.json").read_text())

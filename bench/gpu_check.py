@@ -575,7 +575,7 @@ def section_distributed(sec: Section, quick: bool) -> None:
                     continue
                 out = Path(d) / key.replace("@", "_")
                 cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world),
-                       "-m", "cerebras_gpt", "train", "--model", model, "--data-dir", str(data), "--out-dir", str(out),
+                       "-m", "cerebras_gpt", "train", "--model", model, "--data-dir", str(data), "--out", str(out),
                        "--seq-len", str(seq), "--batch-size", str(per_rank * world), "--steps", str(steps),
                        "--warmup-steps", "1", "--eval-batches", "1", "--no-progress", "--no-tensorboard",
                        "--device", "cuda" if cuda else "cpu", *(["--fsdp"] if mode == "fsdp" else [])]

@@ -115,7 +115,7 @@ def test_train_runs_without_tensorboard_or_matplotlib_with_warnings(shared_data,
             workers=1, progress=False)
     out = tmp_path / "run"
     proc = run_core_only("train", "--model", "debug-tiny", "--data-dir", str(tmp_path / "data"), "--steps", "2",
-                         "--batch-size", "2", "--seq-len", "32", "--out-dir", str(out), timeout=300)
+                         "--batch-size", "2", "--seq-len", "32", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]

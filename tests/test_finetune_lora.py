@@ -163,7 +163,7 @@ def test_lora_run_is_seeded_and_resumes_exactly(tmp_path):
     for name, extra in [("one", []), ("parts", ["--eval-interval", "3", "--early-stopping-patience", "100"])]:
         torch.manual_seed(len(name))  # a different global RNG state before each run
         assert main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "9",
-                     "--lr", "1e-2", "--batch-size", "8", "--out-dir", str(tmp_path / name), "--no-progress",
+                     "--lr", "1e-2", "--batch-size", "8", "--out", str(tmp_path / name), "--no-progress",
                      "--lora.rank", "4", "--lora.dropout", "0", "--log-interval", "1"] + extra) == 0
         losses[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
                         if "loss" in json.loads(line)]

@@ -24,7 +24,7 @@ def test_reversal_exact_match_goes_from_zero_to_near_one(tmp_path):
     write_jsonl(reverse_records(50, seed=2, min_len=3, max_len=3), tmp_path / "test.jsonl")
     rc = main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--eval-data",
                str(tmp_path / "test.jsonl"), "--task", "generation", "--steps", "120", "--lr", "3e-3",
-               "--batch-size", "32", "--warmup-steps", "10", "--lora.rank", "0", "--out-dir", str(tmp_path / "out"),
+               "--batch-size", "32", "--warmup-steps", "10", "--lora.rank", "0", "--out", str(tmp_path / "out"),
                "--no-progress"])
     assert rc == 0
     result = json.loads((tmp_path / "out" / "finetune_results.json").read_text())
@@ -78,7 +78,7 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
     # lr 0: the validation loss never gets lower, so the run stops `patience` evaluations after the first
     rc = main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "20",
                "--lr", "0", "--batch-size", "8", "--eval-interval", "2", "--early-stopping-patience", "2",
-               "--out-dir", str(tmp_path / "out"), "--no-progress", "--lora.rank", "2", "--save-adapter"])
+               "--out", str(tmp_path / "out"), "--no-progress", "--lora.rank", "2", "--save-adapter"])
     assert rc == 0
     result = json.loads((tmp_path / "out" / "finetune_results.json").read_text())
     assert result["stopped_early"] and result["steps"] == 6 and result["best_step"] == 2
@@ -95,6 +95,6 @@ def test_packed_run_validates_like_a_padded_one(tmp_path):
         out = tmp_path / packing
         assert main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "1",
                      "--lr", "0", "--batch-size", "8", "--seq-len", "48", "--packing", packing,
-                     "--out-dir", str(out), "--no-progress", "--lora.rank", "0"]) == 0
+                     "--out", str(out), "--no-progress", "--lora.rank", "0"]) == 0
         losses[packing] = json.loads((out / "finetune_results.json").read_text())["val_loss"]
     assert losses["pack"] == pytest.approx(losses["pad"], abs=1e-5)

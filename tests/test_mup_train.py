@@ -54,7 +54,7 @@ def _train(out_dir, data_dir, *extra, nproc=1, env=None, check=True) -> subproce
     # --standalone: a local c10d rendezvous on a free port (a static one on --master-port 0 never meets).
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
                 if nproc > 1 else [sys.executable])
-    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out-dir", str(out_dir),
+    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out", str(out_dir),
                       *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
                           env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))

@@ -79,7 +79,7 @@ def test_crafted_pickle_through_the_cli_is_one_line(tmp_path, data_dir):
     marker = tmp_path / "pwned"
     _plant_payload(ckpt, marker)
     proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "train", "--model", "debug-tiny", "--data-dir",
-                           str(data_dir), "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--out-dir",
+                           str(data_dir), "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--out",
                            str(tmp_path / "cli"), "--resume", str(ckpt), "--no-progress", "--no-tensorboard"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr

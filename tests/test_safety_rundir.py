@@ -53,7 +53,7 @@ def test_a_different_run_is_refused_and_the_old_one_is_unchanged(tmp_path, corpu
     with pytest.raises(ValueError) as info:
         train(changed)
     message = str(info.value)
-    assert named in message and "--out-dir" in message and "--resume never --overwrite" in message
+    assert named in message and "--out" in message and "--resume never --overwrite" in message
     assert _snapshot(run) == before
 
 
@@ -92,7 +92,7 @@ def test_cli_wrong_model_is_one_line(tmp_path, corpus):
     run = tmp_path / "run"
     train(_cfg(run, corpus / "a", stop_at_step=1))
     proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "train", "--model", "debug-small", "--data-dir",
-                           str(corpus / "a"), "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--out-dir",
+                           str(corpus / "a"), "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--out",
                            str(run), "--no-progress", "--no-tensorboard"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "holds a different run" in proc.stderr and "debug-small" in proc.stderr

@@ -62,7 +62,7 @@ def test_finetune_numbers_go_through_the_same_check():
 
 def test_cli_infinite_lr_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "train", "--model", "debug-tiny", "--lr", "inf", "--min-lr-ratio", "2",
-                           "--out-dir", str(tmp_path / "run"), "--no-progress"],
+                           "--out", str(tmp_path / "run"), "--no-progress"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--lr inf is out of range" in proc.stderr and "--min-lr-ratio 2.0" in proc.stderr

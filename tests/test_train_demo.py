@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "demo", "--out-dir", str(out), "--steps", "4",
+    proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "demo", "--out", str(out), "--steps", "4",
                            "--batch-size", "2", "--seq-len", "32", "--minutes", "2"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,7 +19,7 @@ ARGS = ["--model", "debug-tiny", "--batch-size", "4", "--seq-len", "32", "--warm
 def _run(out_dir, data_dir, *extra, nproc=1, env=None, check=True) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                 "--standalone"] if nproc > 1 else [sys.executable]
-    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out-dir", str(out_dir),
+    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out", str(out_dir),
                       *extra]
     full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)

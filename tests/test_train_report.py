@@ -26,7 +26,7 @@ def _train_cli(*args: str) -> list[str]:
 def test_a_run_says_its_plan_evaluations_checkpoints_and_next_steps(tmp_path, data_dir):
     out = tmp_path / "run"
     proc = subprocess.run(_train_cli("--data-dir", str(data_dir), "--steps", "4", "--eval-interval", "2",
-                                     "--checkpoint-interval", "2", "--out-dir", str(out)),
+                                     "--checkpoint-interval", "2", "--out", str(out)),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr
@@ -64,7 +64,7 @@ def test_an_empty_val_split_is_warned_about(tmp_path, shared_data, caplog):
 def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, data_dir):
     out = tmp_path / "run"
     proc = subprocess.Popen(_train_cli("--data-dir", str(data_dir), "--steps", "100000", "--eval-interval", "0",
-                                       "--checkpoint-interval", "2", "--out-dir", str(out)),
+                                       "--checkpoint-interval", "2", "--out", str(out)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -76,7 +76,7 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, data_dir):
     finally:
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
-    assert "interrupted: the latest checkpoint is" in err and f"--out-dir {out}" in err
+    assert "interrupted: the latest checkpoint is" in err and f"--out {out}" in err
     # Ctrl-C mostly lands while a checkpoint is written (every 2 steps here): it waits for the write, so the
     # checkpoint named is whole (torch's writer used to fail with a misleading "disk full" error instead).
     from cerebras_gpt.train import checkpoint

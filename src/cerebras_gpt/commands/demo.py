@@ -7,6 +7,9 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from cerebras_gpt.commands import run_command
 
@@ -18,7 +21,7 @@ class DemoArgs:
     """Prepare the built-in corpus (Python's own documentation), train a small preset with the paper's recipe for a
     few minutes, report validation perplexity, save a model directory and generate a sample from it."""
 
-    out_dir: str = "runs/demo"
+    out_dir: Annotated[str, tyro.conf.arg(name="out")] = "runs/demo"
     """Where the prepared data (data/), the run (checkpoints/, metrics.jsonl, loss.png) and model/ go."""
     model: str = "debug-small"
     """Preset to train (see `cerebras-gpt info`)."""

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from typing import Annotated
+
+import tyro
 
 from cerebras_gpt.commands import run_command
 from cerebras_gpt.finetune.run import FinetuneArgs
+
+
+@dataclasses.dataclass
+class FinetuneCommandArgs(FinetuneArgs):
+    __doc__ = FinetuneArgs.__doc__
+
+    out_dir: Annotated[str | None, tyro.conf.arg(name="out")] = None
+    """Run directory: model/, adapter/, checkpoints/, metrics.jsonl, finetune_results.json (default: a new
+    runs/<model>-<YYYYmmdd-HHMMSS> per run; pass it again to resume). --out-dir is the old spelling."""
 
 
 def run(args: FinetuneArgs) -> int:
@@ -26,4 +39,4 @@ def run(args: FinetuneArgs) -> int:
 
 
 def main(argv: list[str]) -> int:
-    return run_command(FinetuneArgs, argv, "cerebras-gpt finetune", run)
+    return run_command(FinetuneCommandArgs, argv, "cerebras-gpt finetune", run)

@@ -6,6 +6,9 @@ import dataclasses
 import logging
 import os
 import sys
+from typing import Annotated
+
+import tyro
 
 from cerebras_gpt.commands import run_command
 from cerebras_gpt.train.config import TrainConfig
@@ -22,6 +25,9 @@ class TrainArgs(TrainConfig):
     model: str | None = None  # type: ignore[assignment]  # the library's default is a debug preset; the CLI asks
     """Preset name (required; `cerebras-gpt info` lists them), e.g. Cerebras-GPT-111M, or debug-small for a
     quick CPU run."""
+    out_dir: Annotated[str | None, tyro.conf.arg(name="out")] = None
+    """Run directory: checkpoints/, metrics.jsonl, model/ (default: a new runs/<model>-<YYYYmmdd-HHMMSS>; pass
+    it again to resume). --out-dir is the old spelling."""
     dry_run: bool = False
     """Print the plan (size, tokens, steps, batch, FLOPs, measured time estimate) and exit."""
 

@@ -229,7 +229,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     if args.resume == "never" and not args.overwrite and checkpoint.latest_checkpoint(out_dir) is not None:
         # The loop keeps the last K checkpoints by step: stale higher steps would evict this run's own.
         raise ValueError(f"{out_dir} holds checkpoints of an earlier run; pass --resume auto to continue it, "
-                         "a new --out-dir, or --overwrite to replace it")
+                         "a new --out, or --overwrite to replace it")
     best_dir = out_dir / "best"
     state_path = out_dir / STATE_FILE
 

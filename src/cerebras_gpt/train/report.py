@@ -72,7 +72,7 @@ def summary(result: dict[str, Any], data_dir: str | None) -> str:
                   f"  cerebras-gpt generate --model {q(model_dir)} --prompt 'Hello'"]
         if data_dir:
             lines.append(f"  cerebras-gpt eval --model {q(model_dir)} --data-dir {q(str(data_dir))}")
-        lines.append(f"  rerun the same command with --out-dir {q(str(out_dir))} to continue a run stopped early")
+        lines.append(f"  rerun the same command with --out {q(str(out_dir))} to continue a run stopped early")
     return "\n".join(lines)
 
 
@@ -86,4 +86,4 @@ def interrupted(out_dir: str | Path | None) -> str:
     if latest is None:
         return f"interrupted before the first checkpoint in {out_dir}: a rerun starts from the beginning"
     return (f"interrupted: the latest checkpoint is {latest}; run the same command with "
-            f"--out-dir {shlex.quote(str(out_dir))} to resume from it")
+            f"--out {shlex.quote(str(out_dir))} to resume from it")

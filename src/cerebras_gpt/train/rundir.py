@@ -7,7 +7,7 @@ whose record differs is refused with both values named, so a changed ``--model``
 the old one. ``out_dir/results.json`` holds the result of the finished run: running it again reports
 those results instead of training nothing and reporting NaN.
 
-Without ``--out-dir`` each run gets its own directory, ``runs/<model>-<YYYYmmdd-HHMMSS>``.
+Without ``--out`` each run gets its own directory, ``runs/<model>-<YYYYmmdd-HHMMSS>``.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def bind(cfg: Any, identity: dict[str, Any], resumes_here: bool, is_main: bool) 
     if cfg.resume == "never" and recorded is not None:
         if not getattr(cfg, "overwrite", False):
             raise ValueError(f"{out_dir} already holds a run and --resume never would start a new one in it; "
-                             "pass --resume auto to continue it, another --out-dir, or --overwrite to replace it")
+                             "pass --resume auto to continue it, another --out, or --overwrite to replace it")
         if is_main:
             start_over(out_dir)
         recorded = None
@@ -146,7 +146,7 @@ def bind(cfg: Any, identity: dict[str, Any], resumes_here: bool, is_main: bool) 
         differences = _differences({k: recorded.get(k) for k in recorded}, {k: identity.get(k) for k in recorded})
         if differences:
             raise ValueError(f"{out_dir} holds a different run ({'; '.join(differences[:4])}); pass another "
-                             f"--out-dir, or {START_OVER} to replace it")
+                             f"--out, or {START_OVER} to replace it")
     if is_main and not (out_dir / RUN_FILE).exists():
         atomic.write_json(out_dir / RUN_FILE, {"identity": identity})
     distributed.barrier()  # under torchrun: no rank reads the directory while rank 0 starts it over
