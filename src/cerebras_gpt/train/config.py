@@ -49,9 +49,10 @@ class TrainConfig:
     """Global batch changing during the run: 'B0,B1@STEP,...' (B1 from STEP on; 'B1@Ntok': from N tokens on),
     e.g. the 13B run's '720,1080@57000' or a GPT-3-style ramp '32,64@2e6tok,128@4e6tok'. The LR schedule is
     over tokens, so a switch leaves it unchanged (None: the paper's for the preset, else batch_size)."""
-    micro_batch_size: int | None = None
-    """Sequences per rank per forward pass; the rest is gradient accumulation (None: the whole batch, or the
-    largest that divides every phase of a batch schedule)."""
+    micro_batch_size: int | Literal["auto"] | None = None
+    """Sequences per rank per forward pass; the rest is gradient accumulation. auto: the largest that fits the
+    device's memory (estimated, then probed with one step). None: the whole per-rank batch (the largest size
+    that divides every phase of a batch schedule) when it fits, else as auto."""
 
     # ----- optimizer and schedule -----
     lr: float | None = None

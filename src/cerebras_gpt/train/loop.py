@@ -105,6 +105,28 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
     return latest
 
 
+def _fit_micro_batch(plan, cfg: TrainConfig, device: torch.device, info):
+    """The plan with a micro-batch the device holds: ``auto`` always chooses (estimate, then a probe step);
+    the default keeps the whole per-rank batch when its estimate fits and chooses otherwise."""
+    from cerebras_gpt.train import micro_batch
+
+    if isinstance(cfg.micro_batch_size, int):
+        return plan
+    per_rank = [p.global_batch // plan.world_size for p in plan.batch_phases]
+    if cfg.micro_batch_size is None and micro_batch.whole_batch_fits(plan.model_config, plan.micro_batch,
+                                                                     plan.seq_len, device, cfg.dtype):
+        chosen, how = plan.micro_batch, None
+    else:
+        chosen, how = micro_batch.choose_micro_batch(plan.model_config, per_rank, plan.seq_len, device, cfg.dtype)
+    chosen = distributed.broadcast_from_main(chosen)  # every rank must accumulate the same way
+    if how is None and chosen == plan.micro_batch:
+        return plan
+    if info.is_main:
+        log.info("micro-batch %d per rank (%s), %d accumulation steps", chosen, how, plan.global_batch //
+                 (plan.world_size * chosen))
+    return micro_batch.with_micro_batch(plan, chosen)
+
+
 def _is_within(path: Path | None, directory: Path) -> bool:
     return path is not None and Path(path).resolve().is_relative_to(directory.resolve())
 
@@ -220,6 +242,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
     raw_model = model if model is not None else _build_model(cfg, resume)
     config = _find_config(raw_model)
     plan = resolve(cfg, info.world_size, model_config=config)
+    plan = _fit_micro_batch(plan, cfg, device, info)
     raw_model.to(device)
     raw_model.train()
 

@@ -174,7 +174,8 @@ def resolve(cfg: TrainConfig, world_size: int = 1, model_config: GPTConfig | Non
             raise ValueError(f"batch_size={phase.global_batch} does not divide over {world_size} ranks; "
                              f"use a multiple of {world_size}")
         per_rank_batches.append(per_rank)
-    micro = cfg.micro_batch_size or math.gcd(*per_rank_batches)
+    # "auto" starts from the whole batch too; train/micro_batch.py fits it to the device when the run starts.
+    micro = cfg.micro_batch_size if isinstance(cfg.micro_batch_size, int) else math.gcd(*per_rank_batches)
     for phase, per_rank in zip(phases, per_rank_batches):
         if per_rank % micro:
             raise ValueError(f"micro_batch_size={micro} does not divide the per-rank batch {per_rank} "
@@ -292,7 +293,15 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     device = resolve_device(cfg.device)
     peak, source = peak_flops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.2f} TFLOP/s ({source}, {device.type})"}
-    memory = plan.params * 16 + plan.micro_batch * plan.seq_len * plan.model_config.vocab_size * 12
+    from cerebras_gpt.train import micro_batch
+
+    if cfg.micro_batch_size == "auto" or (cfg.micro_batch_size is None and not micro_batch.whole_batch_fits(
+            plan.model_config, plan.micro_batch, plan.seq_len, device, cfg.dtype)):
+        per_rank = [p.global_batch // plan.world_size for p in plan.batch_phases]
+        chosen, how = micro_batch.choose_micro_batch(plan.model_config, per_rank, plan.seq_len, device, cfg.dtype)
+        plan = micro_batch.with_micro_batch(plan, chosen)
+        extra["micro-batch choice"] = how
+    memory = micro_batch.step_memory_bytes(plan.model_config, plan.micro_batch, plan.seq_len)
     available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
                  else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     if memory < 0.5 * available:

@@ -66,7 +66,8 @@ def problems_in(values: dict[str, Any], ranges: dict[str, tuple[float, float, bo
         allowed = _range_text(low, high, low_inclusive)
         kind = "an integer" if name in INTEGER_OPTIONS else "a finite number"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{_flag(name)} {value!r} must be {kind} {allowed}")
+            also = " or auto" if name == "micro_batch_size" else ""
+            problems.append(f"{_flag(name)} {value!r} must be {kind} {allowed}{also}")
             continue
         if name in INTEGER_OPTIONS and not float(value).is_integer():
             problems.append(f"{_flag(name)} {value!r} must be an integer {allowed}")
@@ -79,6 +80,8 @@ def problems_in(values: dict[str, Any], ranges: dict[str, tuple[float, float, bo
 def train_problems(cfg: Any) -> list[str]:
     """The numeric problems of a `TrainConfig` (or anything with its fields), betas and sparsity included."""
     values = {name: getattr(cfg, name, None) for name in TRAIN_RANGES}
+    if values.get("micro_batch_size") == "auto":
+        values["micro_batch_size"] = None  # chosen at run time (train/micro_batch.py)
     problems = problems_in(values, TRAIN_RANGES)
     betas = getattr(cfg, "betas", None)
     if betas is not None:
