@@ -126,3 +126,14 @@ def test_eval_command(tiny_model, tmp_path, text_file, capsys):
     assert main(["eval", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "nope.txt")]) == 2
     assert "nope.txt" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "model")]) == 2
+
+
+def test_max_batches_cuts_a_text_short_and_counts_the_bytes_scored(tiny_model, tok, tmp_path, long_text):
+    path = tmp_path / "long.txt"
+    path.write_text(long_text)
+    full = evaluate_perplexity(tiny_model, tok, [path], context=64, batch_size=2, show_progress=False).metrics
+    cut = evaluate_perplexity(tiny_model, tok, [path], context=64, batch_size=2, max_batches=3,
+                              show_progress=False).metrics
+    assert cut["windows"] == 6 and cut["tokens"] == 6 * 64 < full["tokens"]
+    ids = tok.encode(long_text)
+    assert cut["bytes"] == len(tok.decode_bytes(ids[:cut["tokens"]]))  # the scored targets' bytes

@@ -45,7 +45,7 @@ class EvalArgs:
     text_key: str = "text"
     """Perplexity: the text field of .jsonl files."""
     max_batches: int | None = None
-    """Perplexity: stop each prepared directory after this many batches."""
+    """Perplexity: stop each input (prepared directory or text file) after this many batches."""
     batch_size: int = 8
     """Windows (perplexity) or requests (lm-eval) per forward pass."""
     device: str = "auto"

@@ -173,7 +173,8 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 def evaluate_texts(model: GPT, tokenizer, texts: Iterable[str], context: int | None = None,
-                   stride: int | None = None, batch_size: int = 8, progress=None) -> Totals:
+                   stride: int | None = None, batch_size: int = 8, progress=None,
+                   max_batches: int | None = None) -> Totals:
     """Sliding-window NLL over documents (each prefixed with EOS as the first token's context).
 
     Args:
@@ -184,6 +185,7 @@ def evaluate_texts(model: GPT, tokenizer, texts: Iterable[str], context: int | N
         stride: window advance; default ``context`` (disjoint windows).
         batch_size: windows per forward pass.
         progress: a tqdm bar to advance by scored tokens, or None.
+        max_batches: stop after this many batches (bytes then count the scored tokens' bytes).
     """
     context = context or model.config.block_size
     if not 2 <= context <= model.config.block_size:
@@ -197,7 +199,13 @@ def evaluate_texts(model: GPT, tokenizer, texts: Iterable[str], context: int | N
             totals.bytes += len(text.encode("utf-8"))
             yield from sliding_windows([tokenizer.eos_id, *tokenizer.encode(text)], context, stride)
 
-    for batch in _batched(windows(), batch_size):
+    scored_bytes = 0  # of the scored targets alone: the byte count when the texts are cut short
+    for number, batch in enumerate(_batched(windows(), batch_size)):
+        if max_batches is not None and number >= max_batches:
+            totals.bytes = scored_bytes
+            break
+        if max_batches is not None:
+            scored_bytes += sum(len(tokenizer.decode_bytes(w.tokens[-w.score:])) for w in batch)
         nll = score_windows(model, batch)
         scored = sum(w.score for w in batch)
         totals.nll += sum(nll)
@@ -263,7 +271,7 @@ def evaluate_perplexity(model: GPT, tokenizer, inputs: Sequence[str | Path], con
         stride: sliding-window advance for text (default ``context``).
         batch_size: windows per forward pass.
         split: the split of prepared directories.
-        max_batches: cap per prepared directory.
+        max_batches: cap per input (a quick look; bits per byte then cover only part of a text).
         text_key: the text field of ``.jsonl`` files.
         show_progress: show a tqdm bar (tokens, rate, ETA).
     """
@@ -282,7 +290,7 @@ def evaluate_perplexity(model: GPT, tokenizer, inputs: Sequence[str | Path], con
                 part = evaluate_prepared(model, tokenizer, item, split, context, batch_size, max_batches, bar)
             else:
                 part = evaluate_texts(model, tokenizer, read_documents(item, text_key), context, stride,
-                                      batch_size, bar)
+                                      batch_size, bar, max_batches)
         per_input[str(item)] = part.metrics()
         total.add(part)
     seconds = time.perf_counter() - start
