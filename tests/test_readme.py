@@ -36,7 +36,7 @@ BIN = Path(sys.executable).parent
 
 SMALLER = {
     "--steps 1000": "--steps 4",
-    "--steps 500": "--steps 4",
+    "--steps 500": "--steps 4 --batch-size 8 --seq-len 128 --eval-batches 2",
     "--steps 200": "--steps 4",
     "steps=100": "steps=4",
     "lr=2.5e-3,5e-3,1e-2,2e-2,4e-2 model_overrides.n_embd=32,64,128": "lr=5e-3,2e-2 model_overrides.n_embd=32,64",
