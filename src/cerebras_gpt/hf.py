@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from cerebras_gpt import mup
 from cerebras_gpt.config import PRESETS, GPTConfig
 from cerebras_gpt.limits import check_model_fits
 from cerebras_gpt.model import GPT
@@ -280,7 +280,7 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
     """Plain GPT-2 weights in HF layout with μP multipliers folded in; returns (state, tied)."""
     config = model.config
     m_e, s_out = config.embeddings_scale, config.output_logits_scale
-    q_scale = config.attn_scale * math.sqrt(config.head_dim)  # 1 under SP, 1/sqrt(d_head) under μP
+    q_scale = mup.query_fold_scale(config)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     wte = state["transformer.wte.weight"]
     out: dict[str, torch.Tensor] = {}

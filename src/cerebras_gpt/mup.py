@@ -56,6 +56,12 @@ def attn_scale(config: Any) -> float:
     return 1.0 / (config.n_embd // config.n_head)
 
 
+def query_fold_scale(config: Any) -> float:
+    """What the query rows of ``c_attn`` are multiplied by to fold μP's 1/d_head attention scale into plain
+    GPT-2's 1/sqrt(d_head): sqrt(d_head)/d_head = 1/sqrt(d_head) under μP, 1 under SP (nothing to fold)."""
+    return config.attn_scale * math.sqrt(config.head_dim)
+
+
 def _is_matrix(name: str) -> bool:
     return name.endswith(".weight") and not name.endswith(EMBEDDING_SUFFIXES) and (
         ".ln_" not in name and not name.startswith("ln_") and "ln_f" not in name

@@ -1,4 +1,5 @@
-"""The runtime layer under everything that runs a model: which device and dtype.
+"""The runtime layer under everything that runs a model: which device and dtype, and parameter names
+seen through the wrappers that training puts around a model.
 
 Commands, the server, the lm-eval adapter and the benchmarks resolve the user's 'auto'-able
 ``--device``/``--dtype`` strings here (never through a command module).
@@ -27,4 +28,19 @@ def resolve_device_dtype(device: str, dtype: str):
     return dev, choices[dtype]
 
 
-__all__ = ["resolve_device_dtype"]
+# Path components that wrappers insert into parameter names: torch.compile (`_orig_mod`), FSDP1
+# (`_fsdp_wrapped_module`), PyTorch's checkpoint wrapper (`_checkpoint_wrapped_module`); DDP adds a leading
+# `module`. Optimizer groups, sparsity masks and sparse kernels are keyed by the plain model's names.
+WRAPPER_PARTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
+
+
+def canonical_name(name: str) -> str:
+    """``name`` as the plain model calls it: wrapper components dropped wherever they are, and DDP's
+    ``module.`` dropped where a wrapper put it (at the start, or right after another wrapper)."""
+    parts = name.split(".")
+    while parts and (parts[0] in WRAPPER_PARTS or parts[0] == "module"):
+        parts.pop(0)
+    return ".".join(p for p in parts if p not in WRAPPER_PARTS)
+
+
+__all__ = ["WRAPPER_PARTS", "canonical_name", "resolve_device_dtype"]

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from cerebras_gpt.runtime import canonical_name
+
 if TYPE_CHECKING:
     from cerebras_gpt.model import GPT
 
@@ -48,9 +50,6 @@ log = logging.getLogger(__name__)
 # Attention QKV and output projections and both FFN matrices; never embeddings, LayerNorms or biases.
 DEFAULT_PARAM_FILTER = ["*attn.c_attn.weight", "*attn.c_proj.weight", "*mlp.c_fc.weight", "*mlp.c_proj.weight"]
 
-# Wrapper path components that DDP (`module.`), torch.compile (`_orig_mod.`) and FSDP1/activation
-# checkpointing insert into parameter names; masks are keyed by the plain model's names.
-_WRAPPER_PARTS = {"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"}
 
 
 @dataclass
@@ -136,14 +135,6 @@ class SparsityConfig:
 
 
 # ----------------------------------------------------------------------------- helpers
-def canonical_name(name: str) -> str:
-    """A parameter name without the DDP / torch.compile / FSDP1 wrapper components."""
-    parts = [p for p in name.split(".") if p not in _WRAPPER_PARTS]
-    if parts and parts[0] == "module":
-        parts = parts[1:]
-    return ".".join(parts)
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cerebras_gpt import mup
 from cerebras_gpt.model import GPT
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -125,7 +126,7 @@ class LoRAGPT(GPT):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        q_scale = self.config.attn_scale * math.sqrt(self.config.head_dim)  # 1 under SP
+        q_scale = mup.query_fold_scale(self.config)
         tensors = {}
         for name, m in self.lora_layers().items():
             b = m.lora_B.detach().float().cpu().clone()
@@ -178,7 +179,7 @@ def load_adapter(model: GPT, directory: str | Path) -> LoRAGPT:
                                          dropout=float(cfg.get("lora_dropout", 0.0)),
                                          target_modules=list(targets if isinstance(targets, list) else [targets])))
     tensors = load_file(str(directory / ADAPTER_WEIGHTS))
-    q_scale = model.config.attn_scale * math.sqrt(model.config.head_dim)
+    q_scale = mup.query_fold_scale(model.config)
     layers = model.lora_layers()
     missing = []
     for name, m in layers.items():

@@ -19,13 +19,7 @@ import torch
 from torch import nn
 
 from cerebras_gpt import mup
-
-
-def canonical(name: str) -> str:
-    """A parameter name without wrapper prefixes (DDP ``module.``, compile ``_orig_mod.``, checkpointing)."""
-    for prefix in ("module.", "_orig_mod.", "_checkpoint_wrapped_module."):
-        name = name.replace(prefix, "")
-    return name
+from cerebras_gpt.runtime import canonical_name
 
 
 def param_groups(model: nn.Module, config, weight_decay: float) -> list[dict]:
@@ -37,7 +31,7 @@ def param_groups(model: nn.Module, config, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():  # named_parameters yields a tied tensor once
         if not p.requires_grad:
             continue
-        name = canonical(name)
+        name = canonical_name(name)
         decay = p.dim() >= 2
         mult = mup.lr_multiplier(config, name) if config is not None else 1.0
         g = groups.setdefault((mult, decay), {"params": [], "names": [], "lr_mult": mult,
