@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import kill_in_save_env
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, mup
-from cerebras_gpt.train.checkpoint import KILL_ENV
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.optim import build_optimizer
 from cerebras_gpt.train.recipe import build_model_config
@@ -91,7 +91,7 @@ def test_mup_on_two_gloo_ranks_matches_one_process(tmp_path, data_dir, single, m
 def test_mup_run_killed_mid_checkpoint_resumes_exactly_and_exports_plain_gpt2(tmp_path, data_dir, single):
     from transformers import GPT2LMHeadModel
 
-    proc = _train(tmp_path, data_dir, "--checkpoint-interval", "1", env={KILL_ENV: "3"}, check=False)
+    proc = _train(tmp_path, data_dir, "--checkpoint-interval", "1", env=kill_in_save_env(3), check=False)
     assert proc.returncode == -9
     _train(tmp_path, data_dir, "--checkpoint-interval", "1")
     assert _losses(tmp_path) == single  # bitwise, after resuming from the step-2 checkpoint

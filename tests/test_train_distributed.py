@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import kill_in_save_env
 
-from cerebras_gpt.train.checkpoint import KILL_ENV
 
 ARGS = ["--model", "debug-tiny", "--batch-size", "4", "--seq-len", "32", "--warmup-steps", "1", "--eval-batches", "2",
         "--no-progress", "--no-tensorboard"]
@@ -59,7 +59,7 @@ def test_two_ranks_match_one_process_and_resume_on_one(tmp_path, data_dir, singl
 
 
 def test_exact_resume_after_sigkill_mid_save(tmp_path, data_dir, single):
-    proc = _run(tmp_path, data_dir, "--steps", "4", "--checkpoint-interval", "1", env={KILL_ENV: "3"}, check=False)
+    proc = _run(tmp_path, data_dir, "--steps", "4", "--checkpoint-interval", "1", env=kill_in_save_env(3), check=False)
     assert proc.returncode == -9
     ckpts = tmp_path / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == [".tmp-step_00000003", "step_00000001", "step_00000002"]

@@ -47,7 +47,6 @@ log = logging.getLogger("cerebras_gpt.train")
 PREFIX = "step_"
 TMP_PREFIX = ".tmp-"
 # Fault injection for the crash-safety test: SIGKILL this process halfway through writing that step.
-KILL_ENV = "CEREBRAS_GPT_KILL_IN_SAVE"
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
@@ -244,11 +243,6 @@ def _write_train_state(state: dict[str, Any], path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _maybe_crash(step: int) -> None:
-    if os.environ.get(KILL_ENV) == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @contextlib.contextmanager
 def _interrupts_deferred():
     """Ctrl-C during a checkpoint write takes effect once the checkpoint is in place: torch's writer turns an
@@ -317,7 +311,6 @@ def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module
         state["model"] = {k: v.detach().cpu() for k, v in raw_model.state_dict().items()}
         state["optimizer"] = optimizer.state_dict()
     if is_main:
-        _maybe_crash(step)
         try:
             _write_train_state(_plain(state), tmp / "train_state.pt")
             (tmp / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str) + "\n")
