@@ -49,7 +49,7 @@ from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.extras import have_extra
 from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
-from cerebras_gpt.train.metrics import MetricsWriter, peak_flops, plot_loss
+from cerebras_gpt.train.metrics import MetricsWriter, model_flops_utilization, peak_flops, plot_loss
 from cerebras_gpt.train.optim import build_optimizer, set_lr
 from cerebras_gpt.train import report
 from cerebras_gpt.train.recipe import Plan, build_model_config, format_plan, resolve
@@ -368,7 +368,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
             now = time.perf_counter()
             tok_s = (tokens - tokens_last) / max(1e-9, now - t_last)
             t_last, tokens_last = now, tokens
-            mfu = plan.flops_per_token * tok_s / (peak * info.world_size)
+            mfu = model_flops_utilization(plan.flops_per_token, tok_s, peak, info.world_size)
             record = {"step": step, "tokens": tokens, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
                       "tokens_per_s": tok_s, "mfu": mfu, "skipped": skipped}
         if val_batches is not None and ((cfg.eval_interval and step % cfg.eval_interval == 0)

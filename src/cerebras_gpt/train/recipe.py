@@ -285,13 +285,13 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     import torch
 
     from cerebras_gpt.train.distributed import resolve_device
-    from cerebras_gpt.train.metrics import peak_flops
+    from cerebras_gpt.train.metrics import model_flops_utilization, peak_flops
 
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     plan = resolve(cfg, world)
     device = resolve_device(cfg.device)
     peak, source = peak_flops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.2f} TFLOP/s ({source}, {device.type})"}
+    extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.3f} TFLOP/s ({source})"}
     memory = plan.params * 16 + plan.micro_batch * plan.seq_len * plan.model_config.vocab_size * 12
     available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
                  else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -302,7 +302,8 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     else:
         tok_s = 0.4 * peak * world / plan.flops_per_token
         how = "not probed (model too large for this device); assuming 40% MFU"
-    extra["throughput"] = f"{tok_s:,.0f} tokens/s ({how}), MFU {plan.flops_per_token * tok_s / (peak * world):.1%}"
+    mfu = model_flops_utilization(plan.flops_per_token, tok_s, peak, world)
+    extra["throughput"] = f"{tok_s:,.0f} tokens/s ({how}), MFU {mfu:.1%}"
     hours = plan.tokens / tok_s / 3600
     extra["estimated time"] = f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
     return format_plan(plan, cfg, extra)
