@@ -49,6 +49,7 @@ from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.extras import have_extra
 from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
+from cerebras_gpt.train.loss import loss_from_output, output_for_loss
 from cerebras_gpt.train.metrics import MetricsWriter, model_flops_utilization, peak_flops, plot_loss
 from cerebras_gpt.train.optim import build_optimizer, set_lr
 from cerebras_gpt.train import report
@@ -325,15 +326,14 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
             with sync:
                 with autocast_context(device, cfg.dtype):
                     try:
-                        logits = forward(x)
+                        output = output_for_loss(forward, x)
                     except Exception as e:  # torch.compile failures surface on the first call
                         if forward is wrapped:
                             raise
                         log.warning("torch.compile failed (%s); continuing eagerly", e)
                         forward = wrapped
-                        logits = forward(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100,
-                                       reduction="sum")
+                        output = output_for_loss(forward, x)
+                loss = loss_from_output(output, y)  # summed over the micro-batch's target tokens
                 (loss * scale).backward()
             loss_sum += loss.detach().double()
         distributed.all_reduce_sum(loss_sum)

@@ -254,10 +254,10 @@ def probe_seconds_per_step(plan: Plan, device, dtype: str = "auto", repeats: int
     import time
 
     import torch
-    import torch.nn.functional as F
 
     from cerebras_gpt.model import GPT
     from cerebras_gpt.train.loop import autocast_context
+    from cerebras_gpt.train.loss import loss_from_output, output_for_loss
     from cerebras_gpt.train.optim import build_optimizer
 
     model = GPT(plan.model_config).to(device)
@@ -266,9 +266,10 @@ def probe_seconds_per_step(plan: Plan, device, dtype: str = "auto", repeats: int
     best = float("inf")
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        with autocast_context(device, dtype):
-            logits = model(x[:, :-1])
-        F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten()).backward()
+        with autocast_context(device, dtype):  # the loop's step: its loss, clipping and optimizer
+            output = output_for_loss(model, x[:, :-1])
+        (loss_from_output(output, x[:, 1:]) / x[:, 1:].numel()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
