@@ -39,7 +39,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
         grad_h = torch.empty_like(h)
-        grad_w = torch.zeros_like(weight)
+        grad_w = torch.empty_like(weight)  # the first block writes it, the others add to it
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.shape[0], chunk):
             hc, yc = h[start:start + chunk], y[start:start + chunk]
@@ -54,7 +54,10 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             probs[torch.arange(len(yc), device=h.device), target] -= 1.0
             probs.mul_(keep.unsqueeze(1))
             torch.mm(probs, weight, out=grad_h[start:start + chunk])
-            grad_w.addmm_(probs.t(), hc)
+            if start == 0:
+                torch.mm(probs.t(), hc, out=grad_w)
+            else:
+                grad_w.addmm_(probs.t(), hc)
         ctx.save_for_backward(grad_h, grad_w)
         return total
 
