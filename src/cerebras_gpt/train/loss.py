@@ -52,7 +52,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             # d loss / d logits = softmax - one_hot, zero on ignored rows; made in place in the logits.
             probs = logits.sub_(lse.unsqueeze(1)).exp_()
             probs[torch.arange(len(yc), device=h.device), target] -= 1.0
-            probs.mul_(keep.unsqueeze(1))
+            if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
+                probs[~keep] = 0.0
             torch.mm(probs, weight, out=grad_h[start:start + chunk])
             if start == 0:
                 torch.mm(probs.t(), hc, out=grad_w)
