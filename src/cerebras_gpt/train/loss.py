@@ -39,7 +39,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
         grad_h = torch.empty_like(h)
-        grad_w = torch.empty_like(weight)  # the first block writes it, the others add to it
+        grad_w = torch.zeros_like(weight)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.shape[0], chunk):
             hc, yc = h[start:start + chunk], y[start:start + chunk]
@@ -55,10 +55,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
                 probs[~keep] = 0.0
             torch.mm(probs, weight, out=grad_h[start:start + chunk])
-            if start == 0:
-                torch.mm(probs.t(), hc, out=grad_w)
-            else:
-                grad_w.addmm_(probs.t(), hc)
+            grad_w.addmm_(probs.t(), hc)
         ctx.save_for_backward(grad_h, grad_w)
         return total
 
