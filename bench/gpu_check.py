@@ -394,14 +394,11 @@ def bench_train_impl(impl: str, preset: str, seq: int, candidates: list[int], de
 def section_train(sec: Section, quick: bool) -> None:
     import torch
 
-    from cerebras_gpt.train.metrics import measure_peak_flops, peak_flops
+    from cerebras_gpt.train.metrics import peak_flops
 
     cuda = cuda_available()
     device = torch.device("cuda" if cuda else "cpu")
-    if cuda:
-        peak, source = peak_flops(device, torch.bfloat16)
-    else:
-        peak, source = measure_peak_flops(device, torch.float32, seconds=0.5), "measured fp32 matmul (CPU)"
+    peak, source = peak_flops(device, torch.bfloat16 if cuda else torch.float32)
     sec.set(device=str(device), precision="bf16 autocast" if cuda else "fp32", peak_tflops=peak / 1e12,
             peak_source=source, shapes={})
     if cuda and not quick:

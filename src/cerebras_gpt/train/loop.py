@@ -49,7 +49,8 @@ from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.extras import have_extra
 from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
-from cerebras_gpt.train.metrics import MetricsWriter, peak_flops, plot_loss
+from cerebras_gpt.train.loss import loss_from_output, output_for_loss
+from cerebras_gpt.train.metrics import MetricsWriter, model_flops_utilization, peak_flops, plot_loss
 from cerebras_gpt.train.optim import build_optimizer, set_lr
 from cerebras_gpt.train import report
 from cerebras_gpt.train.recipe import Plan, build_model_config, format_plan, resolve
@@ -353,15 +354,14 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
             with sync:
                 with autocast_context(device, cfg.dtype):
                     try:
-                        logits = forward(x)
+                        output = output_for_loss(forward, x)
                     except Exception as e:  # torch.compile failures surface on the first call
                         if forward is wrapped:
                             raise
                         log.warning("torch.compile failed (%s); continuing eagerly", e)
                         forward = wrapped
-                        logits = forward(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100,
-                                       reduction="sum")
+                        output = output_for_loss(forward, x)
+                loss = loss_from_output(output, y)  # summed over the micro-batch's target tokens
                 (loss * scale).backward()
             loss_sum += loss.detach().double()
         distributed.all_reduce_sum(loss_sum)
@@ -396,7 +396,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any
             now = time.perf_counter()
             tok_s = (tokens - tokens_last) / max(1e-9, now - t_last)
             t_last, tokens_last = now, tokens
-            mfu = plan.flops_per_token * tok_s / (peak * info.world_size)
+            mfu = model_flops_utilization(plan.flops_per_token, tok_s, peak, info.world_size)
             record = {"step": step, "tokens": tokens, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
                       "tokens_per_s": tok_s, "mfu": mfu, "skipped": skipped}
         if val_batches is not None and ((cfg.eval_interval and step % cfg.eval_interval == 0)

@@ -1,8 +1,12 @@
-"""Run metrics: JSONL records, TensorBoard scalars, the loss-curve PNG, and the device's matmul peak for MFU."""
+"""Run metrics: JSONL records, TensorBoard scalars, the loss-curve PNG, and the device's matmul peak for MFU
+(a GPU's datasheet figure, or this machine's measured one, cached per machine)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -12,19 +16,28 @@ import torch
 from cerebras_gpt import atomic
 from cerebras_gpt.extras import have_extra
 
+log = logging.getLogger("cerebras_gpt.train")
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024,
-                       seconds: float = 0.3) -> float:
-    """Measured dense matmul FLOP/s of ``device`` in ``dtype`` (n x n x n, best of a short loop).
 
-    MFU is reported against this measured peak rather than a datasheet figure, as the CPUs here have none.
-    """
+# The CPU peak is measured on one square matmul this large: at n=1024 two AVX2 cores ran at 55-65% of
+# what n=2048-3072 reach, so MFU against a small GEMM read 108-112% (issue #21). A big GPU needs 8192.
+CPU_PEAK_GEMM_N = 3072
+CUDA_PEAK_GEMM_N = 8192
+PEAK_REPEATS = 5
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                       repeats: int = PEAK_REPEATS) -> float:
+    """Measured dense matmul FLOP/s of ``device`` in ``dtype``: an n x n x n matmul on all of torch's
+    threads, two warm-up calls, then the best of ``repeats`` (load from other processes only ever slows
+    a call down, so the fastest one is the machine's)."""
+    n = n or (CUDA_PEAK_GEMM_N if device.type == "cuda" else CPU_PEAK_GEMM_N)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
+    for _ in range(2):
+        a @ b
     best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while True:
+    for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -32,8 +45,6 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - t0)
-        if time.perf_counter() > deadline:
-            break
     return 2 * n ** 3 / best
 
 
@@ -65,15 +76,82 @@ def datasheet_peak_flops(device_name: str) -> float | None:
     return None
 
 
-def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """(FLOP/s, source): the datasheet bf16 peak of a known CUDA GPU, else the measured matmul peak."""
+def peak_cache_path() -> Path:
+    """Where measured peaks are kept: ``$XDG_CACHE_HOME/cerebras_gpt/peak_flops.json`` (default ~/.cache)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "cerebras_gpt" / "peak_flops.json"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_key(device: torch.device, dtype: torch.dtype) -> str:
+    """What a measured peak depends on: the processor, the thread count (CPU), torch and the dtype."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{_cpu_model()}, {torch.get_num_threads()} threads"
+    return f"{device.type}: {where}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}"
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent or damaged: measured again and rewritten
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def measured_peak(device: torch.device, dtype: torch.dtype, refresh: bool = False) -> tuple[float, str]:
+    """(FLOP/s, how it was measured) of this machine, measured once and then read from `peak_cache_path`.
+
+    ``refresh`` measures again; the cache keeps the higher of the old and new figures, since a busy
+    machine can only under-measure a peak, and an under-measured peak is what makes MFU read over 100%.
+    """
+    path, key = peak_cache_path(), peak_key(device, dtype)
+    entry = _read_cache(path).get(key)
+    cached = isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float))
+    if refresh or not cached:
+        n = CUDA_PEAK_GEMM_N if device.type == "cuda" else CPU_PEAK_GEMM_N
+        fresh = {"flops": measure_peak_flops(device, dtype, n=n, repeats=PEAK_REPEATS), "gemm": n,
+                 "repeats": PEAK_REPEATS, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if not cached or fresh["flops"] > entry["flops"]:
+            entry = fresh
+        try:  # re-read: another process may have added its own machine's entry meanwhile
+            atomic.write_json(path, dict(_read_cache(path), **{key: entry}))
+        except OSError as e:  # a read-only home: the figure is still right for this run
+            log.debug("cannot cache the measured peak in %s: %s", path, e)
+    how = (f"measured: best of {entry.get('repeats', '?')} {entry.get('gemm', '?')}^3 matmuls on {key}, "
+           f"{entry.get('measured', '?')}; cached in {path} (delete it to measure again)")
+    return float(entry["flops"]), how
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype, refresh: bool = False) -> tuple[float, str]:
+    """(FLOP/s, source): the datasheet bf16 peak of a known CUDA GPU, else this machine's measured and
+    cached matmul peak (`measured_peak`)."""
     if device.type == "cuda" and dtype == torch.bfloat16:
-        known = datasheet_peak_flops(torch.cuda.get_device_name(device))
+        name = torch.cuda.get_device_name(device)
+        known = datasheet_peak_flops(name)
         if known is not None:
-            return known, "datasheet"
-        # A small matmul leaves a big GPU's tensor cores idle: measure at a size that fills them.
-        return measure_peak_flops(device, dtype, n=8192, seconds=1.0), "measured"
-    return measure_peak_flops(device, dtype), "measured"
+            return known, f"datasheet bf16 dense peak of {name}"
+    return measured_peak(device, dtype, refresh=refresh)
+
+
+def model_flops_utilization(flops_per_token: float, tokens_per_s: float, peak: float, world_size: int = 1) -> float:
+    """MFU of a run: the FLOPs the model needs per token (the plan's ``flops_per_token``, the formula
+    of `GPTConfig.flops_per_token` that `--dry-run` shows) x tokens/s, over the peak of all ranks.
+
+    At most 1.0: more means the peak was under-measured (a busy machine when it was measured), not a
+    run faster than the hardware; `measured_peak(refresh=True)` measures it again.
+    """
+    return min(1.0, max(0.0, flops_per_token * tokens_per_s / (peak * world_size)))
 
 
 # The columns of metrics.csv: a training record fills the first ones, an evaluation adds val_*.

@@ -255,10 +255,10 @@ def probe_seconds_per_step(plan: Plan, device, dtype: str = "auto", repeats: int
     import time
 
     import torch
-    import torch.nn.functional as F
 
     from cerebras_gpt.model import GPT
     from cerebras_gpt.train.loop import autocast_context
+    from cerebras_gpt.train.loss import loss_from_output, output_for_loss
     from cerebras_gpt.train.optim import build_optimizer
 
     model = GPT(plan.model_config).to(device)
@@ -267,9 +267,10 @@ def probe_seconds_per_step(plan: Plan, device, dtype: str = "auto", repeats: int
     best = float("inf")
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        with autocast_context(device, dtype):
-            logits = model(x[:, :-1])
-        F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten()).backward()
+        with autocast_context(device, dtype):  # the loop's step: its loss, clipping and optimizer
+            output = output_for_loss(model, x[:, :-1])
+        (loss_from_output(output, x[:, 1:]) / x[:, 1:].numel()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
@@ -286,13 +287,13 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     import torch
 
     from cerebras_gpt.train.distributed import resolve_device
-    from cerebras_gpt.train.metrics import peak_flops
+    from cerebras_gpt.train.metrics import model_flops_utilization, peak_flops
 
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     plan = resolve(cfg, world)
     device = resolve_device(cfg.device)
     peak, source = peak_flops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.2f} TFLOP/s ({source}, {device.type})"}
+    extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.3f} TFLOP/s ({source})"}
     from cerebras_gpt.train import micro_batch
 
     if cfg.micro_batch_size == "auto" or (cfg.micro_batch_size is None and not micro_batch.whole_batch_fits(
@@ -311,7 +312,8 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     else:
         tok_s = 0.4 * peak * world / plan.flops_per_token
         how = "not probed (model too large for this device); assuming 40% MFU"
-    extra["throughput"] = f"{tok_s:,.0f} tokens/s ({how}), MFU {plan.flops_per_token * tok_s / (peak * world):.1%}"
+    mfu = model_flops_utilization(plan.flops_per_token, tok_s, peak, world)
+    extra["throughput"] = f"{tok_s:,.0f} tokens/s ({how}), MFU {mfu:.1%}"
     hours = plan.tokens / tok_s / 3600
     extra["estimated time"] = f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
     return format_plan(plan, cfg, extra)

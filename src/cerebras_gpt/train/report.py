@@ -26,7 +26,7 @@ def shown_mfu(mfu: float) -> float:
 
 def plan_header(plan_text: str, out_dir: str | Path, device: str, peak_flops: float, source: str) -> str:
     return (f"training plan\n{plan_text}\nrun directory  {out_dir}\n"
-            f"device         {device}, peak {peak_flops / 1e12:.2f} TFLOP/s ({source}) for MFU")
+            f"device         {device}, peak {peak_flops / 1e12:.3f} TFLOP/s for MFU ({source})")
 
 
 def eval_line(step: int, total: int, val_loss: float, tokens_per_s: float, mfu: float) -> str:

@@ -1,0 +1,139 @@
+"""Training-step candidates measured for issue #21, each side by side in one process (alternating repeats,
+medians), printed as JSON; BENCHMARKS.md ("Training step: what did not pay") quotes them.
+
+    flock /tmp/bench.lock python bench/train_candidates.py optimizer     # AdamW foreach / for-loop / fused, 111M
+    flock /tmp/bench.lock python bench/train_candidates.py loss-blocks   # LM head + loss: whole logits vs row blocks
+    flock /tmp/bench.lock python bench/train_candidates.py compile       # torch.compile vs eager, debug-small
+    flock /tmp/bench.lock python bench/train_candidates.py malloc --malloc-child 0|1   # run each in turn (below)
+
+``malloc`` needs a process per setting (glibc options act on the whole process): run it as
+``for i in 1 2; do for m in 0 1; do python bench/train_candidates.py malloc --malloc-child $m; done; done``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from cerebras_gpt import GPT, GPTConfig
+from cerebras_gpt.train.loss import CHUNK_ROWS, ChunkedLinearCrossEntropy, token_loss
+from cerebras_gpt.train.optim import param_groups
+
+
+def alternate(fns: dict, repeats: int) -> dict[str, float]:
+    for fn in fns.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def optimizer(repeats: int) -> dict:
+    config = GPTConfig.from_name("Cerebras-GPT-111M")
+    model = GPT(config)
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+
+    def make(**kw):
+        groups = param_groups(model, config, 0.1)
+        opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, **kw)
+        return lambda: (torch.nn.utils.clip_grad_norm_(params, 1.0), opt.step())
+
+    return alternate({"foreach": make(foreach=True), "for-loop": make(foreach=False), "fused": make(fused=True)},
+                     repeats)
+
+
+def loss_blocks(repeats: int) -> dict:
+    import torch.nn.functional as F
+
+    n, d, v = 2048, 768, 50257  # the 111M shape at seq 512 x 4
+    h0, w0, y = torch.randn(n, d), torch.randn(v, d) * 0.02, torch.randint(0, v, (n,))
+
+    def whole():
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        F.cross_entropy(h @ w.t(), y, reduction="sum").backward()
+
+    def blocks(rows):
+        def run():
+            h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+            ChunkedLinearCrossEntropy.apply(h, w, y, rows).backward()
+        return run
+
+    return alternate({"whole logits": whole, **{f"{r}-row blocks": blocks(r) for r in (256, 512, CHUNK_ROWS)}},
+                     repeats)
+
+
+def compile_step(repeats: int, preset: str = "debug-small", seq: int = 128, batch: int = 8) -> dict:
+    config = GPTConfig.from_name(preset)
+    x = torch.randint(0, config.vocab_size, (batch, seq + 1))
+    from cerebras_gpt.train.optim import build_optimizer
+
+    def make(compiled: bool):
+        torch.manual_seed(0)
+        model = GPT(config).train()
+        opt = build_optimizer(model, config, 1e-4, (0.9, 0.95), 1e-8, 0.1)
+        forward = torch.compile(model) if compiled else model
+
+        def step():
+            (token_loss(forward, x[:, :-1], x[:, 1:]) / x[:, 1:].numel()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    steps = {"eager": make(False), "compiled": make(True)}
+    t0 = time.perf_counter()
+    steps["compiled"]()
+    first = time.perf_counter() - t0
+    return {**alternate(steps, repeats), "compiled first step (compilation)": first}
+
+
+def malloc_child(tuned: bool, steps: int = 4) -> dict:
+    if tuned:  # keep big freed buffers in the heap: no fresh page-faulted mmap per step
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+    from cerebras_gpt.train.optim import build_optimizer
+
+    config = GPTConfig.from_name("Cerebras-GPT-111M")
+    torch.manual_seed(0)
+    model = GPT(config).train()
+    opt = build_optimizer(model, config, 1e-4, (0.9, 0.95), 1e-8, 0.1)
+    x = torch.randint(0, config.vocab_size, (4, 513))
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        (token_loss(model, x[:, :-1], x[:, 1:]) / x[:, 1:].numel()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return {"mallopt": tuned, "median_step_s": statistics.median(times[1:]), "VmHWM_MiB": int(hwm.split()[1]) // 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["optimizer", "loss-blocks", "compile", "malloc"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--malloc-child", type=int, choices=[0, 1], default=0)
+    args = parser.parse_args()
+    run = {"optimizer": lambda: optimizer(args.repeats), "loss-blocks": lambda: loss_blocks(args.repeats),
+           "compile": lambda: compile_step(args.repeats), "malloc": lambda: malloc_child(bool(args.malloc_child))}
+    print(json.dumps({"what": args.what, "threads": torch.get_num_threads(), "seconds": run[args.what]()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The training loss: summed token cross-entropy of a model on (inputs, targets), targets -100 ignored.
+
+The LM head of a Cerebras-GPT model is its largest matmul, and its logits its largest tensor: at the 111M
+shape, seq 512 x 4, they are 2,048 x 50,257 fp32 values, 411 MB, and the textbook loss
+(``F.cross_entropy(model(x))``) holds three such tensors at once (logits, log-softmax, their gradient).
+When the model is trained in fp32 with autograd on, the loss here never builds them: the model runs with
+its LM head skipped (up to the final LayerNorm and the μP output multiplier, which commutes with the head),
+and `ChunkedLinearCrossEntropy` computes the head, the loss and the head's gradients a block of rows at
+a time, with the gradients for the backward pass made in the same sweep. Elsewhere (bf16 autocast,
+FSDP2, a wrapped, hooked or biased head, no autograd) the model's logits and ``F.cross_entropy`` are used.
+
+Split in two so a benchmark can time the parts: `output_for_loss` runs the model, `loss_from_output`
+turns its output into the summed loss. `token_loss` is the two together, what the training loop calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Rows of logits per block: 1,024 x 50,257 fp32 is 206 MB. At the 111M shape (2,048 rows) 1,024-row
+# blocks ran the head + loss 3% faster than the whole logits; 256-row blocks ran 9% slower (the
+# head's matmuls get too thin for the BLAS).
+CHUNK_ROWS = 1024
+IGNORE_INDEX = -100
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``h @ weight.T`` (rows of ``h`` (N, C), ``weight`` (V, C)) against ``y`` (N,),
+    rows with ``y == -100`` ignored, computed ``chunk`` rows at a time. The gradients with respect to ``h``
+    and ``weight`` are made during the forward pass (softmax - one-hot, times the block's inputs) and
+    scaled by the incoming gradient in the backward pass, so no (N, V) tensor exists at any time."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros_like(weight)
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for start in range(0, h.shape[0], chunk):
+            hc, yc = h[start:start + chunk], y[start:start + chunk]
+            keep = yc != IGNORE_INDEX
+            target = torch.where(keep, yc, 0)
+            logits = hc @ weight.t()  # (n, V)
+            lse = torch.logsumexp(logits, dim=1)
+            picked = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+            total += ((lse - picked) * keep).sum()
+            # d loss / d logits = softmax - one_hot, zero on ignored rows; made in place in the logits.
+            probs = logits.sub_(lse.unsqueeze(1)).exp_()
+            probs[torch.arange(len(yc), device=h.device), target] -= 1.0
+            if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
+                probs[~keep] = 0.0
+            torch.mm(probs, weight, out=grad_h[start:start + chunk])
+            grad_w.addmm_(probs.t(), hc)
+        ctx.save_for_backward(grad_h, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out, grad_w * grad_out, None, None
+
+
+@dataclass
+class HeadInput:
+    """What the model gives the chunked loss: the LM head's input (B, T, C) and the head's weight."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+
+
+def _plain_gpt(model: nn.Module) -> nn.Module | None:
+    """The cerebras_gpt `GPT` under ``model`` (itself, or under DDP), if its head can be chunked."""
+    from cerebras_gpt.model import GPT
+
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not isinstance(inner, GPT) or type(inner.lm_head) is not nn.Linear or inner.lm_head.bias is not None:
+        return None
+    if type(inner.lm_head.weight) is not nn.Parameter:  # an FSDP2 DTensor: its forward hooks own the head
+        return None
+    if inner.lm_head._forward_hooks or inner.lm_head._forward_pre_hooks:  # someone watches the logits
+        return None
+    return inner
+
+
+@contextlib.contextmanager
+def _without_head(gpt: nn.Module) -> Iterator[None]:
+    """The model's forward returns the LM head's input (times the μP output multiplier) instead of logits."""
+    head = gpt.lm_head
+    gpt.lm_head = nn.Identity()
+    try:
+        yield
+    finally:
+        gpt.lm_head = head
+
+
+def chunked_loss_applies(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `output_for_loss` takes the chunked path for ``model`` here (fp32, autograd on, plain head)."""
+    return (torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+            and _plain_gpt(model) is not None and _plain_gpt(model).lm_head.weight.dtype == torch.float32)
+
+
+def output_for_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor | HeadInput:
+    """The model's output that `loss_from_output` needs, for inputs ``x`` (B, T): the head's input and
+    weight where the chunked loss applies, else the logits (B, T, V)."""
+    if not chunked_loss_applies(model, x):
+        return model(x)
+    gpt = _plain_gpt(model)
+    with _without_head(gpt):
+        hidden = model(x)
+    return HeadInput(hidden, gpt.lm_head.weight)
+
+
+def loss_from_output(output: torch.Tensor | HeadInput, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy (fp32) of ``output`` from `output_for_loss` against targets ``y`` (B, T)."""
+    if isinstance(output, HeadInput):
+        return ChunkedLinearCrossEntropy.apply(output.hidden.flatten(0, 1), output.weight, y.flatten(), CHUNK_ROWS)
+    return F.cross_entropy(output.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def token_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed token cross-entropy of ``model`` on inputs ``x`` (B, T) against targets ``y`` (B, T)."""
+    return loss_from_output(output_for_loss(model, x), y)
+
+
+__all__ = ["token_loss", "output_for_loss", "loss_from_output", "ChunkedLinearCrossEntropy", "chunked_loss_applies"]
