@@ -140,8 +140,9 @@ def precision_sweep(args) -> None:
     del base
     n = args.new_tokens
 
-    def weight_mb(model) -> float:
-        return sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
+    def weight_mb(model) -> float:  # each tensor once: the fp32 model's tied head is wte itself
+        unique = {t.data_ptr(): t for t in model.state_dict().values()}
+        return sum(t.numel() * t.element_size() for t in unique.values()) / 1e6
 
     rows = []
     for batch in args.batches:

@@ -71,14 +71,14 @@ def main() -> None:
     section = f"""## Quantized inference: quality (`bench/quantize_quality.py`)
 
 A model trained here ({args.trained or args.model}), its perplexity on `{Path(args.data).name}` at each
-precision (same windows), and greedy continuations ({args.new_tokens} new tokens) of {len(prompts)} fixed prompts
+precision (same windows{f", the first {args.max_batches} batches" if args.max_batches else ""}), and greedy continuations ({args.new_tokens} new tokens) of {len(prompts)} fixed prompts
 compared with {ref}, position by position.
 
 | precision | perplexity | vs {ref} | tokens agreeing with {ref} | prompts identical to the end |
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-Command: `flock /tmp/bench.lock .venv/bin/python bench/quantize_quality.py --model {args.model}` — torch {torch.__version__}."""
+Command: `.venv/bin/python bench/quantize_quality.py --model {args.model}{f" --max-batches {args.max_batches}" if args.max_batches else ""}` — torch {torch.__version__}."""
     print(section)
     if not args.no_record:
         from update_section import update_section
