@@ -6,6 +6,9 @@ prompt, batch 1 and batch 8. The two implementations alternate within one run (o
 what to read on a shared machine.
 
     python bench/generate.py [--preset Cerebras-GPT-111M] [--repeats 5] [--no-record]
+
+With ``--quantize fp32 bf16 int8`` it instead compares our own decoding at those weight precisions
+(`cerebras_gpt.quantize`), alternating in the same way, and records the "Quantized inference" section.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument("--quantize", nargs="+", metavar="PRECISION",
+                        help="compare these precisions of ours (fp32 bf16 int8) instead of ours vs transformers")
     args = parser.parse_args()
+    if args.quantize:
+        return precision_sweep(args)
 
     from transformers import GPT2LMHeadModel
 
@@ -116,6 +123,70 @@ weights, made once and kept while the weights are unchanged."""
         from update_section import update_section
 
         update_section(ROOT / "BENCHMARKS.md", "generate", section)
+
+
+def precision_sweep(args) -> None:
+    """Our decode tok/s at each precision in ``args.quantize``, one model per precision, alternating."""
+    import copy
+
+    from cerebras_gpt import GPT, GPTConfig
+    from cerebras_gpt.generate import generate_ids
+    from cerebras_gpt.quantize import check_precision, quantize
+
+    precisions = [check_precision(p) for p in args.quantize]
+    torch.manual_seed(0)
+    base = GPT(GPTConfig.from_name(args.preset)).eval()
+    models = {p: quantize(copy.deepcopy(base), p) for p in precisions}
+    del base
+    n = args.new_tokens
+
+    def weight_mb(model) -> float:  # each tensor once: the fp32 model's tied head is wte itself
+        unique = {t.data_ptr(): t for t in model.state_dict().values()}
+        return sum(t.numel() * t.element_size() for t in unique.values()) / 1e6
+
+    rows = []
+    for batch in args.batches:
+        prompts = torch.randint(0, 50257, (batch, args.prompt_tokens),
+                                generator=torch.Generator().manual_seed(batch)).tolist()
+        times = {p: [] for p in precisions}
+        for p in precisions:  # warm-up (FBGEMM packs its weights on the first call)
+            generate_ids(models[p], prompts, max_new_tokens=4, temperature=0, stop_at_eos=False)
+        for _ in range(args.repeats):
+            for p in precisions:
+                start = time.perf_counter()
+                out = generate_ids(models[p], prompts, max_new_tokens=n, temperature=0, stop_at_eos=False)
+                times[p].append(sum(map(len, out)) / (time.perf_counter() - start))
+        med = {p: statistics.median(v) for p, v in times.items()}
+        rows.append((batch, med, times))
+        print(f"batch {batch}: " + ", ".join(f"{p} {med[p]:.1f} tok/s ({med[p] / med[precisions[0]]:.2f}x)"
+                                            for p in precisions), flush=True)
+    header = " | ".join(f"{p} tok/s" for p in precisions)
+    table = "\n".join(
+        f"| {b} | " + " | ".join(f"{med[p]:.1f} (**{med[p] / med[precisions[0]]:.2f}x**)" for p in precisions)
+        + " | " + " / ".join(", ".join(f"{x:.0f}" for x in ts[p]) for p in precisions) + " |"
+        for b, med, ts in rows)
+    sizes = ", ".join(f"{p} {weight_mb(models[p]):.0f} MB" for p in precisions)
+    section = f"""## Quantized inference (`bench/generate.py --quantize`)
+
+{args.preset} shape, random weights, CPU, greedy, {args.prompt_tokens}-token prompt, {n} new tokens, our
+`generate_ids` at each weight precision (`cerebras_gpt.quantize`); median of {args.repeats} alternating repeats
+(generated tokens/s, all rows; ratio to {precisions[0]}).
+
+| batch | {header} | all repeats ({' / '.join(precisions)}) |
+|---|{'---|' * len(precisions)}---|
+{table}
+
+Model size in memory (state dict; int8 and bf16 keep the fp32 `wte` for lookups beside the LM head's own
+copy): {sizes}.
+
+Command: `flock /tmp/bench.lock .venv/bin/python bench/generate.py --quantize {' '.join(args.quantize)} --batches {' '.join(map(str, args.batches))} --repeats {args.repeats} --new-tokens {n}`
+— machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; timings on this shared
+2-core box are noisy, read the ratios. Quality of the same precisions: `bench/quantize_quality.py`, below."""
+    print(section)
+    if not args.no_record:
+        from update_section import update_section
+
+        update_section(ROOT / "BENCHMARKS.md", "quantize", section)
 
 
 def cpu_name() -> str:

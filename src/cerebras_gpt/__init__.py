@@ -19,6 +19,7 @@ _EXPORTS = {
     "SamplingParams": "generate", "generate": "generate", "generate_ids": "generate", "stream_text": "generate",
     "stream_tokens": "generate",
     "GPT": "model", "KVCache": "model",
+    "quantize": "quantize",
     "Tokenizer": "tokenizer", "load_tokenizer": "tokenizer",
 }
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from cerebras_gpt.config import PRESETS, RECIPES, GPTConfig, PaperRecipe, recipe_for
     from cerebras_gpt.generate import SamplingParams, generate, generate_ids, stream_text, stream_tokens
     from cerebras_gpt.model import GPT, KVCache
+    from cerebras_gpt.quantize import quantize
     from cerebras_gpt.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -42,8 +44,13 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
+# Functions named like the submodule that holds them.
+_SHADOWED = ("generate", "quantize")
+
+
 class _Package(types.ModuleType):
-    """Keeps ``cerebras_gpt.generate`` the function once the submodule of the same name is imported.
+    """Keeps ``cerebras_gpt.generate`` (and ``quantize``) the function once the submodule of the same name
+    is imported.
 
     Importing ``cerebras_gpt.generate`` (the module) makes Python set the package attribute
     ``generate`` to that module; an eager ``__init__`` rebound it to the function right away, and
@@ -51,8 +58,8 @@ class _Package(types.ModuleType):
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "generate" and isinstance(value, types.ModuleType):
-            value = value.generate
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
         super().__setattr__(name, value)
 
 
@@ -61,5 +68,5 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "GPT", "GPTConfig", "KVCache", "PRESETS", "RECIPES", "PaperRecipe", "SamplingParams", "Tokenizer",
-    "generate", "generate_ids", "load_tokenizer", "recipe_for", "stream_text", "stream_tokens", "__version__",
+    "generate", "generate_ids", "load_tokenizer", "quantize", "recipe_for", "stream_text", "stream_tokens", "__version__",
 ]

@@ -52,6 +52,9 @@ class EvalArgs:
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     dtype: str = "auto"
     """float32, bfloat16, float16, or auto (bfloat16 on CUDA, float32 on CPU)."""
+    quantize: str = "none"
+    """Weight precision for inference: none (as loaded), bf16 or int8 (8-bit weights, per-channel scales;
+    fastest on CPU). int4 is refused (no kernel that pays). A directory saved quantized loads as it was saved."""
     output: str | None = None
     """Write the results as JSON to this file (they are always printed to standard output)."""
     log_samples: bool = False
@@ -89,10 +92,13 @@ def run(args: EvalArgs) -> int:
         raise ValueError("; ".join(problems))
     from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
+    from cerebras_gpt.quantize import apply_quantize, check_precision, precision_of
 
+    check_precision(args.quantize)  # a bad value fails before the model loads
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     model, tokenizer = load_model_and_tokenizer(args.model, device=device, dtype=dtype)
-    report: dict = {"model": args.model}
+    model = apply_quantize(model, args.quantize)
+    report: dict = {"model": args.model, "quantize": precision_of(model)}
     if args.data:
         from cerebras_gpt.evaluate.perplexity import evaluate_perplexity
 

@@ -35,6 +35,9 @@ class GenerateArgs:
     """float32, bfloat16, float16, or auto (bfloat16 on CUDA, float32 on CPU)."""
     sparse_kernels: str = "off"
     """For weight-sparse models: auto (sparse kernels only where measured faster), always, or off."""
+    quantize: str = "none"
+    """Weight precision for inference: none (as loaded), bf16 or int8 (8-bit weights, per-channel scales;
+    fastest on CPU). int4 is refused (no kernel that pays). A directory saved quantized loads as it was saved."""
     sampling: Annotated[SamplingParams, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=SamplingParams)
 
 
@@ -68,10 +71,13 @@ def run(args: GenerateArgs) -> int:
     args.sampling.stop = [unescape_stop(s) for s in args.sampling.stop]
     from cerebras_gpt.generate import generate, stream_text
     from cerebras_gpt.hf import load_model_and_tokenizer
+    from cerebras_gpt.quantize import apply_quantize, check_precision
 
+    check_precision(args.quantize)  # a bad value fails before the model loads
     prompts = _prompts(args)
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     model, tokenizer = load_model_and_tokenizer(args.model, device=device, dtype=dtype)
+    model = apply_quantize(model, args.quantize)
     if args.sparse_kernels != "off":
         if args.sparse_kernels not in ("auto", "always"):
             raise ValueError(f"--sparse-kernels {args.sparse_kernels!r} must be auto, always or off")

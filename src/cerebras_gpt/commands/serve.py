@@ -38,6 +38,9 @@ class ServeArgs:
     """float32, bfloat16, float16, or auto (bfloat16 on CUDA, float32 on CPU)."""
     log_level: str = "info"
     """uvicorn's log level: critical, error, warning, info, debug."""
+    quantize: str = "none"
+    """Weight precision for inference: none (as loaded), bf16 or int8 (8-bit weights, per-channel scales;
+    fastest on CPU). int4 is refused (no kernel that pays). A directory saved quantized loads as it was saved."""
     engine: Annotated[EngineConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=EngineConfig)
 
 
@@ -61,11 +64,14 @@ def translate_vllm_flags(argv: list[str]) -> list[str]:
 
 def run(args: ServeArgs) -> int:
     from cerebras_gpt.serve.app import run_server
+    from cerebras_gpt.quantize import check_precision
 
+    check_precision(args.quantize)  # a bad value fails before the model loads
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is not a TCP port (1-65535)")
     run_server(args.model, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
-               engine_config=args.engine, device=args.device, dtype=args.dtype, log_level=args.log_level)
+               engine_config=args.engine, device=args.device, dtype=args.dtype, log_level=args.log_level,
+               quantize=args.quantize)
     return 0
 
 

@@ -34,6 +34,7 @@ except ModuleNotFoundError as e:
 
 from cerebras_gpt import chat
 from cerebras_gpt.generate import SamplingParams
+from cerebras_gpt.quantize import precision_of
 from cerebras_gpt.serve.engine import Engine, Event, QueueFull, SeqRequest
 from cerebras_gpt.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cerebras_gpt.serve.schemas import ChatCompletionRequest, CompletionRequest
@@ -564,7 +565,8 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
     async def models() -> dict:
         """The one served model."""
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": svc.created,
-                                            "owned_by": "cerebras-gpt", "max_model_len": engine.max_seq_len}]}
+                                            "owned_by": "cerebras-gpt", "max_model_len": engine.max_seq_len,
+                                            "quantization": precision_of(engine.model)}]}
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -582,8 +584,9 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
 
 def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                model_name: str | None = None, engine_config=None, device: str = "auto", dtype: str = "auto",
-               log_level: str = "info") -> None:
-    """Load ``model`` (directory, training checkpoint or hub id) and serve it with uvicorn until interrupted."""
+               log_level: str = "info", quantize: str = "none") -> None:
+    """Load ``model`` (directory, training checkpoint or hub id), put its weights at ``quantize`` precision
+    (see quantize.py) and serve it with uvicorn until interrupted."""
     import ipaddress
 
     require_extra("serve", "uvicorn", "prometheus_client")  # before the model loads, not after
@@ -591,9 +594,11 @@ def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key
 
     from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
+    from cerebras_gpt.quantize import apply_quantize
 
     dev, dt = resolve_device_dtype(device, dtype)
     net, tok = load_model_and_tokenizer(model, device=dev, dtype=dt)
+    net = apply_quantize(net, quantize)
     engine = Engine(net, tok, engine_config)
     name = model_name or model
     app = create_app(engine, name, api_key=api_key, aliases=(model,))

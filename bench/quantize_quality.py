@@ -1,0 +1,90 @@
+"""Quality of the inference precisions: perplexity and greedy agreement of a trained model, fp32 vs bf16 vs int8.
+
+Loads a trained model directory, evaluates its perplexity on a text file at each precision
+(`cerebras_gpt.quantize`, the same windows for all), and compares greedy continuations of a fixed prompt
+set against fp32: how many generated tokens agree position by position, and how many prompts agree to
+the end. Goals (issue #15): bf16 within 0.1% and int8 within 1% of the fp32 perplexity.
+
+    python bench/quantize_quality.py --model runs/small/model [--data /work/shared/data/wikitext-2-valid.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+PROMPTS = [
+    "The history of the", "In 1914, the", "He was born in", "The city is located", "First Citizen:",
+    "KING RICHARD III:", "The song was released", "She said that", "It is a", "After the war, the",
+    "The team won", "Music and", "ROMEO:", "The population of", "In the early", "According to the",
+]
+GOALS = {"bf16": 0.001, "int8": 0.01}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a trained model directory")
+    parser.add_argument("--data", default="/work/shared/data/wikitext-2-valid.txt")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"])
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--max-batches", type=int, default=None, help="cap the perplexity windows (speed)")
+    parser.add_argument("--trained", default="", help="how the model was trained, for the record")
+    parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    args = parser.parse_args()
+
+    import torch
+
+    from cerebras_gpt.evaluate.perplexity import evaluate_perplexity
+    from cerebras_gpt.generate import generate_ids
+    from cerebras_gpt.hf import load_model_and_tokenizer
+    from cerebras_gpt.quantize import check_precision, quantize
+
+    torch.manual_seed(0)
+    base, tokenizer = load_model_and_tokenizer(args.model)
+    precisions = [check_precision(p) for p in args.precisions]
+    prompts = [tokenizer.encode(p) for p in PROMPTS]
+    ppl, continuations = {}, {}
+    for p in precisions:
+        model = quantize(copy.deepcopy(base), p)
+        result = evaluate_perplexity(model, tokenizer, [args.data], max_batches=args.max_batches, show_progress=False)
+        ppl[p] = result.metrics["perplexity"]
+        # One prompt at a time: batch-1 decoding, and no padding effects between prompts.
+        continuations[p] = [generate_ids(model, [ids], max_new_tokens=args.new_tokens, temperature=0,
+                                         stop_at_eos=False)[0] for ids in prompts]
+        print(f"{p}: perplexity {ppl[p]:.4f}", flush=True)
+    ref = precisions[0]
+    rows = []
+    for p in precisions:
+        same = sum(a == b for x, y in zip(continuations[p], continuations[ref]) for a, b in zip(x, y))
+        total = sum(len(x) for x in continuations[ref])
+        whole = sum(x == y for x, y in zip(continuations[p], continuations[ref]))
+        rel = ppl[p] / ppl[ref] - 1
+        goal = GOALS.get(p)
+        verdict = "" if goal is None else f"{'met' if abs(rel) <= goal else 'not met'} (goal ±{goal:.1%})"
+        rows.append(f"| {p} | {ppl[p]:.4f} | {rel:+.3%} {verdict} | {same}/{total} | {whole}/{len(prompts)} |")
+        print(rows[-1], flush=True)
+    section = f"""## Quantized inference: quality (`bench/quantize_quality.py`)
+
+A model trained here ({args.trained or args.model}), its perplexity on `{Path(args.data).name}` at each
+precision (same windows{f", the first {args.max_batches} batches" if args.max_batches else ""}), and greedy continuations ({args.new_tokens} new tokens) of {len(prompts)} fixed prompts
+compared with {ref}, position by position.
+
+| precision | perplexity | vs {ref} | tokens agreeing with {ref} | prompts identical to the end |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Command: `.venv/bin/python bench/quantize_quality.py --model {args.model}{f" --max-batches {args.max_batches}" if args.max_batches else ""}` — torch {torch.__version__}."""
+    print(section)
+    if not args.no_record:
+        from update_section import update_section
+
+        update_section(ROOT / "BENCHMARKS.md", "quantize-quality", section)
+
+
+if __name__ == "__main__":
+    main()
