@@ -11,6 +11,7 @@ Layers, after litgpt's `generate/base.py`:
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -113,6 +114,70 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.log_softmax(dim=-1).exp()
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+class RowSampler:
+    """One sequence's sampler: its `SamplingParams`, its own generator and its token history.
+
+    Holds what the server's OpenAI options add on top of `sample_next`: presence/frequency penalties
+    (subtracted from the logits, OpenAI semantics), a logit bias, and the chosen token's log
+    probability with the ``logprobs`` most likely alternatives (from the raw logits, as OpenAI reports
+    them). Sampling itself is `sample_next` on a one-row batch, so the float64 safety of that function
+    holds here too, and a seeded row draws exactly what `stream_tokens` draws for a one-prompt batch.
+
+    Args:
+        params: temperature, top-k/p, repetition penalty, seed (None: a random seed).
+        prompt: the prompt's token ids (the repetition penalty counts them as seen).
+        vocab: vocabulary size.
+        device: where the logits live.
+        presence_penalty / frequency_penalty: OpenAI penalties on tokens generated so far.
+        logit_bias: token id -> value added to its logit.
+        logprobs: report this many top alternatives with each token (None: no log probabilities).
+    """
+
+    def __init__(self, params: SamplingParams, prompt: Sequence[int], vocab: int, device: torch.device | str,
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                 logit_bias: dict[int, float] | None = None, logprobs: int | None = None) -> None:
+        self.params, self.logprobs = params, logprobs
+        self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        self.generator = None if params.greedy else torch.Generator(device=device).manual_seed(seed)
+        self.seen = None
+        if params.repetition_penalty != 1.0:
+            self.seen = torch.zeros(1, vocab, dtype=torch.bool, device=device)
+            self.seen[0, list(prompt)] = True
+        self.counts = None
+        if presence_penalty or frequency_penalty:
+            self.counts = torch.zeros(vocab, device=device)
+        self.bias = None
+        if logit_bias:
+            self.bias = torch.zeros(vocab, device=device)
+            self.bias[list(logit_bias)] = torch.tensor(list(logit_bias.values()), device=device)
+
+    def sample(self, logits: torch.Tensor) -> tuple[int, float | None, list[tuple[int, float]] | None]:
+        """Pick the next token from this row's logits (V,) and record it.
+
+        Returns (token, its log probability or None, the top alternatives as (id, logprob) or None).
+        """
+        raw = logits.float()
+        x = raw
+        if self.counts is not None:
+            x = x - self.frequency_penalty * self.counts - self.presence_penalty * (self.counts > 0)
+        if self.bias is not None:
+            x = x + self.bias
+        token = int(sample_next(x.unsqueeze(0), self.params, self.generator, self.seen)[0])
+        if self.seen is not None:
+            self.seen[0, token] = True
+        if self.counts is not None:
+            self.counts[token] += 1
+        logprob = top = None
+        if self.logprobs is not None:
+            logp = torch.log_softmax(raw, dim=-1)
+            logprob = float(logp[token])
+            if self.logprobs > 0:
+                values, indices = torch.topk(logp, self.logprobs)
+                top = list(zip(indices.tolist(), values.tolist()))
+        return token, logprob, top
 
 
 def check_prompt_lengths(prompts: list[list[int]], params: SamplingParams, block_size: int) -> list[list[int]]:

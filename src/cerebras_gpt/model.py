@@ -267,6 +267,53 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             block.kv_cache = None
 
+    # Cache-row operations. Callers (the generation loop, the server's engine, the lm-eval adapter)
+    # move and free rows through these rather than writing the cache tensors, so the cache layout
+    # (rows x heads x positions x head_dim, addressed by absolute position) stays this module's business.
+    def _caches(self) -> list[KVCache]:
+        caches = [block.kv_cache for block in self.transformer.h]
+        if caches[0] is None:
+            raise ValueError("no KV cache is set up; call setup_kv_cache(batch_size) first")
+        return caches
+
+    @property
+    def kv_cache_shape(self) -> tuple[int, int]:
+        """(rows, positions) of the set-up KV cache."""
+        k = self._caches()[0].k
+        return k.shape[0], k.shape[2]
+
+    def copy_cache_rows(self, dst: torch.Tensor | list[int], src: torch.Tensor | list[int],
+                        length: int | None = None) -> None:
+        """Copy cache rows ``src`` into rows ``dst`` (equal-length index lists), every layer.
+
+        Only positions ``0..length-1`` are copied (default: all). The source rows are read before any
+        destination is written, so the two lists may overlap (a permutation, a fan-out of one row).
+        """
+        device = self.transformer.wte.weight.device
+        dst = torch.as_tensor(dst, device=device)
+        src = torch.as_tensor(src, device=device)
+        if dst.shape != src.shape:
+            raise ValueError(f"copy_cache_rows: dst has {dst.numel()} rows but src has {src.numel()}")
+        for cache in self._caches():
+            n = cache.k.shape[2] if length is None else length
+            cache.k[dst, :, :n] = cache.k[src, :, :n]
+            cache.v[dst, :, :n] = cache.v[src, :, :n]
+
+    def reset_cache_rows(self, rows: torch.Tensor | list[int] | None = None) -> None:
+        """Zero cache rows ``rows`` (default: all), every layer: the row is then as freshly allocated."""
+        for cache in self._caches():
+            if rows is None:
+                cache.reset()
+            else:
+                cache.k[rows] = 0
+                cache.v[rows] = 0
+
+    def truncate_cache_rows(self, rows: torch.Tensor | list[int], length: int) -> None:
+        """Forget positions ``length..`` of cache rows ``rows`` (zeroed), so they can be rewritten."""
+        for cache in self._caches():
+            cache.k[rows, :, length:] = 0
+            cache.v[rows, :, length:] = 0
+
     # ----- I/O (Hugging Face GPT-2 format; see hf.py) ----------------------------------
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **kwargs) -> "GPT":

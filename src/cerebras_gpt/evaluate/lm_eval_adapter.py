@@ -161,9 +161,7 @@ class CerebrasGPTLM(TemplateLM):
                               cache_rows=torch.arange(U, device=device))[:, 0]  # (U, V)
             # 2. Every request row gets the cache of its context.
             src_rows = torch.tensor(src, device=device)
-            for block in model.transformer.h:
-                block.kv_cache.k[:B] = block.kv_cache.k[src_rows]
-                block.kv_cache.v[:B] = block.kv_cache.v[src_rows]
+            model.copy_cache_rows(torch.arange(B, device=device), src_rows)
             logits = [first[src_rows].float().unsqueeze(1)]  # predicts continuation token 0: (B, 1, V)
             # 3. Continuation tokens 0..m-2 at positions L..L+m-2 of their row predict tokens 1..m-1. A shorter
             #    row is padded by repeating its last input at its last position: the same key and value written

@@ -16,7 +16,7 @@ Keeping the running rows a prefix is what makes decoding cheap: a batch of n row
 those rows (all their positions, every layer) at every step. Prefills name their rows (``cache_rows``)
 and pay that gather once, for the new rows only.
 
-Each sequence samples with its own `torch.Generator` and `SamplingParams` (`generate.sample_next`),
+Each sequence samples with its own `generate.RowSampler` (own generator and `SamplingParams`),
 so a request's tokens do not depend on what else is running: concurrent outputs equal the same
 requests run one at a time (up to float rounding of batched matmuls). A failure in one sequence's own
 processing (sampling, log probabilities) ends that sequence alone with finish_reason "error"; only a
@@ -27,7 +27,6 @@ failed model call ends the whole running batch. Text goes through
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections import deque
@@ -36,8 +35,8 @@ from typing import Callable
 
 import torch
 
-from cerebras_gpt.generate import SamplingParams, TextStreamer, sample_next
-from cerebras_gpt.model import GPT, KVCache
+from cerebras_gpt.generate import RowSampler, SamplingParams, TextStreamer
+from cerebras_gpt.model import GPT
 from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.serve.metrics import ServerMetrics
 from cerebras_gpt.validation import finite_range_problem
@@ -141,21 +140,9 @@ class _Seq:
         self.n_out = 0
         self.cancelled = False
         self.done = False
-        p = req.params
-        seed = p.seed if p.seed is not None else secrets.randbits(63)
-        self.generator = None if p.greedy else torch.Generator(device=device).manual_seed(seed)
-        self.streamer = TextStreamer(tokenizer, p.stop)
-        self.seen = None
-        if p.repetition_penalty != 1.0:
-            self.seen = torch.zeros(1, vocab, dtype=torch.bool, device=device)
-            self.seen[0, req.prompt] = True
-        self.counts = None
-        if req.presence_penalty or req.frequency_penalty:
-            self.counts = torch.zeros(vocab, device=device)
-        self.bias = None
-        if req.logit_bias:
-            self.bias = torch.zeros(vocab, device=device)
-            self.bias[list(req.logit_bias)] = torch.tensor(list(req.logit_bias.values()), device=device)
+        self.streamer = TextStreamer(tokenizer, req.params.stop)
+        self.sampler = RowSampler(req.params, req.prompt, vocab, device, req.presence_penalty,
+                                  req.frequency_penalty, req.logit_bias, req.logprobs)
 
 
 class Handle:
@@ -192,7 +179,6 @@ class Engine:
         self._active: list[_Seq] = []  # index == cache row
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._full: list[KVCache] = []
 
     # ----- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -200,9 +186,8 @@ class Engine:
         if self._thread is not None:
             return
         self.model.setup_kv_cache(self.config.max_slots, self.max_seq_len)
-        self._full = [block.kv_cache for block in self.model.transformer.h]
         c = self.model.config
-        size = 2 * c.n_layer * self.config.max_slots * self.max_seq_len * c.n_embd * self._full[0].k.element_size()
+        size = 2 * c.n_layer * self.config.max_slots * self.max_seq_len * c.n_embd * self.model.transformer.wte.weight.element_size()
         log.info("engine: %d slots x %d positions, KV cache %.1f MB on %s", self.config.max_slots,
                  self.max_seq_len, size / 1e6, self.device)
         self._stopping = False
@@ -374,29 +359,13 @@ class Engine:
     def _sample(self, seq: _Seq, logits: torch.Tensor) -> None:
         """Pick the next token of ``seq`` from its logits (V,), emit it, and finish it if it is done."""
         req, params = seq.req, seq.req.params
-        raw = logits.float()
-        x = raw
-        if seq.counts is not None:
-            x = x - req.frequency_penalty * seq.counts - req.presence_penalty * (seq.counts > 0)
-        if seq.bias is not None:
-            x = x + seq.bias
-        token = int(sample_next(x.unsqueeze(0), params, seq.generator, seq.seen)[0])
+        token, logprob, top = seq.sampler.sample(logits)
         seq.n_out += 1
         self.metrics.add_generated(1)
         if seq.first_token_at is None:
             seq.first_token_at = time.monotonic()
             self.metrics.ttft.observe(seq.first_token_at - seq.arrival)
-        if seq.seen is not None:
-            seq.seen[0, token] = True
-        if seq.counts is not None:
-            seq.counts[token] += 1
-        event = Event(index=seq.index, token=token)
-        if req.logprobs is not None:
-            logp = torch.log_softmax(raw, dim=-1)
-            event.logprob = float(logp[token])
-            if req.logprobs > 0:
-                top = torch.topk(logp, req.logprobs)
-                event.top_logprobs = list(zip(top.indices.tolist(), top.values.tolist()))
+        event = Event(index=seq.index, token=token, logprob=logprob, top_logprobs=top)
         eos = params.stop_at_eos and token == self.tokenizer.eos_id
         reason = None
         if eos:
@@ -458,10 +427,8 @@ class Engine:
         self._finish(seq, reason)
         i, last = seq.row, self._active[-1]
         if last is not seq:
-            filled = last.pos  # cache slots 0..pos-1 hold the last row's tokens
-            for full in self._full:
-                full.k[i, :, :filled] = full.k[last.row, :, :filled]
-                full.v[i, :, :filled] = full.v[last.row, :, :filled]
+            # Cache slots 0..pos-1 hold the last row's tokens.
+            self.model.copy_cache_rows([i], [last.row], length=last.pos)
             self._active[i] = last
             last.row = i
         self._active.pop()

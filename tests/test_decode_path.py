@@ -1,0 +1,167 @@
+"""One decode path: the serving engine decodes what `stream_tokens` / a single-row `RowSampler` loop
+decodes for the same requests (every sampling option, seeded; ragged batches; stop strings), and the
+model's cache-row operations (copy, reset, truncate) leave a row as good as a fresh cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from cerebras_gpt import GPT, GPTConfig, load_tokenizer
+from cerebras_gpt.generate import RowSampler, SamplingParams, generate, generate_ids
+from cerebras_gpt.serve.engine import Engine, EngineConfig, SeqRequest
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_name("debug-tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def run_engine(model, tokenizer, requests: list[SeqRequest], max_slots: int = 4) -> list[list]:
+    """All requests submitted before the engine starts, so they share batches (ragged prefills)."""
+    engine = Engine(model, tokenizer, EngineConfig(max_slots=max_slots))
+    events: list[list] = [[] for _ in requests]
+    lock = threading.Lock()
+    for i, r in enumerate(requests):
+        engine.submit([r], lambda ev, i=i: (lock.acquire(), events[i].append(ev), lock.release()))
+    engine.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                if all(e and e[-1].finish_reason for e in events):
+                    break
+            time.sleep(0.01)
+    finally:
+        engine.stop()
+    return events
+
+
+def engine_tokens(events) -> list[int]:
+    return [e.token for e in events if e.token is not None]
+
+
+@torch.inference_mode()
+def reference_decode(model, req: SeqRequest, eos_id: int) -> tuple[list[int], list]:
+    """One sequence alone: prefill, then one `RowSampler` step at a time through a one-row cache."""
+    sampler = RowSampler(req.params, req.prompt, model.config.vocab_size, "cpu", req.presence_penalty,
+                         req.frequency_penalty, req.logit_bias, req.logprobs)
+    model.setup_kv_cache(1, len(req.prompt) + req.max_tokens)
+    try:
+        ids = torch.tensor([req.prompt])
+        logits = model(ids, torch.arange(ids.shape[1]))[0, -1]
+        out, logprobs = [], []
+        for step in range(req.max_tokens):
+            token, lp, top = sampler.sample(logits)
+            out.append(token)
+            logprobs.append((lp, top))
+            if req.params.stop_at_eos and token == eos_id:
+                break
+            logits = model(torch.tensor([[token]]), torch.tensor([len(req.prompt) + step]))[0, -1]
+    finally:
+        model.clear_kv_cache()
+    return out, logprobs
+
+
+PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy", "a", "Once upon a time there"]
+
+
+def test_greedy_ragged_engine_batch_equals_stream_tokens_batch(model, tokenizer):
+    prompts = [tokenizer.encode(p) for p in PROMPTS]
+    params = SamplingParams(max_new_tokens=12, temperature=0, stop_at_eos=False)
+    expected = generate_ids(model, prompts, params)
+    events = run_engine(model, tokenizer, [SeqRequest(p, 12, params) for p in prompts])
+    assert [engine_tokens(e) for e in events] == expected
+
+
+@pytest.mark.parametrize("sampling", [
+    dict(temperature=0.8),
+    dict(temperature=1.3, top_k=7),
+    dict(temperature=0.9, top_p=0.6),
+    dict(temperature=1.0, repetition_penalty=1.4),
+    dict(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.2),
+])
+def test_seeded_sampling_engine_equals_stream_tokens(model, tokenizer, sampling):
+    prompts = [tokenizer.encode(p) for p in PROMPTS]
+    requests = [SeqRequest(p, 10, SamplingParams(max_new_tokens=10, seed=100 + i, stop_at_eos=False, **sampling))
+                for i, p in enumerate(prompts)]
+    # stream_tokens on a one-prompt batch draws from the same seeded generator the engine gives the row.
+    expected = [generate_ids(model, [r.prompt], r.params)[0] for r in requests]
+    events = run_engine(model, tokenizer, requests)
+    assert [engine_tokens(e) for e in events] == expected
+
+
+def test_openai_options_engine_equals_single_row_decode(model, tokenizer):
+    prompts = [tokenizer.encode(p) for p in PROMPTS]
+    requests = [
+        SeqRequest(prompts[0], 9, SamplingParams(max_new_tokens=9, seed=1, stop_at_eos=False), presence_penalty=1.5),
+        SeqRequest(prompts[1], 9, SamplingParams(max_new_tokens=9, seed=2, stop_at_eos=False), frequency_penalty=0.8,
+                   logprobs=3),
+        SeqRequest(prompts[2], 9, SamplingParams(max_new_tokens=9, temperature=0, stop_at_eos=False),
+                   logit_bias={11: 5.0, 13: 4.0}, logprobs=0),
+        SeqRequest(prompts[3], 9, SamplingParams(max_new_tokens=9, seed=4, top_k=5, stop_at_eos=False),
+                   presence_penalty=0.5, frequency_penalty=0.5, logit_bias={262: -100.0}, logprobs=2),
+    ]
+    events = run_engine(model, tokenizer, requests)
+    for req, evs in zip(requests, events):
+        tokens, logprobs = reference_decode(model, req, tokenizer.eos_id)
+        assert engine_tokens(evs) == tokens
+        got = [(e.logprob, e.top_logprobs) for e in evs if e.token is not None]
+        if req.logprobs is None:
+            assert all(lp is None for lp, _ in got)
+        else:
+            for (lp, top), (ref_lp, ref_top) in zip(got, logprobs):
+                assert lp == pytest.approx(ref_lp, abs=1e-4)
+                assert (top is None) == (ref_top is None)
+                if top:
+                    assert [t for t, _ in top] == [t for t, _ in ref_top]
+
+
+def test_stop_strings_engine_text_equals_generate(model, tokenizer):
+    params = SamplingParams(max_new_tokens=16, temperature=0, stop_at_eos=False)
+    full = generate(model, tokenizer, PROMPTS[1], params)
+    stop = full[3:5]  # a string the greedy continuation is known to contain
+    assert stop
+    stopped = SamplingParams(max_new_tokens=16, temperature=0, stop_at_eos=False, stop=[stop])
+    expected = generate(model, tokenizer, PROMPTS[1], stopped)
+    assert stop not in expected and full.startswith(expected)
+    events = run_engine(model, tokenizer, [SeqRequest(tokenizer.encode(PROMPTS[1]), 16, stopped)])[0]
+    assert "".join(e.text for e in events) == expected
+    assert events[-1].finish_reason == "stop"
+
+
+@torch.inference_mode()
+def test_cache_row_methods_reuse_a_row_like_a_fresh_cache(model):
+    a, b = torch.tensor([[5, 6, 7, 8, 9]]), torch.tensor([[40, 41, 42]])
+    model.setup_kv_cache(1, 16)
+    fresh = model(b, torch.arange(3))[0]
+    model.setup_kv_cache(3, 16)
+    try:
+        model(a, torch.arange(5), cache_rows=torch.tensor([1]))  # row 1 holds a longer, other sequence
+        model.reset_cache_rows([1])
+        for k in model._caches():
+            assert not k.k[1].any() and not k.v[1].any()
+        reused = model(b, torch.arange(3), cache_rows=torch.tensor([1]))[0]
+        torch.testing.assert_close(reused, fresh)
+        # Moving a row elsewhere carries its tokens: decoding the next token there gives the same logits.
+        next_here = model(torch.tensor([[43]]), torch.tensor([3]), cache_rows=torch.tensor([1]))[0]
+        model.truncate_cache_rows([1], 3)  # forget token 43 again
+        model.copy_cache_rows([2], [1], length=3)
+        next_there = model(torch.tensor([[43]]), torch.tensor([3]), cache_rows=torch.tensor([2]))[0]
+        torch.testing.assert_close(next_there, next_here)
+        assert model.kv_cache_shape == (3, 16)
+        with pytest.raises(ValueError, match="dst has 2 rows but src has 1"):
+            model.copy_cache_rows([0, 1], [2])
+    finally:
+        model.clear_kv_cache()
+    with pytest.raises(ValueError, match="setup_kv_cache"):
+        model.reset_cache_rows()
