@@ -103,8 +103,13 @@ def test_accumulation_equivalence(tmp_path):
         records.append(json.loads((tmp_path / f"m{micro}" / "metrics.jsonl").read_text().splitlines()[0]))
     assert records[0]["loss"] == pytest.approx(records[1]["loss"], rel=1e-6)
     assert records[0]["grad_norm"] == pytest.approx(records[1]["grad_norm"], rel=1e-5)
-    # Adam's first update is ~lr*sign(g): compare with a tolerance far under lr (1e-2).
-    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=1e-5)
+    # Adam's first update is lr*g/(|g|+eps): ~lr*sign(g), except where g itself is a near-cancelled sum
+    # of eps size, whose rounding (the summation order of 8 rows at once vs 4 x 2, in the chunked loss's
+    # head gradient too) can move the update by a fraction of lr. So: almost every element equal within
+    # 1e-6, none off by 1% of lr (1e-2).
+    diff = (weights[0] - weights[1]).abs()
+    assert float(diff.max()) < 1e-4
+    assert float((diff > 1e-6).float().mean()) < 1e-5, int((diff > 1e-6).sum())
 
 
 def test_exact_resume_after_clean_stop(tmp_path, data_dir):
