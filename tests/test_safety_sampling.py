@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cerebras_gpt.generate import GREEDY_TEMPERATURE, SamplingParams, sample_next
-from cerebras_gpt.serve import engine as engine_module
 
 from test_serve_api import MODEL, LiveServer, save_tiny
 
@@ -120,7 +119,8 @@ def _run_in_one_batch(server, monkeypatch, requests: list[dict]) -> list:
     queued; the sampler also raises for seed 666, the injected per-request failure.
     """
     gate = threading.Event()
-    real = engine_module.sample_next
+    generate_module = sys.modules["cerebras_gpt.generate"]  # the package attribute is the function
+    real = generate_module.sample_next  # the engine samples through generate.RowSampler
 
     def gated(logits, params, generator=None, seen=None):
         if params.seed == GATE_SEED:
@@ -129,7 +129,7 @@ def _run_in_one_batch(server, monkeypatch, requests: list[dict]) -> list:
             raise RuntimeError("injected sampling failure")
         return real(logits, params, generator, seen)
 
-    monkeypatch.setattr(engine_module, "sample_next", gated)
+    monkeypatch.setattr(generate_module, "sample_next", gated)
     with ThreadPoolExecutor(len(requests) + 1) as pool:
         held = pool.submit(_complete, server, temperature=1.0, seed=GATE_SEED, max_tokens=1)
         _wait_for(lambda: server.engine.running == 1 or held.done(), "the gate request to start")
@@ -139,7 +139,7 @@ def _run_in_one_batch(server, monkeypatch, requests: list[dict]) -> list:
         gate.set()
         results = [f.result() for f in futures]
         assert held.result()[1] == "length"
-    monkeypatch.setattr(engine_module, "sample_next", real)
+    monkeypatch.setattr(generate_module, "sample_next", real)
     return results
 
 

@@ -3,9 +3,13 @@
 Layers, after litgpt's `generate/base.py`:
 - `sample_next` turns a batch of logits into token ids (repetition penalty → temperature → top-k →
   top-p, the order Hugging Face's logits processors apply them);
-- `stream_tokens` is *the* iterator: ragged prompts are prefilled into the KV cache in one pass, then
-  one token per row per step. The CLI, `generate()` and the server all decode through it (the server's
-  continuous batching engine drives the same model calls one step at a time);
+- `DecodeState` owns a batch's KV cache and the two model calls (prefill rows, decode one step);
+  `RowSampler` is one sequence's sampler with the server's extra options (OpenAI penalties, logit
+  bias, log probabilities);
+- `stream_tokens` is the iterator: ragged prompts are prefilled into the KV cache in one pass, then
+  one token per row per step, through a `DecodeState`. The CLI and `generate()` decode through it; the
+  server's continuous-batching engine drives the same `DecodeState` one step at a time, sampling each
+  row with a `RowSampler`;
 - `stream_text` / `generate` add the tokenizer: UTF-8-safe incremental text and stop strings.
 """
 
@@ -116,6 +120,59 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+class DecodeState:
+    """The KV cache of a batch being decoded and the two model calls that advance it.
+
+    `stream_tokens` and the server's engine both decode through this: ``prefill`` writes prompts into
+    cache rows (ragged, right-padded: a row attends to its own slots ``0..position`` only, so padding
+    is never read before it is overwritten) and ``step`` decodes one token per row at its own position.
+    Row bookkeeping (moving a finished row's successor into its place) goes through the model's
+    cache-row methods.
+
+    Args:
+        model: the GPT (eval mode).
+        rows: cache rows to allocate.
+        max_seq_len: positions per row.
+    """
+
+    def __init__(self, model: GPT, rows: int, max_seq_len: int) -> None:
+        self.model = model
+        self.device = model.transformer.wte.weight.device
+        model.setup_kv_cache(rows, max_seq_len, device=self.device)
+
+    def prefill(self, prompts: Sequence[Sequence[int]], rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Write ``prompts`` into cache rows ``rows`` (default 0..n-1); logits of each last token (n, V)."""
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        tokens = torch.zeros(len(prompts), int(lengths.max()), dtype=torch.long, device=self.device)
+        for k, ids in enumerate(prompts):
+            tokens[k, : len(ids)] = torch.tensor(list(ids), device=self.device)
+        cache_rows = None if rows is None else torch.tensor(list(rows), device=self.device)
+        positions = torch.arange(tokens.shape[1], device=self.device)
+        return self.model(tokens, positions, logits_index=lengths - 1, cache_rows=cache_rows)[:, -1]
+
+    def prefill_all(self, prompt: Sequence[int], row: int) -> torch.Tensor:
+        """Write one prompt into cache row ``row``; logits at every prompt position (T, V)."""
+        ids = torch.tensor([list(prompt)], device=self.device)
+        return self.model(ids, torch.arange(ids.shape[1], device=self.device),
+                          cache_rows=torch.tensor([row], device=self.device))[0]
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Decode ``tokens`` (n,) into cache rows 0..n-1 at ``positions``; logits (n, V).
+
+        ``positions`` is (n, 1), one position per row, or (1,) when every row is at the same position,
+        which lets the model skip the attention mask (the common batch-1 case).
+        """
+        return self.model(tokens.unsqueeze(1), positions)[:, -1]
+
+    def move_row(self, dst: int, src: int, length: int) -> None:
+        """Copy positions ``0..length-1`` of cache row ``src`` into row ``dst``."""
+        self.model.copy_cache_rows([dst], [src], length=length)
+
+    def close(self) -> None:
+        """Free the cache."""
+        self.model.clear_kv_cache()
+
+
 class RowSampler:
     """One sequence's sampler: its `SamplingParams`, its own generator and its token history.
 
@@ -224,16 +281,12 @@ def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: Sampling
         for row, ids in enumerate(prompts):
             seen[row, ids] = True
 
-    tokens = torch.zeros(B, max_len, dtype=torch.long, device=device)  # right-padded; padding is never attended
-    for row, ids in enumerate(prompts):
-        tokens[row, : len(ids)] = torch.tensor(ids, device=device)
-    model.setup_kv_cache(B, min(max_len + params.max_new_tokens, model.config.block_size), device=device)
+    state = DecodeState(model, B, min(max_len + params.max_new_tokens, model.config.block_size))
     # On CPU, decode steps take the fast paths of decode_linear.py (one row split over the cores,
     # 2-32 rows through oneDNN-packed weights).
     with decode_linears(model, max_rows=B):
         try:
-            positions = torch.arange(max_len, device=device)
-            logits = model(tokens, positions, logits_index=lengths - 1)[:, -1]
+            logits = state.prefill(prompts)
             finished = torch.zeros(B, dtype=torch.bool, device=device)
             next_pos = lengths.clone()
             uniform = bool((lengths == lengths[0]).all())
@@ -250,13 +303,11 @@ def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: Sampling
                     return
                 if seen is not None:
                     seen[torch.arange(B, device=device), token] = True
-                # Rows in step share one position when the prompts had equal lengths: a 1-D position
-                # lets the model skip the attention mask (the common batch-1 case).
-                pos = next_pos[:1] if uniform else next_pos.unsqueeze(1)
-                logits = model(token.unsqueeze(1), pos)[:, -1]
+                # Rows in step share one position when the prompts had equal lengths.
+                logits = state.step(token, next_pos[:1] if uniform else next_pos.unsqueeze(1))
                 next_pos += 1
         finally:
-            model.clear_kv_cache()
+            state.close()
 
 
 def generate_ids(model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,

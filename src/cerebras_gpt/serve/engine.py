@@ -21,7 +21,8 @@ so a request's tokens do not depend on what else is running: concurrent outputs 
 requests run one at a time (up to float rounding of batched matmuls). A failure in one sequence's own
 processing (sampling, log probabilities) ends that sequence alone with finish_reason "error"; only a
 failed model call ends the whole running batch. Text goes through
-`generate.TextStreamer` (whole UTF-8 characters, stop strings cut).
+`generate.TextStreamer` (whole UTF-8 characters, stop strings cut). Model calls and cache rows go through
+`generate.DecodeState`, the same one `stream_tokens` decodes with.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from cerebras_gpt.generate import RowSampler, SamplingParams, TextStreamer
+from cerebras_gpt.generate import DecodeState, RowSampler, SamplingParams, TextStreamer
 from cerebras_gpt.model import GPT
 from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.serve.metrics import ServerMetrics
@@ -178,6 +179,7 @@ class Engine:
         self._waiting: deque[_Seq] = deque()
         self._active: list[_Seq] = []  # index == cache row
         self._thread: threading.Thread | None = None
+        self._state: DecodeState | None = None  # the KV cache while the thread runs
         self._stopping = False
 
     # ----- lifecycle --------------------------------------------------------------------
@@ -185,7 +187,7 @@ class Engine:
         """Allocate the KV cache and start the decoding thread (idempotent)."""
         if self._thread is not None:
             return
-        self.model.setup_kv_cache(self.config.max_slots, self.max_seq_len)
+        self._state = DecodeState(self.model, self.config.max_slots, self.max_seq_len)
         c = self.model.config
         size = 2 * c.n_layer * self.config.max_slots * self.max_seq_len * c.n_embd * self.model.transformer.wte.weight.element_size()
         log.info("engine: %d slots x %d positions, KV cache %.1f MB on %s", self.config.max_slots,
@@ -207,7 +209,7 @@ class Engine:
             self._finish(seq, "error")
         self._active.clear()
         self._waiting.clear()
-        self.model.clear_kv_cache()
+        self._state.close()
 
     @property
     def running(self) -> int:
@@ -310,21 +312,13 @@ class Engine:
         # Sequences that want log probabilities of their prompt need logits at every position.
         plain = [s for s in new if not s.req.prompt_logprobs]
         if plain:  # one ragged batch, right-padded; only the last prompt position's logits are needed
-            lengths = torch.tensor([len(s.req.prompt) for s in plain], device=self.device)
-            tokens = torch.zeros(len(plain), int(lengths.max()), dtype=torch.long, device=self.device)
-            for k, s in enumerate(plain):
-                tokens[k, : len(s.req.prompt)] = torch.tensor(s.req.prompt, device=self.device)
-            rows = torch.tensor([s.row for s in plain], device=self.device)
-            logits = self.model(tokens, torch.arange(tokens.shape[1], device=self.device),
-                                logits_index=lengths - 1, cache_rows=rows)[:, 0]
+            logits = self._state.prefill([s.req.prompt for s in plain], rows=[s.row for s in plain])
             for k, s in enumerate(plain):
                 s.pos = len(s.req.prompt)
                 self._first(s, logits[k])
         for s in new:
             if s.req.prompt_logprobs:
-                ids = torch.tensor([s.req.prompt], device=self.device)
-                logits = self.model(ids, torch.arange(ids.shape[1], device=self.device),
-                                    cache_rows=torch.tensor([s.row], device=self.device))[0]  # (T, V)
+                logits = self._state.prefill_all(s.req.prompt, s.row)  # (T, V)
                 s.pos = len(s.req.prompt)
                 self._per_sequence(s, self._emit_prompt_logprobs, s, logits)
                 if not s.done:
@@ -339,9 +333,9 @@ class Engine:
         self._per_sequence(seq, self._sample, seq, logits)
 
     def _decode(self) -> None:
-        tokens = torch.tensor([[s.pending] for s in self._active], device=self.device)
+        tokens = torch.tensor([s.pending for s in self._active], device=self.device)
         positions = torch.tensor([[s.pos] for s in self._active], device=self.device)
-        logits = self.model(tokens, positions)[:, 0]  # (n, V)
+        logits = self._state.step(tokens, positions)  # (n, V)
         for i, seq in enumerate(list(self._active)):
             seq.pos += 1
             self._per_sequence(seq, self._sample, seq, logits[i])
@@ -428,7 +422,7 @@ class Engine:
         i, last = seq.row, self._active[-1]
         if last is not seq:
             # Cache slots 0..pos-1 hold the last row's tokens.
-            self.model.copy_cache_rows([i], [last.row], length=last.pos)
+            self._state.move_row(i, last.row, length=last.pos)
             self._active[i] = last
             last.row = i
         self._active.pop()
