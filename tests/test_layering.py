@@ -93,3 +93,11 @@ def test_no_import_cycle_at_module_level():
 @pytest.mark.parametrize("graph, expected", [({"a": {"b"}, "b": {"a"}}, [["a", "b", "a"]]), ({"a": {"b"}, "b": set()}, [])])
 def test_the_cycle_finder_finds_cycles(graph, expected):
     assert _cycles(graph) == expected
+
+
+def test_the_plan_does_not_import_the_loop_even_lazily():
+    """recipe.py (plan, dry-run probe) sits under loop.py: the probe takes autocast from the runtime layer."""
+    for lower in ("cerebras_gpt.train.recipe", "cerebras_gpt.train.micro_batch", "cerebras_gpt.train.loss"):
+        assert "cerebras_gpt.train.loop" not in _imports(MODULES[lower], module_level_only=False), lower
+    autocasts = [name for name, path in MODULES.items() if "torch.autocast(" in path.read_text()]
+    assert autocasts == ["cerebras_gpt.runtime"], autocasts  # one autocast helper

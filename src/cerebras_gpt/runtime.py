@@ -1,11 +1,13 @@
-"""The runtime layer under everything that runs a model: which device and dtype, and parameter names
-seen through the wrappers that training puts around a model.
+"""The runtime layer under everything that runs a model: which device and dtype, the autocast every
+forward pass runs under, and parameter names seen through the wrappers that training puts around a model.
 
 Commands, the server, the lm-eval adapter and the benchmarks resolve the user's 'auto'-able
 ``--device``/``--dtype`` strings here (never through a command module).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -28,6 +30,16 @@ def resolve_device_dtype(device: str, dtype: str):
     return dev, choices[dtype]
 
 
+def autocast_context(device, dtype: str = "auto") -> contextlib.AbstractContextManager:
+    """The one autocast of training, evaluation and lm-eval: bf16 on CUDA (``auto`` or ``bfloat16``), none on
+    the CPU unless ``bfloat16`` is asked (the project's two numerics: CPU fp32, CUDA bf16)."""
+    import torch
+
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 # Path components that wrappers insert into parameter names: torch.compile (`_orig_mod`), FSDP1
 # (`_fsdp_wrapped_module`), PyTorch's checkpoint wrapper (`_checkpoint_wrapped_module`); DDP adds a leading
 # `module`. Optimizer groups, sparsity masks and sparse kernels are keyed by the plain model's names.
@@ -43,4 +55,4 @@ def canonical_name(name: str) -> str:
     return ".".join(p for p in parts if p not in WRAPPER_PARTS)
 
 
-__all__ = ["WRAPPER_PARTS", "canonical_name", "resolve_device_dtype"]
+__all__ = ["WRAPPER_PARTS", "autocast_context", "canonical_name", "resolve_device_dtype"]

@@ -44,6 +44,7 @@ except ModuleNotFoundError as e:
 
 from cerebras_gpt.generate import SamplingParams, generate
 from cerebras_gpt.model import GPT
+from cerebras_gpt.runtime import autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class CerebrasGPTLM(TemplateLM):
             for row, ctx in enumerate(unique):
                 tokens[row, : len(ctx)] = torch.tensor(ctx)
             positions = torch.arange(L_max, device=device).expand(U, L_max)
-            with self._autocast():
+            with autocast_context(self._device):
                 first = model(tokens.to(device), positions, logits_index=ctx_len - 1,
                               cache_rows=torch.arange(U, device=device))[:, 0]  # (U, V)
             # 2. Every request row gets the cache of its context.
@@ -178,7 +179,7 @@ class CerebrasGPTLM(TemplateLM):
                     pos[row, :real] = torch.tensor(places[1:], dtype=torch.long)
                     conts[row, real:] = inputs[-1]
                     pos[row, real:] = places[-1]
-                with self._autocast():
+                with autocast_context(self._device):
                     logits.append(model(conts.to(device), pos.to(device)).float())
             logprobs = F.log_softmax(torch.cat(logits, dim=1), dim=-1)  # (B, M, V)
         finally:
@@ -189,11 +190,6 @@ class CerebrasGPTLM(TemplateLM):
             target = torch.tensor(cont, device=device)
             out.append((float(lp.gather(1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())))
         return out
-
-    def _autocast(self):
-        if self._device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of whole documents: the harness's disjoint rolling windows over the full context."""

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from cerebras_gpt.model import GPT
+from cerebras_gpt.runtime import autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,10 @@ def score_windows(model: GPT, windows: Sequence[Window], device: torch.device | 
         inputs[row, : n - 1] = ids[:-1]
         targets[row, n - 1 - w.score: n - 1] = ids[n - w.score:]
     inputs, targets = inputs.to(device), targets.to(device)
-    with _autocast(device):
+    with autocast_context(device):
         logits = model(inputs)  # (B, T-1, V)
     nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
     return nll.view(B, T - 1).sum(dim=1).tolist()
-
-
-def _autocast(device: torch.device):
-    # CUDA runs under bf16 autocast (the project's one code path for CPU fp32 and CUDA bf16).
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def read_documents(path: str | Path, text_key: str = "text") -> Iterator[str]:
@@ -239,7 +233,7 @@ def evaluate_prepared(model: GPT, tokenizer, data_dir: str | Path, split: str = 
     device = model.transformer.wte.weight.device
     for batch in iter_validation(data_dir, T, batch_size, max_batches=max_batches, split=split):
         x, y = batch[:, :-1].to(device), batch[:, 1:].to(device)
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), autocast_context(device):
             logits = model(x)
         totals.nll += float(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum"))
         totals.tokens += y.numel()

@@ -47,6 +47,7 @@ from torch import nn
 from cerebras_gpt import atomic
 from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.extras import have_extra
+from cerebras_gpt.runtime import autocast_context
 from cerebras_gpt.train import checkpoint, distributed, rundir
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.loss import loss_from_output, output_for_loss
@@ -72,14 +73,6 @@ def split_batch(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch
     else:
         x, y = batch[:, :-1], batch[:, 1:]
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (auto or bfloat16); fp32 (no autocast) on CPU unless bfloat16 is asked."""
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _find_config(model: nn.Module) -> GPTConfig:

@@ -91,7 +91,7 @@ def probe_step(config: GPTConfig, micro_batch: int, seq_len: int, device, dtype:
     import torch.nn.functional as F
 
     from cerebras_gpt.model import GPT
-    from cerebras_gpt.train.loop import autocast_context
+    from cerebras_gpt.runtime import autocast_context
 
     model = GPT(config, init_weights=False).to(device)
     try:

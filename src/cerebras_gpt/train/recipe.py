@@ -257,7 +257,7 @@ def probe_seconds_per_step(plan: Plan, device, dtype: str = "auto", repeats: int
     import torch
 
     from cerebras_gpt.model import GPT
-    from cerebras_gpt.train.loop import autocast_context
+    from cerebras_gpt.runtime import autocast_context
     from cerebras_gpt.train.loss import loss_from_output, output_for_loss
     from cerebras_gpt.train.optim import build_optimizer
 
