@@ -236,8 +236,14 @@ def saved_precision(model_dir: Path) -> str | None:
         return None
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return (f.metadata() or {}).get(PRECISION_KEY)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get(PRECISION_KEY)
+    except OSError:
+        raise
+    except Exception as e:  # safetensors' SafetensorError on a cut or damaged header
+        raise ValueError(f"{str(path)!r} is corrupt or truncated ({type(e).__name__}: {' '.join(str(e).split())}); "
+                         "download or export the model again") from e
 
 
 def load_quantized(model_dir: str | Path, device: torch.device | str = "cpu") -> GPT:
