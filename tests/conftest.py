@@ -70,3 +70,34 @@ def kill_in_save_env(step: int) -> dict[str, str]:
     harness = str(Path(__file__).parent / "harness")
     return {"CEREBRAS_GPT_TEST_KILL_IN_SAVE": str(step),
             "PYTHONPATH": os.pathsep.join(filter(None, [harness, os.environ.get("PYTHONPATH")]))}
+
+
+def run_engine(engine, requests: list, timeout: float = 120.0) -> list[list]:
+    """Submit each request separately to a serving engine (all before it starts, so they contend for slots
+    and share ragged prefills), run it until every request has finished; the events of each request."""
+    import threading
+    import time
+
+    events: list[list] = [[] for _ in requests]
+    lock = threading.Lock()
+    for i, r in enumerate(requests):
+        def sink(ev, i=i):
+            with lock:
+                events[i].append(ev)
+        engine.submit([r], sink)
+    engine.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with lock:
+                if all(e and e[-1].finish_reason for e in events):
+                    break
+            time.sleep(0.01)
+    finally:
+        engine.stop()
+    return events
+
+
+def engine_tokens(events) -> list[int]:
+    """The token ids among a request's engine events."""
+    return [e.token for e in events if e.token is not None]

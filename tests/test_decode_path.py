@@ -4,10 +4,10 @@ model's cache-row operations (copy, reset, truncate) leave a row as good as a fr
 
 from __future__ import annotations
 
-import threading
-import time
 
 import pytest
+from conftest import engine_tokens
+from conftest import run_engine as run_requests
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, load_tokenizer
@@ -28,26 +28,7 @@ def tokenizer():
 
 def run_engine(model, tokenizer, requests: list[SeqRequest], max_slots: int = 4) -> list[list]:
     """All requests submitted before the engine starts, so they share batches (ragged prefills)."""
-    engine = Engine(model, tokenizer, EngineConfig(max_slots=max_slots))
-    events: list[list] = [[] for _ in requests]
-    lock = threading.Lock()
-    for i, r in enumerate(requests):
-        engine.submit([r], lambda ev, i=i: (lock.acquire(), events[i].append(ev), lock.release()))
-    engine.start()
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with lock:
-                if all(e and e[-1].finish_reason for e in events):
-                    break
-            time.sleep(0.01)
-    finally:
-        engine.stop()
-    return events
-
-
-def engine_tokens(events) -> list[int]:
-    return [e.token for e in events if e.token is not None]
+    return run_requests(Engine(model, tokenizer, EngineConfig(max_slots=max_slots)), requests)
 
 
 @torch.inference_mode()

@@ -4,10 +4,10 @@ log probabilities, time limits and capacity."""
 
 from __future__ import annotations
 
-import threading
-import time
 
 import pytest
+from conftest import engine_tokens as tokens
+from conftest import run_engine as run
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, load_tokenizer
@@ -24,32 +24,6 @@ def model():
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer()
-
-
-def run(engine: Engine, requests: list[SeqRequest], timeout: float = 120.0) -> list[list]:
-    """Submit each request separately (all before the engine starts, so they contend for slots at once)."""
-    events: list[list] = [[] for _ in requests]
-    lock = threading.Lock()
-    for i, r in enumerate(requests):
-        def sink(ev, i=i):
-            with lock:
-                events[i].append(ev)
-        engine.submit([r], sink)
-    engine.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with lock:
-                if all(e and e[-1].finish_reason for e in events):
-                    break
-            time.sleep(0.01)
-    finally:
-        engine.stop()
-    return events
-
-
-def tokens(events) -> list[int]:
-    return [e.token for e in events if e.token is not None]
 
 
 def test_batch_with_joins_and_leaves_equals_sequential_and_transformers(model, tokenizer, tmp_path):

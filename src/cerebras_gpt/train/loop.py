@@ -100,19 +100,11 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
 
 
 def _fit_micro_batch(plan, cfg: TrainConfig, device: torch.device, info):
-    """The plan with a micro-batch the device holds: ``auto`` always chooses (estimate, then a probe step);
-    the default keeps the whole per-rank batch when its estimate fits and chooses otherwise."""
+    """`micro_batch.fit_plan`, agreed by every rank (they must accumulate the same way)."""
     from cerebras_gpt.train import micro_batch
 
-    if isinstance(cfg.micro_batch_size, int):
-        return plan
-    per_rank = [p.global_batch // plan.world_size for p in plan.batch_phases]
-    if cfg.micro_batch_size is None and micro_batch.whole_batch_fits(plan.model_config, plan.micro_batch,
-                                                                     plan.seq_len, device, cfg.dtype):
-        chosen, how = plan.micro_batch, None
-    else:
-        chosen, how = micro_batch.choose_micro_batch(plan.model_config, per_rank, plan.seq_len, device, cfg.dtype)
-    chosen = distributed.broadcast_from_main(chosen)  # every rank must accumulate the same way
+    fitted, how = micro_batch.fit_plan(plan, cfg.micro_batch_size, device, cfg.dtype)
+    chosen = distributed.broadcast_from_main(fitted.micro_batch)
     if how is None and chosen == plan.micro_batch:
         return plan
     if info.is_main:

@@ -144,6 +144,18 @@ def whole_batch_fits(config: GPTConfig, per_rank_batch: int, seq_len: int, devic
     return step_memory_bytes(config, per_rank_batch, seq_len, 2 if half else 4) <= memory_budget(device)
 
 
+def fit_plan(plan, micro_batch_size, device, dtype: str):
+    """(``plan`` with a micro-batch the device holds, how it was chosen or None when left as planned):
+    ``auto`` always chooses; None keeps the whole per-rank batch when its estimate fits, else chooses;
+    an explicit size is kept."""
+    if isinstance(micro_batch_size, int) or (micro_batch_size is None and whole_batch_fits(
+            plan.model_config, plan.micro_batch, plan.seq_len, device, dtype)):
+        return plan, None
+    per_rank = [p.global_batch // plan.world_size for p in plan.batch_phases]
+    chosen, how = choose_micro_batch(plan.model_config, per_rank, plan.seq_len, device, dtype)
+    return with_micro_batch(plan, chosen), how
+
+
 def with_micro_batch(plan, micro_batch: int):
     """``plan`` running ``micro_batch`` sequences per forward pass (the rest accumulated)."""
     per_rank = plan.global_batch // plan.world_size

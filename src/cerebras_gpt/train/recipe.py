@@ -296,11 +296,8 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     extra: dict[str, Any] = {"device peak": f"{peak / 1e12:.3f} TFLOP/s ({source})"}
     from cerebras_gpt.train import micro_batch
 
-    if cfg.micro_batch_size == "auto" or (cfg.micro_batch_size is None and not micro_batch.whole_batch_fits(
-            plan.model_config, plan.micro_batch, plan.seq_len, device, cfg.dtype)):
-        per_rank = [p.global_batch // plan.world_size for p in plan.batch_phases]
-        chosen, how = micro_batch.choose_micro_batch(plan.model_config, per_rank, plan.seq_len, device, cfg.dtype)
-        plan = micro_batch.with_micro_batch(plan, chosen)
+    plan, how = micro_batch.fit_plan(plan, cfg.micro_batch_size, device, cfg.dtype)
+    if how is not None:
         extra["micro-batch choice"] = how
     memory = micro_batch.step_memory_bytes(plan.model_config, plan.micro_batch, plan.seq_len)
     available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
