@@ -118,12 +118,13 @@ def _run_in_one_batch(server, monkeypatch, requests: list[dict]) -> list:
     A gate request (seed 777) holds the engine thread inside its sampler until every request is
     queued; the sampler also raises for seed 666, the injected per-request failure.
     """
-    gate = threading.Event()
+    gate, inside = threading.Event(), threading.Event()
     generate_module = sys.modules["cerebras_gpt.generate"]  # the package attribute is the function
     real = generate_module.sample_next  # the engine samples through generate.RowSampler
 
     def gated(logits, params, generator=None, seen=None):
         if params.seed == GATE_SEED:
+            inside.set()
             gate.wait(30)
         if params.seed == FAILING_SEED:
             raise RuntimeError("injected sampling failure")
@@ -132,7 +133,10 @@ def _run_in_one_batch(server, monkeypatch, requests: list[dict]) -> list:
     monkeypatch.setattr(generate_module, "sample_next", gated)
     with ThreadPoolExecutor(len(requests) + 1) as pool:
         held = pool.submit(_complete, server, temperature=1.0, seed=GATE_SEED, max_tokens=1)
-        _wait_for(lambda: server.engine.running == 1 or held.done(), "the gate request to start")
+        # Wait on the sampler itself: ``engine.running`` can still count the previous request's
+        # sequence for a moment after its response has arrived, which once let the others slip in
+        # beside the gate request.
+        _wait_for(lambda: inside.is_set() or held.done(), "the gate request to start")
         assert not held.done(), held.result()
         futures = [pool.submit(_complete, server, **kw) for kw in requests]
         _wait_for(lambda: server.engine.waiting == len(requests), "every request to be queued")
