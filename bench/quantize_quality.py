@@ -33,6 +33,10 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--max-batches", type=int, default=None, help="cap the perplexity windows (speed)")
+    parser.add_argument("--context", type=int, default=None, help="perplexity window (default the block size)")
+    parser.add_argument("--llamacpp", nargs="*", default=None, metavar="TYPE",
+                        help="also llama.cpp on our GGUF export at these types (default f16 q8_0): perplexity on "
+                             "the same windows and greedy continuations (needs llama-cpp-python)")
     parser.add_argument("--trained", default="", help="how the model was trained, for the record")
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
@@ -51,15 +55,24 @@ def main() -> None:
     ppl, continuations = {}, {}
     for p in precisions:
         model = quantize(copy.deepcopy(base), p)
-        result = evaluate_perplexity(model, tokenizer, [args.data], max_batches=args.max_batches, show_progress=False)
+        result = evaluate_perplexity(model, tokenizer, [args.data], context=args.context,
+                                     max_batches=args.max_batches, show_progress=False)
         ppl[p] = result.metrics["perplexity"]
         # One prompt at a time: batch-1 decoding, and no padding effects between prompts.
         continuations[p] = [generate_ids(model, [ids], max_new_tokens=args.new_tokens, temperature=0,
                                          stop_at_eos=False)[0] for ids in prompts]
         print(f"{p}: perplexity {ppl[p]:.4f}", flush=True)
+    names = list(precisions)
+    if args.llamacpp is not None:
+        for outtype in args.llamacpp or ["f16", "q8_0"]:
+            name = f"llama.cpp {outtype}"
+            ppl[name], continuations[name] = llamacpp_quality(args, tokenizer, outtype, prompts,
+                                                                 args.context or base.config.block_size)
+            names.append(name)
+            print(f"{name}: perplexity {ppl[name]:.4f}", flush=True)
     ref = precisions[0]
     rows = []
-    for p in precisions:
+    for p in names:
         same = sum(a == b for x, y in zip(continuations[p], continuations[ref]) for a, b in zip(x, y))
         total = sum(len(x) for x in continuations[ref])
         whole = sum(x == y for x, y in zip(continuations[p], continuations[ref]))
@@ -78,12 +91,57 @@ compared with {ref}, position by position.
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-Command: `.venv/bin/python bench/quantize_quality.py --model {args.model}{f" --max-batches {args.max_batches}" if args.max_batches else ""}` — torch {torch.__version__}."""
+llama.cpp rows: llama-cpp-python on our GGUF export of the same model at that type, the same windows scored
+from its logits, the same prompts decoded greedily (top_k=1).
+
+Command: `.venv/bin/python bench/quantize_quality.py --model {args.model}{f" --context {args.context}" if args.context else ""}{f" --max-batches {args.max_batches}" if args.max_batches else ""}{" --llamacpp " + " ".join(args.llamacpp) if args.llamacpp else (" --llamacpp" if args.llamacpp is not None else "")}` — torch {torch.__version__}."""
     print(section)
     if not args.no_record:
         from update_section import update_section
 
         update_section(ROOT / "BENCHMARKS.md", "quantize-quality", section)
+
+
+def llamacpp_quality(args, tokenizer, outtype: str, prompts: list[list[int]],
+                     context: int) -> tuple[float, list[list[int]]]:
+    """llama.cpp's perplexity on the windows ours scores, and its greedy continuations of ``prompts``."""
+    import itertools
+    import math
+    import tempfile
+
+    import llama_cpp
+    import numpy as np
+
+    from cerebras_gpt.evaluate.perplexity import read_documents, sliding_windows
+    from cerebras_gpt.export import export_model
+
+    windows = (w for text in read_documents(args.data)
+               for w in sliding_windows([tokenizer.eos_id, *tokenizer.encode(text)], context, context))
+    if args.max_batches is not None:  # ours scores batches of 8 windows
+        windows = itertools.islice(windows, 8 * args.max_batches)
+    with tempfile.TemporaryDirectory() as d:
+        path = f"{d}/model-{outtype}.gguf"
+        export_model(args.model, "gguf", path, outtype=outtype)
+        llm = llama_cpp.Llama(path, n_ctx=context + 1, n_batch=context + 1, logits_all=True, verbose=False)
+        nll, count = 0.0, 0
+        for w in windows:
+            llm.reset()
+            llm.eval(w.tokens[:-1])
+            logits = np.asarray(llm.scores[: len(w.tokens) - 1], dtype=np.float64)[-w.score:]
+            targets = np.asarray(w.tokens[-w.score:])
+            top = logits.max(axis=1)
+            logz = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+            nll += float((logz - logits[np.arange(len(targets)), targets]).sum())
+            count += len(targets)
+        outputs = []
+        for ids in prompts:
+            out = []
+            for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+                out.append(token)
+                if len(out) == args.new_tokens:
+                    break
+            outputs.append(out)
+    return math.exp(nll / count), outputs
 
 
 if __name__ == "__main__":
