@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the server and the peer run")
     parser.add_argument("--dtype", default="auto", help="float32, bfloat16 or auto (bfloat16 on CUDA, float32 on CPU)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--quantize", default="none", choices=["none", "bf16", "int8"],
+                        help="the server's weight precision (the peer stays at --dtype); recorded in its own section")
     args = parser.parse_args()
 
     import httpx
@@ -185,7 +187,8 @@ def main() -> None:
     slots = max(args.concurrency)
     cmd = [sys.executable, "-m", "cerebras_gpt", "serve", "--model", model_dir, "--model-name", "bench",
            "--port", str(port), "--max-slots", str(slots), "--max-seq-len", str(args.prompt_tokens + args.max_tokens),
-           "--log-level", "warning", "--device", str(device), "--dtype", str(dtype).removeprefix("torch.")]
+           "--log-level", "warning", "--device", str(device), "--dtype", str(dtype).removeprefix("torch."),
+           "--quantize", args.quantize]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -236,9 +239,12 @@ def main() -> None:
     per_round = "; ".join(" / ".join(f"{runs[c][i]['tokens'] / runs[c][i]['wall']:.1f}" for c in args.concurrency)
                           for i in range(args.rounds))
     where = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    body = f"""## Serving: continuous batching vs one request at a time
+    precision = "" if args.quantize == "none" else f", weights {args.quantize} (`--quantize {args.quantize}`)"
+    title = "" if args.quantize == "none" else f", {args.quantize} weights"
+    flags = "" if args.quantize == "none" else f" --quantize {args.quantize}"
+    body = f"""## Serving: continuous batching vs one request at a time{title}
 
-`flock /tmp/bench.lock python bench/serve.py` — {args.preset} shape, random weights, {str(dtype)[6:]}, {where}
+`flock /tmp/bench.lock python bench/serve.py{flags}` — {args.preset} shape, random weights, {str(dtype)[6:]}{precision}, {where}
 ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, shared machine).
 {args.requests} requests per level: {args.prompt_tokens}-token prompts, {args.max_tokens} greedy tokens each (EOS
 ignored). `cerebras-gpt serve` runs as its own process (`--max-slots {slots}`); c streaming clients each
@@ -263,7 +269,7 @@ CPU-second at {max(args.concurrency)} clients than at {min(args.concurrency)}.
     if args.json:
         Path(args.json).write_text(json.dumps({
             "preset": args.preset, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-            "requests": args.requests, "max_tokens": args.max_tokens,
+            "quantize": args.quantize, "requests": args.requests, "max_tokens": args.max_tokens,
             "levels": {str(c): {"tokens_per_s": rate[c], "ttft_p50_s": percentile(ttft[c], 50) if ttft[c] else None,
                                 "ttft_p99_s": percentile(ttft[c], 99) if ttft[c] else None, "failed": failed[c]}
                        for c in args.concurrency},
@@ -271,7 +277,7 @@ CPU-second at {max(args.concurrency)} clients than at {min(args.concurrency)}.
     if not args.no_record:
         from update_section import update_section
 
-        update_section(ROOT / "BENCHMARKS.md", "serve", body)
+        update_section(ROOT / "BENCHMARKS.md", "serve" if args.quantize == "none" else f"serve-{args.quantize}", body)
     tmp.cleanup()
 
 
