@@ -94,7 +94,7 @@ compared with {ref}, position by position.
 llama.cpp rows: llama-cpp-python on our GGUF export of the same model at that type, the same windows scored
 from its logits, the same prompts decoded greedily (top_k=1).
 
-Command: `.venv/bin/python bench/quantize_quality.py --model {args.model}{f" --context {args.context}" if args.context else ""}{f" --max-batches {args.max_batches}" if args.max_batches else ""}{" --llamacpp " + " ".join(args.llamacpp) if args.llamacpp else (" --llamacpp" if args.llamacpp is not None else "")}` — torch {torch.__version__}."""
+Command: `.venv/bin/python bench/quantize_quality.py --model {args.model} --data {args.data}{f" --context {args.context}" if args.context else ""}{f" --max-batches {args.max_batches}" if args.max_batches else ""}{" --llamacpp " + " ".join(args.llamacpp) if args.llamacpp else (" --llamacpp" if args.llamacpp is not None else "")}` — torch {torch.__version__}."""
     print(section)
     if not args.no_record:
         from update_section import update_section
