@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cerebras_gpt import GPT, GPTConfig
-from cerebras_gpt.generate import SamplingParams, generate_ids
+from cerebras_gpt.generation import SamplingParams, generate_ids
 from cerebras_gpt.sparse_kernels import CSRLinear, is_2to4, prune_2to4, sparsify_for_inference
 from cerebras_gpt.sparsity import Sparsifier, SparsityConfig, load_sparse, measure_sparsity, save_sparse
 

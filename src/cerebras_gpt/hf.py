@@ -252,7 +252,7 @@ def load_pretrained(path_or_hub_id: str | os.PathLike, device: torch.device | st
     config_path = model_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{str(model_dir)!r} has no config.json; is it a model directory?")
-    from cerebras_gpt.quantize import load_quantized, saved_precision
+    from cerebras_gpt.quantization import load_quantized, saved_precision
 
     if saved_precision(model_dir):  # a directory saved quantized loads as such, without re-quantizing
         return load_quantized(model_dir, device=device)
@@ -308,9 +308,9 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
 
 
 def save_pretrained(model: GPT, directory: str | Path, tokenizer=None, safe_serialization: bool = True) -> Path:
-    """Write a Hugging Face GPT-2 model directory (a quantized model: see quantize.py); returns its path."""
+    """Write a Hugging Face GPT-2 model directory (a quantized model: see quantization.py); returns its path."""
     from cerebras_gpt import atomic
-    from cerebras_gpt.quantize import precision_of, save_quantized
+    from cerebras_gpt.quantization import precision_of, save_quantized
 
     if precision_of(model) != "fp32":
         return save_quantized(model, directory, tokenizer=tokenizer)

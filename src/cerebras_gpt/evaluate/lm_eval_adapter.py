@@ -42,7 +42,7 @@ try:
 except ModuleNotFoundError as e:
     raise missing_extra("eval", e, feature="lm-eval tasks") from None
 
-from cerebras_gpt.generate import SamplingParams, generate
+from cerebras_gpt.generation import SamplingParams, generate
 from cerebras_gpt.model import GPT
 from cerebras_gpt.runtime import autocast_context
 

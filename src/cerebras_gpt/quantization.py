@@ -58,7 +58,7 @@ def check_precision(precision: str | None) -> str:
     name = "fp32" if name in ("none", "float32") else "bf16" if name == "bfloat16" else name
     if name == "int4":
         raise ValueError("quantize='int4' is not supported: no CPU int4 kernel available to this PyTorch build was "
-                         "faster than int8 here (see cerebras_gpt/quantize.py); use 'int8' (4x smaller weights "
+                         "faster than int8 here (see cerebras_gpt/quantization.py); use 'int8' (4x smaller weights "
                          "than fp32, fastest measured) or 'bf16'")
     if name not in PRECISIONS:
         raise ValueError(f"unknown quantize precision {precision!r}; choose one of none, bf16, int8")
