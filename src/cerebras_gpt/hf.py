@@ -284,7 +284,6 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
     """Plain GPT-2 weights in HF layout with μP multipliers folded in; returns (state, tied)."""
     config = model.config
     m_e, s_out = config.embeddings_scale, config.output_logits_scale
-    q_scale = mup.query_fold_scale(config)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     wte = state["transformer.wte.weight"]
     out: dict[str, torch.Tensor] = {}
@@ -293,10 +292,8 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
             continue
         if key in ("transformer.wte.weight", "transformer.wpe.weight") and m_e != 1.0:
             tensor = tensor * m_e
-        if key.endswith("attn.c_attn.weight") and q_scale != 1.0:
-            tensor = torch.cat([tensor[: config.n_embd] * q_scale, tensor[config.n_embd:]])
-        if key.endswith("attn.c_attn.bias") and q_scale != 1.0:
-            tensor = torch.cat([tensor[: config.n_embd] * q_scale, tensor[config.n_embd:]])
+        if key.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
+            tensor = mup.fold_query_rows(tensor, config)
         if key.endswith(_CONV1D):
             tensor = tensor.t()
         out[key] = tensor.contiguous()
