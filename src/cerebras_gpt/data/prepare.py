@@ -17,6 +17,7 @@ the same bytes as a run that was never interrupted. ``meta.json`` is written las
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,13 +28,13 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from cerebras_gpt import jsonl
 from cerebras_gpt.data.shards import (
     FORMAT_VERSION,
     META_NAME,
@@ -103,19 +104,16 @@ def _jsonl_documents(text: str, task: Task, stats: dict) -> list:
             continue
         where = f"{task.where}:{task.first + i}"
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            record = jsonl.parse_line(line, where)
             value = record[key] if key in record else KeyError
             if value is not KeyError and value is not None and not isinstance(value, str):
-                raise ValueError(f"field {key!r} holds a {type(value).__name__}, not text")
-        except ValueError as e:  # json.JSONDecodeError is a ValueError
+                raise jsonl.JSONLError(where, f"field {key!r} holds a {type(value).__name__}, not text")
+        except jsonl.JSONLError as e:
             if skip_bad:
                 stats["bad_lines"] += 1
                 continue
-            why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-            raise ValueError(f"{where}: malformed JSONL line ({why}); fix the line, or pass --skip-bad to skip "
-                             "and count bad lines") from None
+            raise ValueError(f"{where}: malformed JSONL line ({e.reason}); fix the line, or pass --skip-bad to "
+                             "skip and count bad lines") from None
         if value is KeyError:
             raise ValueError(f"{where}: no field {key!r} in this record (fields: {sorted(record)[:10]}); "
                              "choose the text field with --text-key")
