@@ -259,21 +259,38 @@ def load_pretrained(path_or_hub_id: str | os.PathLike, device: torch.device | st
     config = read_config(config_path)
     check_model_fits(config, dtype or torch.float32, torch.device(device))
     state = state_dict_from_hf(_read_state_dict(model_dir), config)
+    return model_from_state_dict(config, state, f"weights in {str(model_dir)!r}", device=device, dtype=dtype)
+
+
+def model_from_state_dict(config: GPTConfig, state: dict[str, torch.Tensor], what: str,
+                          device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> GPT:
+    """A GPT (eval mode) holding ``state``'s tensors themselves: no random init, no second copy.
+
+    The one build-and-check behind every loader (HF directories here, sparse directories in
+    `cerebras_gpt.export.sparse`): the model is built on the meta device, the keys must match the config
+    exactly (``lm_head.weight`` absent when tied) and every shape must agree, else one ValueError lists the
+    missing and unexpected keys (or the first wrong shape), starting with ``what`` (e.g. "weights in 'dir'").
+
+    Args:
+        config: the architecture.
+        state: our parameter names (`state_dict_from_hf` maps HF's) to tensors.
+        what: names the source in errors.
+        device: where the model goes.
+        dtype: cast the tensors to this (None: keep theirs).
+    """
     with torch.device("meta"):
         model = GPT(config, init_weights=False)
-    expected = set(model.state_dict())
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    expected = set(shapes)
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(
-            f"weights in {str(model_dir)!r} do not match the config: missing {missing or 'none'}; "
-            f"unexpected {unexpected or 'none'}"
-        )
+        raise ValueError(f"{what} do not match the config: missing {missing or 'none'}; "
+                         f"unexpected {unexpected or 'none'}")
     for key, tensor in state.items():
-        want = model.state_dict()[key].shape
-        if tensor.shape != want:
-            raise ValueError(f"tensor {key!r} has shape {tuple(tensor.shape)}, config says {tuple(want)}")
+        if tensor.shape != shapes[key]:
+            raise ValueError(f"tensor {key!r} has shape {tuple(tensor.shape)}, config says {tuple(shapes[key])}")
     model.load_state_dict({k: v.to(dtype) if dtype else v for k, v in state.items()}, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.transformer.wte.weight

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from cerebras_gpt.runtime import canonical_name
+from cerebras_gpt.runtime import canonical_name, full_tensor, is_dtensor, local_tensor
 
 if TYPE_CHECKING:
     from cerebras_gpt.model import GPT
@@ -139,22 +139,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod
     return model
-
-
-def _is_dtensor(t: torch.Tensor) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(t, DTensor)
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The tensor this rank holds: the local shard of a DTensor, else the tensor itself."""
-    return t.to_local() if _is_dtensor(t) else t
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor on every rank (an all-gather for an FSDP2 DTensor)."""
-    return t.full_tensor() if _is_dtensor(t) else t
 
 
 def _world() -> int:
@@ -292,9 +276,9 @@ class Sparsifier:
         for index, (name, p) in enumerate(params):
             if self.cfg.init_method == "random":
                 gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
-                scores.append(torch.rand(p.shape, generator=gen).to(_local(p).device))
+                scores.append(torch.rand(p.shape, generator=gen).to(local_tensor(p).device))
             else:
-                scores.append(_full(p.detach()).abs().float())
+                scores.append(full_tensor(p.detach()).abs().float())
         return scores
 
     def _init_masks(self, params: list[tuple[str, torch.Tensor]]) -> None:
@@ -318,11 +302,11 @@ class Sparsifier:
 
     def _pruned(self, name: str, p: torch.Tensor) -> torch.Tensor:
         """This rank's ~mask for parameter ``p`` (a shard of the full mask under FSDP2), cached."""
-        local = _local(p)
+        local = local_tensor(p)
         cached = self._local_pruned.get(name)
         if cached is None or cached.device != local.device or cached.shape != local.shape:
             pruned = ~self.masks[name].to(local.device)
-            if _is_dtensor(p):
+            if is_dtensor(p):
                 from torch.distributed.tensor import distribute_tensor
 
                 # Every rank holds the same full mask, so each takes its own shard without communication.
@@ -338,11 +322,11 @@ class Sparsifier:
             return
         for name, p in self._params(model):
             pruned = self._pruned(name, p)
-            _local(p).masked_fill_(pruned, 0.0)  # masked_fill writes +0.0 (mul by 0 would keep -0.0)
+            local_tensor(p).masked_fill_(pruned, 0.0)  # masked_fill writes +0.0 (mul by 0 would keep -0.0)
             if optimizer is not None:
                 for value in optimizer.state.get(p, {}).values():
                     if torch.is_tensor(value) and value.shape == p.shape:
-                        _local(value).masked_fill_(pruned, 0.0)
+                        local_tensor(value).masked_fill_(pruned, 0.0)
 
     @torch.no_grad()
     def update(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:
@@ -373,7 +357,7 @@ class Sparsifier:
                 log.info("sparsity step %d: %s masks updated, sparsity %.4f", step, algo, self.report()["sparsity"])
         for name, p in self._params(model):
             if p.grad is not None:
-                _local(p.grad).masked_fill_(self._pruned(name, p), 0.0)
+                local_tensor(p.grad).masked_fill_(self._pruned(name, p), 0.0)
         return changed
 
     def _gmp_due(self, step: int) -> bool:
@@ -393,7 +377,7 @@ class Sparsifier:
         params = list(self._params(model))
         scores = []
         for name, p in params:
-            score = _full(p.detach()).abs().float()
+            score = full_tensor(p.detach()).abs().float()
             # Pruned weights never come back: below every live weight.
             scores.append(score.masked_fill_(~self.masks[name].to(score.device), -1.0))
         targets = [self.sparsity_at(step, n) for n, _ in params]
@@ -407,12 +391,12 @@ class Sparsifier:
         changed = False
         for index, (name, p) in enumerate(self._params(model)):
             old = self.masks[name]
-            weight = _full(p.detach()).float()
+            weight = full_tensor(p.detach()).float()
             old = old.to(weight.device)
             if self.cfg.algorithm == "rigl":
                 if p.grad is None:
                     raise ValueError(f"RigL needs the dense gradient of {name} at step {step}; call update() after backward()")
-                grow_score = _full(p.grad.detach()).abs().float()
+                grow_score = full_tensor(p.grad.detach()).abs().float()
             else:
                 gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 7919 + index)
                 grow_score = torch.rand(weight.shape, generator=gen).to(weight.device)
@@ -502,7 +486,7 @@ def measure_sparsity(model: nn.Module, param_filter: list[str] | None = None) ->
     for raw, p in model.named_parameters():
         name = canonical_name(raw)
         if p.dim() == 2 and any(fnmatch.fnmatchcase(name, g) for g in globs):
-            full = _full(p.detach())
+            full = full_tensor(p.detach())
             out[name] = float((full == 0).sum()) / full.numel()
     return out
 
@@ -541,7 +525,7 @@ def save_sparse(model: "GPT", out_path: str | Path, tokenizer=None) -> dict[str,
     if out.exists() and not out.is_dir():
         raise ValueError(f"sparse export path {str(out)!r} is a file; give a directory")
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: _full(v.detach()).cpu() for k, v in base.state_dict().items()}
+    state = {k: full_tensor(v.detach()).cpu() for k, v in base.state_dict().items()}
     tied = base.config.tie_word_embeddings
     if tied:
         state.pop("lm_head.weight", None)
@@ -578,7 +562,7 @@ def load_sparse(path: str | Path, device: torch.device | str = "cpu") -> "GPT":
     from safetensors.torch import load_file
 
     from cerebras_gpt.config import GPTConfig
-    from cerebras_gpt.model import GPT
+    from cerebras_gpt.hf import model_from_state_dict
 
     path = Path(path)
     config_path = path / "config.json"
@@ -603,17 +587,7 @@ def load_sparse(path: str | Path, device: torch.device | str = "cpu") -> "GPT":
         dense = torch.zeros(n, dtype=values.dtype)
         dense[nz] = values
         state[name] = dense.view(shape)
-    with torch.device("meta"):
-        model = GPT(config, init_weights=False)
-    expected = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(f"sparse weights in {str(path)!r} do not match the config: missing {missing or 'none'}; "
-                         f"unexpected {unexpected or 'none'}")
-    model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight
-    return model.to(device).eval()
+    return model_from_state_dict(config, state, f"sparse weights in {str(path)!r}", device=device)
 
 
 __all__ = [
