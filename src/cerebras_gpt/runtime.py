@@ -56,6 +56,13 @@ def canonical_name(name: str) -> str:
     return ".".join(p for p in parts if p not in WRAPPER_PARTS)
 
 
+def unwrap_model(model):
+    """The plain model inside DDP (``.module``) and torch.compile (``._orig_mod``) wrappers, however nested."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
 # FSDP2 (`fully_shard`) turns each parameter into a DTensor: every rank holds a shard (`local_tensor`), and
 # decisions that must agree across ranks (sparsity masks, exported weights) read the whole (`full_tensor`).
 # Plain tensors pass through unchanged, so callers need no branch of their own.
@@ -77,4 +84,4 @@ def full_tensor(t):
 
 
 __all__ = ["WRAPPER_PARTS", "autocast_context", "canonical_name", "full_tensor", "is_dtensor", "local_tensor",
-           "resolve_device_dtype"]
+           "resolve_device_dtype", "unwrap_model"]
