@@ -239,7 +239,7 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> 
         name = key if key.startswith("transformer.") else "transformer." + key
         if name.endswith(_CONV1D) and tensor.dim() == 2:
             # A contiguous (out, in) copy, not a transposed view: F.linear and the decode kernels
-            # run 10-30% slower on the view's strides.
+            # run measurably slower on the view's strides (BENCHMARKS.md, "Figures from the code").
             tensor = tensor.t().contiguous()
         out[name] = tensor
     return out

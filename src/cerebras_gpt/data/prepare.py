@@ -303,8 +303,9 @@ def _start_pool(workers: int, tok, tokenizer_path: str | None, text_key: str, sk
     import threading
 
     # fork shares the loaded tokenizer and modules with the workers (a spawned one would import torch with
-    # the package: 3 s and 200 MB each). Forking a process with other threads running can deadlock a child
-    # on a lock held at fork time, so a threaded caller (e.g. a trainer) gets forkserver workers instead.
+    # the package: seconds and hundreds of MB each; BENCHMARKS.md, "Figures from the code"). Forking a
+    # process with other threads running can deadlock a child on a lock held at fork time, so a threaded
+    # caller (e.g. a trainer) gets forkserver workers instead.
     # tqdm's monitor thread (left by any earlier progress bar, e.g. `datasets`') only takes tqdm's own lock,
     # which the workers never touch.
     from tqdm import TMonitor
