@@ -44,7 +44,7 @@ def main() -> None:
     from transformers import GPT2LMHeadModel
 
     from cerebras_gpt import GPT, GPTConfig
-    from cerebras_gpt.generate import generate_ids
+    from cerebras_gpt.generation import generate_ids
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
@@ -130,8 +130,8 @@ def precision_sweep(args) -> None:
     import copy
 
     from cerebras_gpt import GPT, GPTConfig
-    from cerebras_gpt.generate import generate_ids
-    from cerebras_gpt.quantize import check_precision, quantize
+    from cerebras_gpt.generation import generate_ids
+    from cerebras_gpt.quantization import check_precision, quantize
 
     precisions = [check_precision(p) for p in args.quantize]
     torch.manual_seed(0)

@@ -441,7 +441,7 @@ def section_decode_serve(sec: Section, quick: bool) -> None:
     import torch
 
     from cerebras_gpt import GPT, GPTConfig
-    from cerebras_gpt.generate import generate_ids
+    from cerebras_gpt.generation import generate_ids
 
     cuda = cuda_available()
     device = torch.device("cuda" if cuda else "cpu")

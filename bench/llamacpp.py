@@ -64,8 +64,8 @@ def main() -> None:
                          "cores): CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install llama-cpp-python==0.3.36")
     from cerebras_gpt import GPT, GPTConfig
     from cerebras_gpt.export import export_model
-    from cerebras_gpt.generate import generate_ids
-    from cerebras_gpt.quantize import quantize
+    from cerebras_gpt.generation import generate_ids
+    from cerebras_gpt.quantization import quantize
     from generate import cpu_name
 
     torch.set_num_threads(args.threads)

@@ -44,9 +44,9 @@ def main() -> None:
     import torch
 
     from cerebras_gpt.evaluate.perplexity import evaluate_perplexity
-    from cerebras_gpt.generate import generate_ids
+    from cerebras_gpt.generation import generate_ids
     from cerebras_gpt.hf import load_model_and_tokenizer
-    from cerebras_gpt.quantize import check_precision, quantize
+    from cerebras_gpt.quantization import check_precision, quantize
 
     torch.manual_seed(0)
     base, tokenizer = load_model_and_tokenizer(args.model)

@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 from scripts.update_section import update_section  # noqa: E402
 
 from cerebras_gpt import GPT, GPTConfig  # noqa: E402
+from cerebras_gpt.export.sparse import save_sparse  # noqa: E402
 from cerebras_gpt.sparse_kernels import sparsify_for_inference  # noqa: E402
-from cerebras_gpt.sparsity import Sparsifier, SparsityConfig, save_sparse  # noqa: E402
+from cerebras_gpt.sparsity import Sparsifier, SparsityConfig  # noqa: E402
 
 
 @torch.no_grad()

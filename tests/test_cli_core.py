@@ -88,6 +88,6 @@ def test_importing_the_package_does_not_import_torch():
     # Tokenizing workers of `prepare` import cerebras_gpt.data.*; torch would cost them seconds each.
     code = ("import sys, cerebras_gpt, cerebras_gpt.config, cerebras_gpt.data.prepare; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
-            "from cerebras_gpt import generate, GPT; import cerebras_gpt.generate; "
+            "from cerebras_gpt import generate, GPT; import cerebras_gpt.generation; "
             "assert callable(generate) and cerebras_gpt.generate is generate and GPT.__name__ == 'GPT'")
     subprocess.run([sys.executable, "-c", code], check=True)

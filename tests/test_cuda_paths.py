@@ -139,7 +139,7 @@ def test_resume_on_gpu_matches_uninterrupted_run(tmp_path, pydoc_data):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cache_decoding_matches_no_cache(dtype):
-    from cerebras_gpt.generate import generate_ids
+    from cerebras_gpt.generation import generate_ids
 
     model = _model("debug-small").to(dtype).eval()
     prompts = _tokens(3, 12).tolist()

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from cerebras_gpt.data.prepare import prepare
+from cerebras_gpt.data.prepare import PrepareConfig, prepare
 from cerebras_gpt.tokenizer import load_tokenizer
 
 
@@ -98,6 +98,19 @@ def test_every_input_format(tmp_path, docs, tok):
     hf_dir.mkdir()
     write_jsonl(hf_dir / "train.jsonl", a[:20], key="body")
     assert run([f"hf:{hf_dir}"], text_key="body") == a[:20]
+
+
+def test_config_object_and_keywords_prepare_the_same(tmp_path, docs):
+    write_jsonl(tmp_path / "c.jsonl", docs[:100])
+    config = PrepareConfig([str(tmp_path / "c.jsonl")], str(tmp_path / "a"), val_fraction=0.1, workers=1,
+                           progress=False)
+    by_config = prepare(config)
+    by_keywords = prepare([str(tmp_path / "c.jsonl")], tmp_path / "b", val_fraction=0.1, workers=1, progress=False)
+    assert by_config["signature"] == by_keywords["signature"] and by_config["splits"] == by_keywords["splits"]
+    with pytest.raises(TypeError, match="unknown options.*val_fraktion"):
+        prepare(["x.txt"], tmp_path / "c", val_fraktion=0.1)
+    with pytest.raises(ValueError, match=r"val_fraction=1.*; threads=0"):  # every problem, in one error
+        prepare(PrepareConfig(["x.txt"], str(tmp_path / "c"), val_fraction=1, threads=0))
 
 
 def test_builtin_pydoc_corpus(tmp_path, tok):

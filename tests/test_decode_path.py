@@ -11,7 +11,7 @@ from conftest import run_engine as run_requests
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, load_tokenizer
-from cerebras_gpt.generate import RowSampler, SamplingParams, generate, generate_ids
+from cerebras_gpt.generation import RowSampler, SamplingParams, generate, generate_ids
 from cerebras_gpt.serve.engine import Engine, EngineConfig, SeqRequest
 
 

@@ -13,7 +13,7 @@ import torch
 
 from cerebras_gpt import GPT, GPTConfig, load_tokenizer
 from cerebras_gpt.export import export_model
-from cerebras_gpt.generate import generate_ids
+from cerebras_gpt.generation import generate_ids
 
 llama_cpp = pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python is not installed (a source build: "

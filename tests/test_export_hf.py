@@ -41,7 +41,7 @@ def test_hf_export_from_training_checkpoint_loads_in_transformers(preset, tmp_pa
 
 
 def test_sparse_export_round_trips(tmp_path):
-    from cerebras_gpt.sparsity import load_sparse
+    from cerebras_gpt.export.sparse import load_sparse
 
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_name("debug-tiny")).eval()

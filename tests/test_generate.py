@@ -5,7 +5,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from cerebras_gpt import GPT, GPTConfig, SamplingParams, generate, generate_ids, load_tokenizer, stream_text
-from cerebras_gpt.generate import TextStreamer, sample_next
+from cerebras_gpt.generation import TextStreamer, sample_next
 from cerebras_gpt.decode_linear import (DecodeLinear, decode_linears, packing_available, release_packed_weights,
                                         split_row_linear)
 

@@ -1,4 +1,4 @@
-"""Inference precisions (quantize.py): logits near fp32, greedy tokens mostly equal, generation and the
+"""Inference precisions (quantization.py): logits near fp32, greedy tokens mostly equal, generation and the
 KV cache unchanged in use, save/load without re-quantizing, `--quantize` on generate/eval/serve, and a
 canary for the deprecated PyTorch entry points the int8 kernel needs."""
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, generate_ids, quantize
-from cerebras_gpt.quantize import BF16Linear, Int8Linear, check_precision, fbgemm_available, precision_of
+from cerebras_gpt.quantization import BF16Linear, Int8Linear, check_precision, fbgemm_available, precision_of
 
 # Max |logit - fp32 logit| relative to the largest fp32 logit, on the trained-free debug-tiny model:
 # bf16 keeps 8 mantissa bits (~0.4% per weight), int8 ~1/254 of each row's range plus 7-bit inputs.

@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cerebras_gpt.generate import GREEDY_TEMPERATURE, SamplingParams, sample_next
+from cerebras_gpt.generation import GREEDY_TEMPERATURE, SamplingParams, sample_next
 
 from test_serve_api import MODEL, LiveServer, save_tiny
 
@@ -119,8 +119,8 @@ def _run_in_one_batch(server, monkeypatch, requests: list[dict]) -> list:
     queued; the sampler also raises for seed 666, the injected per-request failure.
     """
     gate, inside = threading.Event(), threading.Event()
-    generate_module = sys.modules["cerebras_gpt.generate"]  # the package attribute is the function
-    real = generate_module.sample_next  # the engine samples through generate.RowSampler
+    generate_module = sys.modules["cerebras_gpt.generation"]  # the package attribute is the function
+    real = generate_module.sample_next  # the engine samples through generation.RowSampler
 
     def gated(logits, params, generator=None, seen=None):
         if params.seed == GATE_SEED:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, chat
-from cerebras_gpt.generate import generate
+from cerebras_gpt.generation import generate
 from cerebras_gpt.hf import load_model_and_tokenizer
 
 MODEL = "tiny"

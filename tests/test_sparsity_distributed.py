@@ -17,7 +17,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cerebras_gpt import GPT, GPTConfig
-from cerebras_gpt.sparsity import Sparsifier, SparsityConfig, _is_dtensor, _local, canonical_name
+from cerebras_gpt.runtime import is_dtensor, local_tensor
+from cerebras_gpt.sparsity import Sparsifier, SparsityConfig, canonical_name
 
 WORKER = Path(__file__)
 
@@ -37,7 +38,7 @@ def worker(wrap: str, algorithm: str, out: str) -> None:
         for block in model.transformer.h:
             fully_shard(block)
         fully_shard(model)
-        assert _is_dtensor(model.transformer.h[0].mlp.c_fc.weight)
+        assert is_dtensor(model.transformer.h[0].mlp.c_fc.weight)
     cfg = SparsityConfig(sparsity=0.75, algorithm=algorithm, update_freq=2, init_method="magnitude",
                          init_sparsity=0.25)
     sp = Sparsifier(cfg, model, 8)
@@ -61,7 +62,7 @@ def worker(wrap: str, algorithm: str, out: str) -> None:
     for name, p in model.named_parameters():
         name = canonical_name(name)
         if name in sp.masks:
-            assert not _local(p.detach())[sp._pruned(name, p)].any(), name
+            assert not local_tensor(p.detach())[sp._pruned(name, p)].any(), name
     rep = sp.report()
     assert abs(rep["sparsity"] - 0.75) < 1e-6, rep["sparsity"]
     if rank == 0:

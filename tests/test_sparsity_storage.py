@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from cerebras_gpt import GPT, GPTConfig
-from cerebras_gpt.generate import SamplingParams, generate_ids
+from cerebras_gpt.export.sparse import load_sparse, save_sparse
+from cerebras_gpt.generation import SamplingParams, generate_ids
 from cerebras_gpt.sparse_kernels import CSRLinear, is_2to4, prune_2to4, sparsify_for_inference
-from cerebras_gpt.sparsity import Sparsifier, SparsityConfig, load_sparse, measure_sparsity, save_sparse
+from cerebras_gpt.sparsity import Sparsifier, SparsityConfig, measure_sparsity
 
 
 def _sparse_model(name: str = "debug-tiny", sparsity: float = 0.9, **overrides) -> GPT:
@@ -48,6 +49,14 @@ def test_sparse_storage_size_of_sparse_matrices(tmp_path):
     model = _sparse_model("debug-small", vocab_size=64, block_size=8)
     sizes = save_sparse(model, tmp_path / "s")
     assert sizes["stored"] < 0.25 * sizes["dense"]
+
+
+def test_storage_names_still_import_from_sparsity():
+    from cerebras_gpt import sparsity
+
+    assert sparsity.save_sparse is save_sparse and sparsity.load_sparse is load_sparse  # moved to export.sparse
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        sparsity.nothing  # noqa: B018
 
 
 def test_load_sparse_rejects_a_plain_model_dir(tmp_path):

@@ -2,12 +2,9 @@
 
 A decoding step multiplies a few rows (one per sequence) by every weight matrix, so it is bound by
 reading the weights once (438 MB for 111M in fp32). MKL's GEMM behind `F.linear` reads them well
-below memory speed at these shapes, by how much depends on the CPU. On this project's 2-core AMD
-EPYC (AVX2) machines, for one decode step of the 111M model (all linears, distinct weights, medians):
-
-    rows   W.sum() (streaming)   F.linear   one row split over threads   oneDNN packed
-     1           25 ms             45-53 ms          31-33 ms                 38-40 ms
-     8           26 ms           108-118 ms            76 ms                  52-55 ms
+below memory speed at these shapes, by how much depends on the CPU: on this project's 2-core AVX2
+machines a 111M step through `F.linear` took about twice the time of merely streaming the weights at one
+row, and four times at eight (the step times of each path: BENCHMARKS.md, "Figures from the code").
 
 Two remedies, neither of which changes the arithmetic beyond fp32 rounding (summation order):
 
@@ -96,7 +93,7 @@ def split_row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     even = per_block * blocks
     y = torch.empty(out_features, dtype=x.dtype, device=x.device)
     # (blocks, 1, in) @ (blocks, in, per_block): row times transposed block, which MKL's batched GEMM
-    # runs as one GEMV per block on its own core (as a column it stays on one core, 2.5x slower).
+    # runs as one GEMV per block on its own core (as a column it stays on one core: several times slower).
     rows = x.view(1, 1, -1).expand(blocks, -1, -1)
     block_weights = weight[:even].view(blocks, per_block, in_features).transpose(1, 2)
     torch.bmm(rows, block_weights, out=y[:even].view(blocks, 1, per_block))

@@ -239,7 +239,7 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> 
         name = key if key.startswith("transformer.") else "transformer." + key
         if name.endswith(_CONV1D) and tensor.dim() == 2:
             # A contiguous (out, in) copy, not a transposed view: F.linear and the decode kernels
-            # run 10-30% slower on the view's strides.
+            # run measurably slower on the view's strides (BENCHMARKS.md, "Figures from the code").
             tensor = tensor.t().contiguous()
         out[name] = tensor
     return out
@@ -252,28 +252,45 @@ def load_pretrained(path_or_hub_id: str | os.PathLike, device: torch.device | st
     config_path = model_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{str(model_dir)!r} has no config.json; is it a model directory?")
-    from cerebras_gpt.quantize import load_quantized, saved_precision
+    from cerebras_gpt.quantization import load_quantized, saved_precision
 
     if saved_precision(model_dir):  # a directory saved quantized loads as such, without re-quantizing
         return load_quantized(model_dir, device=device)
     config = read_config(config_path)
     check_model_fits(config, dtype or torch.float32, torch.device(device))
     state = state_dict_from_hf(_read_state_dict(model_dir), config)
+    return model_from_state_dict(config, state, f"weights in {str(model_dir)!r}", device=device, dtype=dtype)
+
+
+def model_from_state_dict(config: GPTConfig, state: dict[str, torch.Tensor], what: str,
+                          device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> GPT:
+    """A GPT (eval mode) holding ``state``'s tensors themselves: no random init, no second copy.
+
+    The one build-and-check behind every loader (HF directories here, sparse directories in
+    `cerebras_gpt.export.sparse`): the model is built on the meta device, the keys must match the config
+    exactly (``lm_head.weight`` absent when tied) and every shape must agree, else one ValueError lists the
+    missing and unexpected keys (or the first wrong shape), starting with ``what`` (e.g. "weights in 'dir'").
+
+    Args:
+        config: the architecture.
+        state: our parameter names (`state_dict_from_hf` maps HF's) to tensors.
+        what: names the source in errors.
+        device: where the model goes.
+        dtype: cast the tensors to this (None: keep theirs).
+    """
     with torch.device("meta"):
         model = GPT(config, init_weights=False)
-    expected = set(model.state_dict())
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    expected = set(shapes)
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(
-            f"weights in {str(model_dir)!r} do not match the config: missing {missing or 'none'}; "
-            f"unexpected {unexpected or 'none'}"
-        )
+        raise ValueError(f"{what} do not match the config: missing {missing or 'none'}; "
+                         f"unexpected {unexpected or 'none'}")
     for key, tensor in state.items():
-        want = model.state_dict()[key].shape
-        if tensor.shape != want:
-            raise ValueError(f"tensor {key!r} has shape {tuple(tensor.shape)}, config says {tuple(want)}")
+        if tensor.shape != shapes[key]:
+            raise ValueError(f"tensor {key!r} has shape {tuple(tensor.shape)}, config says {tuple(shapes[key])}")
     model.load_state_dict({k: v.to(dtype) if dtype else v for k, v in state.items()}, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.transformer.wte.weight
@@ -284,7 +301,6 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
     """Plain GPT-2 weights in HF layout with μP multipliers folded in; returns (state, tied)."""
     config = model.config
     m_e, s_out = config.embeddings_scale, config.output_logits_scale
-    q_scale = mup.query_fold_scale(config)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     wte = state["transformer.wte.weight"]
     out: dict[str, torch.Tensor] = {}
@@ -293,10 +309,8 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
             continue
         if key in ("transformer.wte.weight", "transformer.wpe.weight") and m_e != 1.0:
             tensor = tensor * m_e
-        if key.endswith("attn.c_attn.weight") and q_scale != 1.0:
-            tensor = torch.cat([tensor[: config.n_embd] * q_scale, tensor[config.n_embd:]])
-        if key.endswith("attn.c_attn.bias") and q_scale != 1.0:
-            tensor = torch.cat([tensor[: config.n_embd] * q_scale, tensor[config.n_embd:]])
+        if key.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
+            tensor = mup.fold_query_rows(tensor, config)
         if key.endswith(_CONV1D):
             tensor = tensor.t()
         out[key] = tensor.contiguous()
@@ -308,9 +322,9 @@ def folded_state_dict(model: GPT) -> tuple[dict[str, torch.Tensor], bool]:
 
 
 def save_pretrained(model: GPT, directory: str | Path, tokenizer=None, safe_serialization: bool = True) -> Path:
-    """Write a Hugging Face GPT-2 model directory (a quantized model: see quantize.py); returns its path."""
+    """Write a Hugging Face GPT-2 model directory (a quantized model: see quantization.py); returns its path."""
     from cerebras_gpt import atomic
-    from cerebras_gpt.quantize import precision_of, save_quantized
+    from cerebras_gpt.quantization import precision_of, save_quantized
 
     if precision_of(model) != "fp32":
         return save_quantized(model, directory, tokenizer=tokenizer)

@@ -62,6 +62,25 @@ def query_fold_scale(config: Any) -> float:
     return config.attn_scale * math.sqrt(config.head_dim)
 
 
+def fold_query_rows(tensor: Any, config: Any, *, unfold: bool = False) -> Any:
+    """``tensor`` with its query rows (the first n_embd) multiplied by `query_fold_scale` (divided: ``unfold``).
+
+    The one place the μP attention scale moves in or out of weights: c_attn's weight (3C, C) and bias (3C,)
+    on HF export (`cerebras_gpt.hf`), and a LoRA B (3C, r) on c_attn when its adapter is saved or loaded
+    (`cerebras_gpt.finetune.lora`), so the adapter follows the folded base. Returns ``tensor`` itself under
+    SP (nothing to fold), else a new tensor; the input is never modified.
+    """
+    scale = query_fold_scale(config)
+    if scale == 1.0:
+        return tensor
+    out = tensor.clone()
+    if unfold:
+        out[: config.n_embd] /= scale
+    else:
+        out[: config.n_embd] *= scale
+    return out
+
+
 def _is_matrix(name: str) -> bool:
     return name.endswith(".weight") and not name.endswith(EMBEDDING_SUFFIXES) and (
         ".ln_" not in name and not name.startswith("ln_") and "ln_f" not in name

@@ -1,5 +1,6 @@
 """The runtime layer under everything that runs a model: which device and dtype, the autocast every
-forward pass runs under, and parameter names seen through the wrappers that training puts around a model.
+forward pass runs under, and parameters seen through the wrappers that training puts around a model (their
+names, and FSDP2's sharded DTensors).
 
 Commands, the server, the lm-eval adapter and the benchmarks resolve the user's 'auto'-able
 ``--device``/``--dtype`` strings here (never through a command module).
@@ -55,4 +56,32 @@ def canonical_name(name: str) -> str:
     return ".".join(p for p in parts if p not in WRAPPER_PARTS)
 
 
-__all__ = ["WRAPPER_PARTS", "autocast_context", "canonical_name", "resolve_device_dtype"]
+def unwrap_model(model):
+    """The plain model inside DDP (``.module``) and torch.compile (``._orig_mod``) wrappers, however nested."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+# FSDP2 (`fully_shard`) turns each parameter into a DTensor: every rank holds a shard (`local_tensor`), and
+# decisions that must agree across ranks (sparsity masks, exported weights) read the whole (`full_tensor`).
+# Plain tensors pass through unchanged, so callers need no branch of their own.
+def is_dtensor(t) -> bool:
+    """Whether ``t`` is a DTensor (a parameter or gradient sharded by FSDP2)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def local_tensor(t):
+    """The tensor this rank holds: the local shard of a DTensor, else ``t`` itself."""
+    return t.to_local() if is_dtensor(t) else t
+
+
+def full_tensor(t):
+    """The whole tensor on every rank: an all-gather for a DTensor (every rank must call it), else ``t``."""
+    return t.full_tensor() if is_dtensor(t) else t
+
+
+__all__ = ["WRAPPER_PARTS", "autocast_context", "canonical_name", "full_tensor", "is_dtensor", "local_tensor",
+           "resolve_device_dtype", "unwrap_model"]

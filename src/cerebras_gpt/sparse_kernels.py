@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class CSRLinear(nn.Module):
     """``y = x W^T + b`` with W held as a CSR tensor (CPU, float32/float64).
 
-    Rows of x are multiplied ``chunk_rows`` at a time: the (out, chunk) product then stays in
-    cache, which measured 1.4-2x faster than one (out, N) product at N = 512 (bench/sparse.py).
+    Rows of x are multiplied ``chunk_rows`` at a time: the (out, chunk) product then stays in cache,
+    which measured faster than one (out, N) product at N = 512 (BENCHMARKS.md, "Figures from the code").
     """
 
     def __init__(self, linear: nn.Linear, chunk_rows: int = 32) -> None:

@@ -1,4 +1,4 @@
-"""Weight sparsity: masks, static / GMP / SET / RigL, SPDF densify, sparse storage.
+"""Weight sparsity: masks, static / GMP / SET / RigL, SPDF densify.
 
 Options follow the Cerebras ModelZoo's `trainer.init.sparsity` section (facts file §5): a target
 sparsity, `param_filter` globs (attention QKV and output projections and both FFN matrices by
@@ -21,29 +21,27 @@ Masks are the same on every rank: random masks come from a seeded generator, mag
 gradient decisions are taken on full tensors (`DTensor.full_tensor()` under FSDP2) and rank 0's
 result is broadcast. Under FSDP2 each rank applies its local shard of the full mask.
 
-Sparse storage (`save_sparse` / `load_sparse`) keeps each sparse matrix as its nonzero values plus
-a bitmask and every other tensor dense; the round trip is bit-exact. Sparse inference kernels are
-in `sparse_kernels.py`.
+Sparse storage (`save_sparse` / `load_sparse`: nonzero values plus a bitmask) lives in
+`cerebras_gpt.export.sparse` and is still importable from here; sparse inference kernels are in
+`sparse_kernels.py`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from cerebras_gpt.runtime import canonical_name
+from cerebras_gpt.runtime import canonical_name, full_tensor, is_dtensor, local_tensor, unwrap_model
 
-if TYPE_CHECKING:
-    from cerebras_gpt.model import GPT
+if TYPE_CHECKING:  # the storage names re-exported below, for type checkers and IDEs
+    from cerebras_gpt.export.sparse import SPARSE_FORMAT, SPARSE_WEIGHTS, load_sparse, save_sparse  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -135,28 +133,6 @@ class SparsityConfig:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _unwrap(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
-
-
-def _is_dtensor(t: torch.Tensor) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(t, DTensor)
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The tensor this rank holds: the local shard of a DTensor, else the tensor itself."""
-    return t.to_local() if _is_dtensor(t) else t
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor on every rank (an all-gather for an FSDP2 DTensor)."""
-    return t.full_tensor() if _is_dtensor(t) else t
-
-
 def _world() -> int:
     import torch.distributed as dist
 
@@ -233,7 +209,7 @@ class Sparsifier:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.last_update_step = -1
         self._local_pruned: dict[str, torch.Tensor] = {}  # cache: this rank's ~mask on the param's device
-        self._config = getattr(_unwrap(model), "config", None)
+        self._config = getattr(unwrap_model(model), "config", None)
         if not self.enabled:
             return
         default_end = max(1, int(0.75 * self.total_steps))  # ModelZoo configs stop at 75% of steps
@@ -292,9 +268,9 @@ class Sparsifier:
         for index, (name, p) in enumerate(params):
             if self.cfg.init_method == "random":
                 gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
-                scores.append(torch.rand(p.shape, generator=gen).to(_local(p).device))
+                scores.append(torch.rand(p.shape, generator=gen).to(local_tensor(p).device))
             else:
-                scores.append(_full(p.detach()).abs().float())
+                scores.append(full_tensor(p.detach()).abs().float())
         return scores
 
     def _init_masks(self, params: list[tuple[str, torch.Tensor]]) -> None:
@@ -318,11 +294,11 @@ class Sparsifier:
 
     def _pruned(self, name: str, p: torch.Tensor) -> torch.Tensor:
         """This rank's ~mask for parameter ``p`` (a shard of the full mask under FSDP2), cached."""
-        local = _local(p)
+        local = local_tensor(p)
         cached = self._local_pruned.get(name)
         if cached is None or cached.device != local.device or cached.shape != local.shape:
             pruned = ~self.masks[name].to(local.device)
-            if _is_dtensor(p):
+            if is_dtensor(p):
                 from torch.distributed.tensor import distribute_tensor
 
                 # Every rank holds the same full mask, so each takes its own shard without communication.
@@ -338,11 +314,11 @@ class Sparsifier:
             return
         for name, p in self._params(model):
             pruned = self._pruned(name, p)
-            _local(p).masked_fill_(pruned, 0.0)  # masked_fill writes +0.0 (mul by 0 would keep -0.0)
+            local_tensor(p).masked_fill_(pruned, 0.0)  # masked_fill writes +0.0 (mul by 0 would keep -0.0)
             if optimizer is not None:
                 for value in optimizer.state.get(p, {}).values():
                     if torch.is_tensor(value) and value.shape == p.shape:
-                        _local(value).masked_fill_(pruned, 0.0)
+                        local_tensor(value).masked_fill_(pruned, 0.0)
 
     @torch.no_grad()
     def update(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:
@@ -373,7 +349,7 @@ class Sparsifier:
                 log.info("sparsity step %d: %s masks updated, sparsity %.4f", step, algo, self.report()["sparsity"])
         for name, p in self._params(model):
             if p.grad is not None:
-                _local(p.grad).masked_fill_(self._pruned(name, p), 0.0)
+                local_tensor(p.grad).masked_fill_(self._pruned(name, p), 0.0)
         return changed
 
     def _gmp_due(self, step: int) -> bool:
@@ -393,7 +369,7 @@ class Sparsifier:
         params = list(self._params(model))
         scores = []
         for name, p in params:
-            score = _full(p.detach()).abs().float()
+            score = full_tensor(p.detach()).abs().float()
             # Pruned weights never come back: below every live weight.
             scores.append(score.masked_fill_(~self.masks[name].to(score.device), -1.0))
         targets = [self.sparsity_at(step, n) for n, _ in params]
@@ -407,12 +383,12 @@ class Sparsifier:
         changed = False
         for index, (name, p) in enumerate(self._params(model)):
             old = self.masks[name]
-            weight = _full(p.detach()).float()
+            weight = full_tensor(p.detach()).float()
             old = old.to(weight.device)
             if self.cfg.algorithm == "rigl":
                 if p.grad is None:
                     raise ValueError(f"RigL needs the dense gradient of {name} at step {step}; call update() after backward()")
-                grow_score = _full(p.grad.detach()).abs().float()
+                grow_score = full_tensor(p.grad.detach()).abs().float()
             else:
                 gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 7919 + index)
                 grow_score = torch.rand(weight.shape, generator=gen).to(weight.device)
@@ -502,122 +478,26 @@ def measure_sparsity(model: nn.Module, param_filter: list[str] | None = None) ->
     for raw, p in model.named_parameters():
         name = canonical_name(raw)
         if p.dim() == 2 and any(fnmatch.fnmatchcase(name, g) for g in globs):
-            full = _full(p.detach())
+            full = full_tensor(p.detach())
             out[name] = float((full == 0).sum()) / full.numel()
     return out
 
 
-# ----------------------------------------------------------------------------- sparse storage
-SPARSE_FORMAT = "cerebras-gpt-sparse"
-SPARSE_WEIGHTS = "model.sparse.safetensors"
-_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+# Sparse storage moved to `cerebras_gpt.export.sparse`; its names stay importable from here, loaded on first
+# use (PEP 562) so that training, which needs only the masks, never imports the storage code.
+_MOVED_TO_EXPORT = ("SPARSE_FORMAT", "SPARSE_WEIGHTS", "load_sparse", "save_sparse")
 
 
-def _nonzero_bits(t: torch.Tensor) -> torch.Tensor:
-    """Entries whose bit pattern is not all zero (-0.0 counts as nonzero, so the trip is bit-exact)."""
-    return t.contiguous().view(_INT_VIEW[t.element_size()]) != 0
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_EXPORT:
+        from cerebras_gpt.export import sparse
 
-
-def save_sparse(model: "GPT", out_path: str | Path, tokenizer=None) -> dict[str, int]:
-    """Write ``model`` as a sparse model directory: values + bitmask per sparse matrix, the rest dense.
-
-    A 2-D tensor is stored as its nonzero values (row-major) plus a bit per entry wherever that is
-    smaller than the dense tensor (density below 1 - 1/(8·bytes per value)); everything else is
-    stored dense. The parameters are the model's own (μP not folded), so `load_sparse` gives back
-    the identical model. This is not a Hugging Face directory: export to HF for other tools.
-
-    Args:
-        model: a GPT (plain or wrapped).
-        out_path: directory to create (``config.json`` + ``model.sparse.safetensors``).
-        tokenizer: optional tokenizer whose files are saved beside the weights.
-
-    Returns:
-        Byte counts: ``stored`` (the weights file) and ``dense`` (the same tensors stored dense).
-    """
-    from safetensors.torch import save_file
-
-    base = _unwrap(model)
-    out = Path(out_path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"sparse export path {str(out)!r} is a file; give a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: _full(v.detach()).cpu() for k, v in base.state_dict().items()}
-    tied = base.config.tie_word_embeddings
-    if tied:
-        state.pop("lm_head.weight", None)
-    tensors: dict[str, torch.Tensor] = {}
-    layout: dict[str, dict[str, Any]] = {}
-    dense_bytes = 0
-    for name, t in state.items():
-        t = t.contiguous()
-        dense_bytes += t.numel() * t.element_size()
-        if t.dim() == 2:
-            nz = _nonzero_bits(t)
-            nnz = int(nz.sum())
-            if nnz * t.element_size() + (t.numel() + 7) // 8 < t.numel() * t.element_size():
-                bits = np.packbits(nz.numpy().reshape(-1), bitorder="little")
-                tensors[name + ".values"] = t[nz].contiguous()
-                tensors[name + ".bitmask"] = torch.from_numpy(bits)
-                layout[name] = {"encoding": "bitmask", "shape": list(t.shape), "nonzero": nnz}
-                continue
-        tensors[name] = t
-        layout[name] = {"encoding": "dense", "shape": list(t.shape)}
-    save_file(tensors, str(out / SPARSE_WEIGHTS), metadata={"format": SPARSE_FORMAT})
-    meta = {"format": SPARSE_FORMAT, "version": 1, "architecture": base.config.to_dict(), "tensors": layout}
-    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    stored = (out / SPARSE_WEIGHTS).stat().st_size
-    log.info("sparse model in %s: %.1f MB (dense %.1f MB, %.3fx)", out, stored / 1e6, dense_bytes / 1e6,
-             stored / dense_bytes)
-    return {"stored": stored, "dense": dense_bytes}
-
-
-def load_sparse(path: str | Path, device: torch.device | str = "cpu") -> "GPT":
-    """Load a directory written by `save_sparse`; returns the identical dense GPT (eval mode)."""
-    from safetensors.torch import load_file
-
-    from cerebras_gpt.config import GPTConfig
-    from cerebras_gpt.model import GPT
-
-    path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.exists() or not (path / SPARSE_WEIGHTS).exists():
-        raise ValueError(f"{str(path)!r} is not a sparse model directory (needs config.json and {SPARSE_WEIGHTS}); "
-                         "write one with `cerebras-gpt export --format sparse`")
-    meta = json.loads(config_path.read_text())
-    if meta.get("format") != SPARSE_FORMAT:
-        raise ValueError(f"{str(config_path)!r} is not a {SPARSE_FORMAT} config; load a Hugging Face directory "
-                         "with GPT.from_pretrained instead")
-    config = GPTConfig.from_dict(meta["architecture"])
-    stored = load_file(str(path / SPARSE_WEIGHTS))
-    state: dict[str, torch.Tensor] = {}
-    for name, entry in meta["tensors"].items():
-        if entry["encoding"] == "dense":
-            state[name] = stored[name]
-            continue
-        shape = tuple(entry["shape"])
-        values = stored[name + ".values"]
-        n = math.prod(shape)
-        nz = torch.from_numpy(np.unpackbits(stored[name + ".bitmask"].numpy(), count=n, bitorder="little").astype(bool))
-        dense = torch.zeros(n, dtype=values.dtype)
-        dense[nz] = values
-        state[name] = dense.view(shape)
-    with torch.device("meta"):
-        model = GPT(config, init_weights=False)
-    expected = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(f"sparse weights in {str(path)!r} do not match the config: missing {missing or 'none'}; "
-                         f"unexpected {unexpected or 'none'}")
-    model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight
-    return model.to(device).eval()
+        return getattr(sparse, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "DEFAULT_PARAM_FILTER", "SparsityConfig", "Sparsifier", "canonical_name", "drop_fraction_at", "gmp_sparsity",
-    "logical_blocks",
-    "load_sparse", "measure_sparsity", "save_sparse",
+    "logical_blocks", "measure_sparsity",
+    "load_sparse", "save_sparse",  # from cerebras_gpt.export.sparse
 ]

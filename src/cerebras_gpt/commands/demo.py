@@ -44,7 +44,7 @@ def run(args: DemoArgs) -> int:
 
     from cerebras_gpt.data.loader import iter_validation
     from cerebras_gpt.data.prepare import prepare
-    from cerebras_gpt.generate import generate
+    from cerebras_gpt.generation import generate
     from cerebras_gpt.hf import load_model_and_tokenizer
     from cerebras_gpt.train.config import TrainConfig
     from cerebras_gpt.train.loop import evaluate, train

@@ -92,7 +92,7 @@ def run(args: EvalArgs) -> int:
         raise ValueError("; ".join(problems))
     from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
-    from cerebras_gpt.quantize import apply_quantize, check_precision, precision_of
+    from cerebras_gpt.quantization import apply_quantize, check_precision, precision_of
 
     check_precision(args.quantize)  # a bad value fails before the model loads
     device, dtype = resolve_device_dtype(args.device, args.dtype)

@@ -11,7 +11,7 @@ import tyro
 
 from cerebras_gpt.commands import run_command
 from cerebras_gpt.runtime import resolve_device_dtype
-from cerebras_gpt.generate import SamplingParams
+from cerebras_gpt.generation import SamplingParams
 
 
 @dataclasses.dataclass
@@ -69,9 +69,9 @@ def unescape_stop(text: str) -> str:
 
 def run(args: GenerateArgs) -> int:
     args.sampling.stop = [unescape_stop(s) for s in args.sampling.stop]
-    from cerebras_gpt.generate import generate, stream_text
+    from cerebras_gpt.generation import generate, stream_text
     from cerebras_gpt.hf import load_model_and_tokenizer
-    from cerebras_gpt.quantize import apply_quantize, check_precision
+    from cerebras_gpt.quantization import apply_quantize, check_precision
 
     check_precision(args.quantize)  # a bad value fails before the model loads
     prompts = _prompts(args)

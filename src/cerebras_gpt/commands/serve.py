@@ -64,7 +64,7 @@ def translate_vllm_flags(argv: list[str]) -> list[str]:
 
 def run(args: ServeArgs) -> int:
     from cerebras_gpt.serve.app import run_server
-    from cerebras_gpt.quantize import check_precision
+    from cerebras_gpt.quantization import check_precision
 
     check_precision(args.quantize)  # a bad value fails before the model loads
     if not 0 < args.port < 65536:

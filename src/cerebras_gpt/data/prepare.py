@@ -17,6 +17,7 @@ the same bytes as a run that was never interrupted. ``meta.json`` is written las
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,9 +30,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from cerebras_gpt import jsonl
 from cerebras_gpt.data.shards import (
     FORMAT_VERSION,
     META_NAME,
@@ -101,19 +104,16 @@ def _jsonl_documents(text: str, task: Task, stats: dict) -> list:
             continue
         where = f"{task.where}:{task.first + i}"
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            record = jsonl.parse_line(line, where)
             value = record[key] if key in record else KeyError
             if value is not KeyError and value is not None and not isinstance(value, str):
-                raise ValueError(f"field {key!r} holds a {type(value).__name__}, not text")
-        except ValueError as e:  # json.JSONDecodeError is a ValueError
+                raise jsonl.JSONLError(where, f"field {key!r} holds a {type(value).__name__}, not text")
+        except jsonl.JSONLError as e:
             if skip_bad:
                 stats["bad_lines"] += 1
                 continue
-            why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-            raise ValueError(f"{where}: malformed JSONL line ({why}); fix the line, or pass --skip-bad to skip "
-                             "and count bad lines") from None
+            raise ValueError(f"{where}: malformed JSONL line ({e.reason}); fix the line, or pass --skip-bad to "
+                             "skip and count bad lines") from None
         if value is KeyError:
             raise ValueError(f"{where}: no field {key!r} in this record (fields: {sorted(record)[:10]}); "
                              "choose the text field with --text-key")
@@ -303,8 +303,9 @@ def _start_pool(workers: int, tok, tokenizer_path: str | None, text_key: str, sk
     import threading
 
     # fork shares the loaded tokenizer and modules with the workers (a spawned one would import torch with
-    # the package: 3 s and 200 MB each). Forking a process with other threads running can deadlock a child
-    # on a lock held at fork time, so a threaded caller (e.g. a trainer) gets forkserver workers instead.
+    # the package: seconds and hundreds of MB each; BENCHMARKS.md, "Figures from the code"). Forking a
+    # process with other threads running can deadlock a child on a lock held at fork time, so a threaded
+    # caller (e.g. a trainer) gets forkserver workers instead.
     # tqdm's monitor thread (left by any earlier progress bar, e.g. `datasets`') only takes tqdm's own lock,
     # which the workers never touch.
     from tqdm import TMonitor
@@ -335,77 +336,138 @@ def _results(tasks, pool, workers: int):
         yield t, r.get()
 
 
-def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = None, text_key: str = "text",
-            val_fraction: float = 0.01, dedup: bool = False, paragraphs: bool = False, workers: int | None = None,
-            threads: int = 1, seq_len: int = 2048, format: str = "bin", shard_tokens: int = 100_000_000,
-            examples_per_file: int = 50_000, block_size: int = 1 << 20, skip_bad: bool = False,
-            overwrite: bool = False, progress: bool = True, command: str | None = None) -> dict:
-    """Tokenize and pack ``inputs`` into ``out_dir``; returns the meta (also written to ``meta.json``).
+@dataclass
+class PrepareConfig:
+    """What `prepare` reads, how it tokenizes and splits it, and how it writes the shards.
+
+    `cerebras-gpt prepare`'s options are these fields (its ``PrepareArgs`` subclasses this, adding only
+    the command-line form of ``inputs``), so a field's docstring is also its ``--help``.
+    """
+
+    inputs: list[str]
+    """Files, directories, globs, hf:NAME[:CONFIG[:SPLIT]] or builtin:pydoc (see `cerebras_gpt.data.sources`)."""
+    out: str
+    """Output directory (meta.json plus train_*.bin / val_*.bin shards, or HDF5 files)."""
+    tokenizer: str | None = None
+    """A tokenizer or model directory, or a built-in: gpt2 (the default BPE) or bytes (257 byte-level
+    tokens, for tiny models such as the CPU scaling ladder and the μP transfer study)."""
+    text_key: str = "text"
+    """JSONL field, Parquet column or hub-dataset field that holds the text."""
+    paragraphs: bool = False
+    """Split text files into documents at blank lines (default: one document per file)."""
+    val_fraction: float = 0.01
+    """Share of documents for the validation split, chosen by a hash of each document's text."""
+    dedup: bool = False
+    """Drop documents whose exact text appeared before."""
+    workers: int = 0
+    """Tokenizing processes (0: one per CPU core; small inputs use fewer)."""
+    threads: int = 1
+    """Tokenizing threads per process (tiktoken releases the GIL)."""
+    seq_len: int = 2048
+    """Sequence length the data is prepared for (recorded in meta.json; the HDF5 example length)."""
+    format: Literal["bin", "hdf5"] = "bin"
+    """bin: flat uint16/uint32 token shards; hdf5: the Cerebras ModelZoo layout (n, 3, seq_len)."""
+    shard_tokens: int = 100_000_000
+    """Close a shard once it holds at least this many tokens."""
+    examples_per_file: int = 50_000
+    """HDF5 examples per file (ModelZoo's files_per_record)."""
+    block_size: int = 1 << 20
+    """Bytes of input per unit of work handed to a worker."""
+    skip_bad: bool = False
+    """Skip and count malformed JSONL lines instead of stopping at the first one."""
+    overwrite: bool = False
+    """Replace prepared data already in --out."""
+    progress: bool = True
+    """Show a progress bar (documents, tokens, MB/s, ETA)."""
+
+    def check(self) -> None:
+        """Raise one ValueError naming every out-of-range option."""
+        problems = []
+        if not 0 <= self.val_fraction < 1:
+            problems.append(f"val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.format not in ("bin", "hdf5"):
+            problems.append(f"format={self.format!r} must be 'bin' or 'hdf5'")
+        for name, low in (("seq_len", 1), ("shard_tokens", 1), ("threads", 1), ("block_size", 1024),
+                          ("examples_per_file", 1)):
+            if getattr(self, name) < low:
+                problems.append(f"{name}={getattr(self, name)} must be at least {low}")
+        if self.workers is not None and self.workers < 0:
+            problems.append(f"workers={self.workers} must be at least 1 (0: one per CPU core)")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def _as_config(config: PrepareConfig | list[str] | str | Path | None, out_dir: str | Path | None,
+               options: dict[str, Any]) -> PrepareConfig:
+    """`prepare`'s arguments as one `PrepareConfig`: given whole (keywords override its fields), or built
+    the way ``prepare`` was called before it took one (inputs, out_dir, the fields as keywords)."""
+    if isinstance(config, PrepareConfig):
+        if out_dir is not None:
+            options["out"] = out_dir
+        return dataclasses.replace(config, **options) if options else config
+    inputs = config if config is not None else options.pop("inputs", None)
+    out = out_dir if out_dir is not None else options.pop("out_dir", options.pop("out", None))
+    if inputs is None or out is None:
+        raise TypeError("prepare() needs the inputs and the output directory: prepare(PrepareConfig(inputs, out)) "
+                        "or prepare(inputs, out_dir, **options)")
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(PrepareConfig)})
+    if unknown:
+        raise TypeError(f"prepare() got unknown options {unknown}; see PrepareConfig for the fields")
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    return PrepareConfig(inputs=[str(i) for i in inputs], out=str(out), **options)
+
+
+def prepare(config: PrepareConfig | list[str] | str | Path | None = None, out_dir: str | Path | None = None, /, *,
+            command: str | None = None, **options: Any) -> dict:
+    """Tokenize and pack the inputs into the output directory; returns the meta (also written to ``meta.json``).
+
+    Running again on a complete directory with the same inputs and options returns its meta; on an
+    interrupted one it resumes.
 
     Args:
-        inputs: files, directories, globs, ``hf:NAME[:CONFIG[:SPLIT]]`` or ``builtin:pydoc``
-            (see ``cerebras_gpt.data.sources``).
-        out_dir: the prepared directory. Running again on a complete directory with the same inputs and
-            options returns its meta; on an interrupted one it resumes.
-        tokenizer: a tokenizer or model directory; None for GPT-2 BPE.
-        text_key: the JSONL field / Parquet column / hub field holding the text.
-        val_fraction: the share of documents, chosen by a hash of their text, that go to ``val``.
-        dedup: drop documents whose exact text was already seen.
-        paragraphs: split text files into documents at blank lines (else one document per file).
-        workers: tokenizing processes (None: one per CPU core).
-        threads: tokenizing threads per process.
-        seq_len: the sequence length the data is prepared for (recorded; the HDF5 example length).
-        format: ``bin`` (flat token shards) or ``hdf5`` (ModelZoo examples).
-        shard_tokens: a shard is closed once it holds at least this many tokens.
-        examples_per_file: HDF5 examples per file.
-        block_size: bytes of input per task.
-        skip_bad: skip and count malformed JSONL lines instead of stopping at the first.
-        overwrite: replace a directory that already holds prepared data.
-        progress: show a progress bar.
+        config: a `PrepareConfig` (its fields are the options, documented there); or, as before there was
+            one, the inputs, with the output directory next and the fields as keywords:
+            ``prepare(["a.txt"], "out", val_fraction=0.1, workers=1)``.
+        out_dir: the output directory, when ``config`` is the inputs (overrides ``config.out`` otherwise).
         command: the command line to record (defaults to this process's).
+        **options: `PrepareConfig` fields; with a config, they override its values.
     """
     from cerebras_gpt import __version__
     from cerebras_gpt.tokenizer import load_tokenizer
 
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
-    if format not in ("bin", "hdf5"):
-        raise ValueError(f"format={format!r} must be 'bin' or 'hdf5'")
-    for name, value, low in (("seq_len", seq_len, 1), ("shard_tokens", shard_tokens, 1), ("threads", threads, 1),
-                             ("block_size", block_size, 1024), ("examples_per_file", examples_per_file, 1)):
-        if value < low:
-            raise ValueError(f"{name}={value} must be at least {low}")
-    workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise ValueError(f"workers={workers} must be at least 1")
-    if isinstance(inputs, (str, Path)):
-        inputs = [str(inputs)]
-    sources = expand_inputs([str(i) for i in inputs])
-    tok = load_tokenizer(tokenizer)
+    config = _as_config(config, out_dir, options)
+    config.check()
+    workers = config.workers or os.cpu_count() or 1
+    sources = expand_inputs([str(i) for i in config.inputs])
+    tok = load_tokenizer(config.tokenizer)
     dtype = dtype_for_vocab(tok.vocab_size)
-    options = {"text_key": text_key, "val_fraction": val_fraction, "dedup": dedup, "paragraphs": paragraphs,
-               "seq_len": seq_len, "format": format, "shard_tokens": shard_tokens,
-               "examples_per_file": examples_per_file}
-    signature = _signature(sources, tok.identity(), dtype.name, options)
-    out = Path(out_dir)
+    # The options that shape the output: recorded in meta.json and part of the resume signature.
+    recorded = {"text_key": config.text_key, "val_fraction": config.val_fraction, "dedup": config.dedup,
+                "paragraphs": config.paragraphs, "seq_len": config.seq_len, "format": config.format,
+                "shard_tokens": config.shard_tokens, "examples_per_file": config.examples_per_file}
+    signature = _signature(sources, tok.identity(), dtype.name, recorded)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    block_size = config.block_size
 
     def locked() -> dict:
         n_workers = workers
-        if (out / META_NAME).exists() and not overwrite:
+        if (out / META_NAME).exists() and not config.overwrite:
             meta = read_meta(out)
             if meta.get("signature") == signature:
                 logger.info("%s already holds this prepared data; nothing to do (pass overwrite to redo it)", out)
                 return meta
-        state = _prepare_out_dir(out, signature, overwrite)
+        state = _prepare_out_dir(out, signature, config.overwrite)
         if state:
             logger.info("resuming an interrupted run in %s after %d tasks", out, state["tasks"])
-        run = _Run(out, signature, state, dtype, shard_tokens, val_fraction, dedup)
+        run = _Run(out, signature, state, dtype, config.shard_tokens, config.val_fraction, config.dedup)
 
         total = None if any(s.size is None for s in sources) else sum(s.size for s in sources)
         if total is not None:  # starting a process costs about a second: small inputs use fewer
             n_workers = max(1, min(n_workers, total // (4 * block_size)))
-        pool = _start_pool(n_workers, tok, tokenizer, text_key, skip_bad, threads)  # before tqdm starts its thread
+        # before tqdm starts its thread
+        pool = _start_pool(n_workers, tok, config.tokenizer, config.text_key, config.skip_bad, config.threads)
 
         from tqdm.auto import tqdm
 
@@ -413,8 +475,9 @@ def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = N
             monitor_interval = 0  # no monitor thread: a later prepare in this process can still fork workers
 
         bar = Bar(total=total, initial=run.progress, unit="B", unit_scale=True, unit_divisor=1000,
-                  desc="prepare", disable=not progress, dynamic_ncols=True, smoothing=0.05)
-        tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=text_key, paragraphs=paragraphs)
+                  desc="prepare", disable=not config.progress, dynamic_ncols=True, smoothing=0.05)
+        tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=config.text_key,
+                           paragraphs=config.paragraphs)
         try:
             for task, encoded in _results(tasks, pool, n_workers):
                 run.progress += task.progress_bytes
@@ -430,7 +493,8 @@ def prepare(inputs: list[str], out_dir: str | Path, *, tokenizer: str | None = N
             if pool is not None:
                 pool.terminate()
         run.commit()
-        return _finish(run, sources, tok, dtype, options, signature, command, __version__, examples_per_file)
+        return _finish(run, sources, tok, dtype, recorded, signature, command, __version__,
+                       config.examples_per_file)
 
     from filelock import FileLock
 

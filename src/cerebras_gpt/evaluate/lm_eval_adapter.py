@@ -42,7 +42,7 @@ try:
 except ModuleNotFoundError as e:
     raise missing_extra("eval", e, feature="lm-eval tasks") from None
 
-from cerebras_gpt.generate import SamplingParams, generate
+from cerebras_gpt.generation import SamplingParams, generate
 from cerebras_gpt.model import GPT
 from cerebras_gpt.runtime import autocast_context
 
@@ -254,7 +254,7 @@ def run_tasks(lm: CerebrasGPTLM, tasks: list[str], include_path: list[str] | Non
     from lm_eval.tasks import TaskManager
 
     manager = None
-    if include_path:  # indexing lm-eval's thousands of built-in YAMLs takes ~15 s: skip it when not needed
+    if include_path:  # indexing lm-eval's thousands of built-in YAMLs takes seconds: skip it when not needed
         manager = TaskManager(include_path=include_path, include_defaults=False)
         if any(t not in manager.all_tasks for t in tasks):
             manager = None

@@ -20,7 +20,6 @@ Loss is the mean negative log-likelihood in nats per token, perplexity ``exp(los
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -31,6 +30,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from cerebras_gpt import jsonl
 from cerebras_gpt.model import GPT
 from cerebras_gpt.runtime import autocast_context
 
@@ -124,17 +124,10 @@ def read_documents(path: str | Path, text_key: str = "text") -> Iterator[str]:
     if not path.is_file():
         raise FileNotFoundError(f"--data {str(path)!r}: no such file or prepared data directory")
     if path.suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n} is not valid JSON ({e})") from e
-                if not isinstance(row, dict) or not isinstance(row.get(text_key), str):
-                    raise ValueError(f"{path}:{n} has no string field {text_key!r}; set --text-key")
-                yield row[text_key]
+        for where, row in jsonl.iterate(path):
+            if not isinstance(row.get(text_key), str):
+                raise ValueError(f"{where}: no string field {text_key!r}; set --text-key")
+            yield row[text_key]
         return
     try:
         yield path.read_text(encoding="utf-8")

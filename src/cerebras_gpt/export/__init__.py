@@ -3,7 +3,7 @@
 - ``hf``: the Hugging Face GPT-2 directory (`model.save_pretrained`: safetensors, config, tokenizer,
   μP folded) that `transformers`, vLLM and TGI serve as it is;
 - ``gguf``: one GGUF file for llama.cpp (`export.gguf`), f32, f16 or q8_0;
-- ``sparse``: values + bitmask storage of a sparse model (`cerebras_gpt.sparsity.save_sparse`).
+- ``sparse``: values + bitmask storage of a sparse model (`export.sparse`).
 
 Nothing is overwritten unless asked (``overwrite``), and every output is written under a fresh temporary
 name beside it (made by `tempfile`, removed on failure) and renamed, so an interrupted export never
@@ -58,7 +58,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
             model.save_pretrained(tmp, tokenizer=tokenizer)
             summary: dict = {"path": str(out)}
         else:
-            from cerebras_gpt.sparsity import save_sparse
+            from cerebras_gpt.export.sparse import save_sparse
 
             summary = {"path": str(out), **save_sparse(model, tmp, tokenizer=tokenizer)}
         replace_path(tmp, out)

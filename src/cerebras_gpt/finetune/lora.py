@@ -91,12 +91,25 @@ class LoRALinear(nn.Linear):
 class LoRAGPT(GPT):
     """A `GPT` carrying LoRA adapters. ``save_pretrained`` writes the merged model: a plain model directory.
 
-    `apply_lora` turns a GPT into one in place (the way FSDP2's ``fully_shard`` swaps a module's class),
-    so the model keeps its parameters, names and every GPT method; training checkpoints then hold the
-    adapters in their state and a merged, directly loadable ``model/`` directory.
+    Built by `apply_lora` from a GPT's own modules (adopted, not copied), so the model keeps its parameters,
+    names and every GPT method; training checkpoints then hold the adapters in their state and a merged,
+    directly loadable ``model/`` directory.
     """
 
     lora: LoRAConfig
+
+    def __init__(self, base: GPT, lora: LoRAConfig) -> None:
+        # Not GPT.__init__: that would allocate and initialise a second set of layers. Take the base's
+        # children (transformer, lm_head: the tie survives, it is one Parameter) and its plain attributes
+        # (config, the μP multipliers, training); nn.Module's own bookkeeping starts with "_" and stays ours.
+        nn.Module.__init__(self)
+        assert not base._parameters and not base._buffers, "GPT keeps its tensors in submodules"
+        for name, child in base.named_children():
+            self.add_module(name, child)
+        for name, value in vars(base).items():
+            if not name.startswith("_"):
+                setattr(self, name, value)
+        self.lora = lora
 
     def lora_layers(self) -> dict[str, LoRALinear]:
         return {name: m for name, m in self.named_modules() if isinstance(m, LoRALinear)}
@@ -126,12 +139,11 @@ class LoRAGPT(GPT):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        q_scale = mup.query_fold_scale(self.config)
         tensors = {}
         for name, m in self.lora_layers().items():
-            b = m.lora_B.detach().float().cpu().clone()
-            if name.endswith("attn.c_attn") and q_scale != 1.0:
-                b[: self.config.n_embd] *= q_scale
+            b = m.lora_B.detach().float().cpu()
+            if name.endswith("attn.c_attn"):
+                b = mup.fold_query_rows(b, self.config)
             tensors[f"base_model.model.{name}.lora_A.weight"] = m.lora_A.detach().float().cpu().contiguous()
             tensors[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
         save_file(tensors, str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
@@ -146,7 +158,11 @@ class LoRAGPT(GPT):
 
 
 def apply_lora(model: GPT, config: LoRAConfig) -> LoRAGPT:
-    """Freeze ``model`` and put adapters on its target linears (in place); returns it as a `LoRAGPT`."""
+    """Freeze ``model`` and put adapters on its target linears; returns a `LoRAGPT` over the same modules.
+
+    The base's layers are shared, not copied (its parameters stay the same objects, bit-identical), so use
+    the returned model from here on: ``model`` itself now runs through the adapters too.
+    """
     if not config.enabled:
         raise ValueError("LoRA rank is 0; set --lora.rank > 0 to add adapters")
     if isinstance(model, LoRAGPT):
@@ -159,9 +175,7 @@ def apply_lora(model: GPT, config: LoRAConfig) -> LoRAGPT:
         parent_name, child = name.rsplit(".", 1)
         setattr(model.get_submodule(parent_name), child,
                 LoRALinear(module, config.rank, config.alpha, config.dropout))
-    model.__class__ = LoRAGPT
-    model.lora = config
-    return model
+    return LoRAGPT(model, config)
 
 
 def load_adapter(model: GPT, directory: str | Path) -> LoRAGPT:
@@ -179,7 +193,6 @@ def load_adapter(model: GPT, directory: str | Path) -> LoRAGPT:
                                          dropout=float(cfg.get("lora_dropout", 0.0)),
                                          target_modules=list(targets if isinstance(targets, list) else [targets])))
     tensors = load_file(str(directory / ADAPTER_WEIGHTS))
-    q_scale = mup.query_fold_scale(model.config)
     layers = model.lora_layers()
     missing = []
     for name, m in layers.items():
@@ -187,9 +200,8 @@ def load_adapter(model: GPT, directory: str | Path) -> LoRAGPT:
         if a is None or b is None:
             missing.append(name)
             continue
-        b = b.clone()
-        if name.endswith("attn.c_attn") and q_scale != 1.0:
-            b[: model.config.n_embd] /= q_scale
+        if name.endswith("attn.c_attn"):
+            b = mup.fold_query_rows(b, model.config, unfold=True)
         with torch.no_grad():
             m.lora_A.copy_(a)
             m.lora_B.copy_(b)

@@ -8,9 +8,10 @@ model can only solve by learning it). `write_examples` writes the shipped ``conf
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from cerebras_gpt import jsonl
 
 POSITIVE = ["wonderful", "excellent", "delightful", "superb", "brilliant", "great", "lovely", "fantastic",
             "charming", "moving", "enjoyable", "beautiful"]
@@ -100,10 +101,8 @@ def reverse_records(n: int, seed: int = 0, min_len: int = 3, max_len: int = 5) -
 
 
 def write_jsonl(records: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
+    """Write ``records`` to ``path``, one JSON object per line (`cerebras_gpt.jsonl.write`)."""
+    return jsonl.write(path, records)
 
 
 def write_examples(directory: str | Path) -> list[Path]:

@@ -68,7 +68,7 @@ def generation_metrics(model: GPT, tokenizer, records: Sequence[dict], max_new_t
     require_extra("eval", "rouge_score", feature="ROUGE-L task metrics")
     from rouge_score import rouge_scorer
 
-    from cerebras_gpt.generate import SamplingParams, generate
+    from cerebras_gpt.generation import SamplingParams, generate
 
     check_prompt_records(records, "generation")
     if max_new_tokens is None:  # room for the longest reference and its EOS

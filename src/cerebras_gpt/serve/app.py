@@ -33,8 +33,8 @@ except ModuleNotFoundError as e:
     raise missing_extra("serve", e) from None
 
 from cerebras_gpt import chat
-from cerebras_gpt.generate import SamplingParams
-from cerebras_gpt.quantize import precision_of
+from cerebras_gpt.generation import SamplingParams
+from cerebras_gpt.quantization import precision_of
 from cerebras_gpt.serve.engine import Engine, Event, QueueFull, SeqRequest
 from cerebras_gpt.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cerebras_gpt.serve.schemas import ChatCompletionRequest, CompletionRequest
@@ -586,7 +586,7 @@ def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key
                model_name: str | None = None, engine_config=None, device: str = "auto", dtype: str = "auto",
                log_level: str = "info", quantize: str = "none") -> None:
     """Load ``model`` (directory, training checkpoint or hub id), put its weights at ``quantize`` precision
-    (see quantize.py) and serve it with uvicorn until interrupted."""
+    (see quantization.py) and serve it with uvicorn until interrupted."""
     import ipaddress
 
     require_extra("serve", "uvicorn", "prometheus_client")  # before the model loads, not after
@@ -594,7 +594,7 @@ def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key
 
     from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
-    from cerebras_gpt.quantize import apply_quantize
+    from cerebras_gpt.quantization import apply_quantize
 
     dev, dt = resolve_device_dtype(device, dtype)
     net, tok = load_model_and_tokenizer(model, device=dev, dtype=dt)

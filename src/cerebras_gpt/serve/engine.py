@@ -16,13 +16,13 @@ Keeping the running rows a prefix is what makes decoding cheap: a batch of n row
 those rows (all their positions, every layer) at every step. Prefills name their rows (``cache_rows``)
 and pay that gather once, for the new rows only.
 
-Each sequence samples with its own `generate.RowSampler` (own generator and `SamplingParams`),
+Each sequence samples with its own `generation.RowSampler` (own generator and `SamplingParams`),
 so a request's tokens do not depend on what else is running: concurrent outputs equal the same
 requests run one at a time (up to float rounding of batched matmuls). A failure in one sequence's own
 processing (sampling, log probabilities) ends that sequence alone with finish_reason "error"; only a
 failed model call ends the whole running batch. Text goes through
-`generate.TextStreamer` (whole UTF-8 characters, stop strings cut). Model calls and cache rows go through
-`generate.DecodeState`, the same one `stream_tokens` decodes with.
+`generation.TextStreamer` (whole UTF-8 characters, stop strings cut). Model calls and cache rows go through
+`generation.DecodeState`, the same one `stream_tokens` decodes with.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from cerebras_gpt.generate import DecodeState, RowSampler, SamplingParams, TextStreamer
+from cerebras_gpt.generation import DecodeState, RowSampler, SamplingParams, TextStreamer
 from cerebras_gpt.model import GPT
 from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.serve.metrics import ServerMetrics

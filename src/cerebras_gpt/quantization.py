@@ -19,8 +19,8 @@ The tied LM head (``x @ wte.T``) gets its own quantized copy of ``wte``; the fp3
 lookups (a dequantizing lookup would save its 154 MB at 111M, at a cost on every token).
 
 ``int4`` is refused: no CPU int4 kernel in this PyTorch build was measured to pay here (the int8
-packed-weight kernel `aten._weight_int8pack_mm` already ran at 13 ms for the 111M head against
-FBGEMM's 0.8 ms).
+packed-weight kernel `aten._weight_int8pack_mm` already ran an order of magnitude slower than FBGEMM on
+the 111M head; BENCHMARKS.md, "Figures from the code").
 
 FBGEMM's entry points sit beside PyTorch's deprecated quantized-tensor API (`torch.quantize_per_channel`
 warns); they are used in this module only, and tests/test_quantize.py fails loudly if they disappear.
@@ -58,7 +58,7 @@ def check_precision(precision: str | None) -> str:
     name = "fp32" if name in ("none", "float32") else "bf16" if name == "bfloat16" else name
     if name == "int4":
         raise ValueError("quantize='int4' is not supported: no CPU int4 kernel available to this PyTorch build was "
-                         "faster than int8 here (see cerebras_gpt/quantize.py); use 'int8' (4x smaller weights "
+                         "faster than int8 here (see cerebras_gpt/quantization.py); use 'int8' (4x smaller weights "
                          "than fp32, fastest measured) or 'bf16'")
     if name not in PRECISIONS:
         raise ValueError(f"unknown quantize precision {precision!r}; choose one of none, bf16, int8")
