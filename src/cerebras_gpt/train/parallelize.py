@@ -17,7 +17,9 @@ is wrapped once more, which is why the `Trainer` calls this once and keeps the r
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -61,6 +63,24 @@ def remove_activation_checkpointing(model: nn.Module) -> None:
     for i, block in enumerate(blocks):
         if isinstance(block, CheckpointWrapper):
             blocks[i] = block._checkpoint_wrapped_module
+
+
+@contextlib.contextmanager
+def plain_blocks(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with its blocks unwrapped from activation checkpointing for the duration (put back after).
+
+    For code that names modules rather than state-dict keys (LoRA's adapter and merge, by
+    ``named_modules``): inside, the names are the plain GPT-2 ones. Not under FSDP2, whose hooks sit on
+    the wrappers.
+    """
+    blocks = _blocks(model)
+    saved = list(blocks)
+    remove_activation_checkpointing(model)
+    try:
+        yield model
+    finally:
+        for i, block in enumerate(saved):
+            blocks[i] = block
 
 
 def checkpointed_blocks(model: nn.Module) -> int:
@@ -134,4 +154,4 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device, fsdp: bool) -> 
 
 
 __all__ = ["parallelize", "apply_activation_checkpointing", "apply_compile", "apply_fsdp", "apply_ddp",
-           "checkpointed_blocks", "is_compiled", "remove_activation_checkpointing", "remove_compile", "wrap"]
+           "checkpointed_blocks", "is_compiled", "plain_blocks", "remove_activation_checkpointing", "remove_compile", "wrap"]

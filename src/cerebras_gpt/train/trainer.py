@@ -385,8 +385,17 @@ class Trainer:
         state = {"step": self.step, "tokens": self.tokens, "skipped": self.skipped, "bad_run": self.bad_run,
                  "loader": loader.state_dict() if hasattr(loader, "state_dict") else None,
                  "sparsity": self.sparsifier.state_dict() if self.sparsifier is not None else None}
-        self.last_checkpoint, self._saved_step = self.checkpoints.save(self.step, state), self.step
+        with self.plain_model():
+            self.last_checkpoint, self._saved_step = self.checkpoints.save(self.step, state), self.step
         return self.last_checkpoint
+
+    def plain_model(self) -> contextlib.AbstractContextManager:
+        """A context in which the model's blocks carry no activation-checkpointing wrapper, so module names
+        are GPT-2's (what LoRA's ``named_modules``-keyed adapter and merge expect); FSDP2 runs stay as
+        they are (their hooks sit on the wrappers; LoRA is not used with FSDP2)."""
+        if self.cfg.fsdp or not self.cfg.activation_checkpointing:
+            return contextlib.nullcontext(self.raw_model)
+        return parallelize.plain_blocks(self.raw_model)
 
     def _say(self, line: str) -> None:  # above the progress bar, not through it
         if not self.info.is_main:
