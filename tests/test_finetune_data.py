@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from cerebras_gpt import load_tokenizer
 from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, collate, document_ids, encode_record,
-                                        mask_documents, pack_examples, read_records, split_records, val_batches)
+                                        pack_examples, read_records, split_records, val_batches)
 
 TOK = load_tokenizer()
 
@@ -86,11 +86,9 @@ def test_packed_record_gets_the_logits_it_gets_alone(tiny_model):
     with torch.no_grad():
         plain = tiny_model(x)
         packed = tiny_model(x, segment_ids=document_ids(x, TOK.eos_id))
-        handle = mask_documents(tiny_model, TOK.eos_id)  # what `finetune --packing pack` installs
-        hooked = tiny_model(x)
-        handle.remove()
-        assert torch.equal(tiny_model(x), plain)
-        torch.testing.assert_close(hooked, packed, rtol=0, atol=0)
+        batch = next(val_batches(rows, len(rows), TOK.eos_id, packed=True)())  # what `--packing pack` runs
+        assert torch.equal(batch.inputs, x) and torch.equal(batch.targets, y)
+        torch.testing.assert_close(tiny_model(batch.inputs, **batch.model_kwargs()), packed, rtol=0, atol=0)
         row, start = 0, 0
         seen_later_record = False
         for ex in examples:
@@ -130,9 +128,8 @@ def test_packed_validation_loss_equals_padded(tiny_model):
     examples = [e for e in examples if not e.mask[0]]  # prompt/completion only: the same targets both ways
     rows = pack_examples(examples, seq_len=48)
     padded, n_pad = evaluate(tiny_model, val_batches(examples, 4, TOK.eos_id)(), torch.device("cpu"), "float32")
-    handle = mask_documents(tiny_model, TOK.eos_id)
-    packed, n_pack = evaluate(tiny_model, val_batches(rows, 4, TOK.eos_id)(), torch.device("cpu"), "float32")
-    handle.remove()
+    packed, n_pack = evaluate(tiny_model, val_batches(rows, 4, TOK.eos_id, packed=True)(), torch.device("cpu"),
+                              "float32")
     assert n_pack == n_pad and packed == pytest.approx(padded, abs=1e-5)
 
 

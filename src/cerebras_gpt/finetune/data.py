@@ -13,13 +13,14 @@ encoded alone, the answer continuing it). A record longer than ``seq_len + 1`` t
 Rows: ``pad`` puts each record in its own row (padded to the longest row of the micro-batch, padding
 ignored by the loss), so no record ever sees another; ``pack`` fills rows of up to ``seq_len + 1`` tokens
 with whole records (never split across rows, each ending in EOS), fewer rows for short records. A packed
-row is run with document masking (`mask_documents`): each record attends only to itself and its positions
-start at 0, so it gets exactly the logits it would get alone (as torchtitan's document masking does, the
-boundaries are read from the EOS that ends each record; a record whose text itself holds
-``<|endoftext|>`` is split there). The loss mask counts each record's own targets, as in ``pad``.
+row is run with document masking (its batch carries ``segment_ids``, see `cerebras_gpt.train.batch`):
+each record attends only to itself and its positions start at 0, so it gets exactly the logits it would
+get alone (as torchtitan's document masking does, the boundaries are read from the EOS that ends each
+record; a record whose text itself holds ``<|endoftext|>`` is split there). The loss mask counts each record's own targets, as in ``pad``.
 
 `FinetuneLoader` is the training loop's loader protocol (see `cerebras_gpt.train.loop`): an endless stream
-of micro-batches ``(inputs (B, T), targets (B, T))`` with -100 for ignored targets, reshuffled each epoch,
+of micro-batches ``(inputs (B, T), targets (B, T))`` with -100 for ignored targets (packed rows: a
+`cerebras_gpt.train.batch.Batch` with their ``segment_ids`` too), reshuffled each epoch,
 sharded by rank, resumable exactly from ``state_dict()``.
 """
 
@@ -165,21 +166,15 @@ def document_ids(inputs: torch.Tensor, eos_id: int) -> torch.Tensor:
     return ends.cumsum(1) - ends.long()  # EOS tokens strictly before each position
 
 
-def mask_documents(model: torch.nn.Module, eos_id: int) -> torch.utils.hooks.RemovableHandle:
-    """Make ``model(inputs)`` on packed rows attend within each record (positions from 0 in each).
+def _batch(rows: Sequence[Example], pad_id: int, packed: bool):
+    """The micro-batch of ``rows``: (inputs, targets), or for packed rows a `Batch` whose ``segment_ids``
+    make each record attend only to itself (the EOS ending each record is ``pad_id``)."""
+    x, y = collate(rows, pad_id)
+    if not packed:
+        return x, y
+    from cerebras_gpt.train.batch import Batch
 
-    A forward pre-hook passes ``segment_ids=document_ids(inputs, eos_id)`` to `GPT.forward` whenever it is
-    called without a KV cache, positions or segments of its own: the training loop's steps and validation
-    need no change, under DDP too (the wrapper calls the model). Returns the handle; ``.remove()`` undoes it.
-    """
-    def hook(module, args, kwargs):
-        inputs = args[0] if args else kwargs.get("input_ids")
-        if (inputs is None or kwargs.get("segment_ids") is not None or kwargs.get("input_pos") is not None
-                or len(args) > 1 or module.transformer.h[0].kv_cache is not None):
-            return None
-        return args, dict(kwargs, segment_ids=document_ids(inputs, eos_id))
-
-    return model.register_forward_pre_hook(hook, with_kwargs=True)
+    return Batch(x, y, document_ids(x, pad_id))
 
 
 class FinetuneLoader:
@@ -192,10 +187,11 @@ class FinetuneLoader:
     """
 
     def __init__(self, rows: Sequence[Example], batch_size: int, pad_id: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, packed: bool = False) -> None:
         if not rows:
             raise ValueError("no training rows")
         self.rows, self.batch_size, self.pad_id, self.seed = list(rows), batch_size, pad_id, seed
+        self.packed = packed
         self.rank, self.world_size = rank, world_size
         self.batch = 0
         self._perm: tuple[int, list[int]] | None = None
@@ -211,12 +207,12 @@ class FinetuneLoader:
             self._perm = (epoch, torch.randperm(len(self.rows), generator=g).tolist())
         return self.rows[self._perm[1][index]]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
             start = (self.batch * self.world_size + self.rank) * self.batch_size
             rows = [self._row(p) for p in range(start, start + self.batch_size)]
             self.batch += 1
-            yield collate(rows, self.pad_id)
+            yield _batch(rows, self.pad_id, self.packed)
 
     def state_dict(self) -> dict[str, int]:
         return {"batch": self.batch, "batch_size": self.batch_size, "world_size": self.world_size,
@@ -229,13 +225,15 @@ class FinetuneLoader:
         self.batch = int(state["batch"])
 
 
-def val_batches(rows: Sequence[Example], batch_size: int, pad_id: int, rank: int = 0, world_size: int = 1):
-    """A zero-argument callable giving this rank's validation micro-batches (rows ``rank::world_size``)."""
+def val_batches(rows: Sequence[Example], batch_size: int, pad_id: int, rank: int = 0, world_size: int = 1,
+                packed: bool = False):
+    """A zero-argument callable giving this rank's validation micro-batches (rows ``rank::world_size``;
+    ``packed``: as `FinetuneLoader`'s)."""
     mine = list(rows)[rank::world_size]
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches() -> Iterator[Any]:
         for i in range(0, len(mine), batch_size):
-            yield collate(mine[i:i + batch_size], pad_id)
+            yield _batch(mine[i:i + batch_size], pad_id, packed)
 
     return batches
 
@@ -252,4 +250,4 @@ def split_records(records: Sequence[dict], val_fraction: float, seed: int) -> tu
 
 
 __all__ = ["Example", "FinetuneLoader", "build_examples", "check_record", "collate", "document_ids",
-           "encode_record", "mask_documents", "pack_examples", "read_records", "split_records", "val_batches"]
+           "encode_record", "pack_examples", "read_records", "split_records", "val_batches"]

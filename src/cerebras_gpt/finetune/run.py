@@ -1,11 +1,11 @@
 """`finetune`: full or LoRA fine-tuning through the training loop, early stopping, export, task evaluation.
 
-The run is `cerebras_gpt.train.loop.train` with a model loaded from a directory or hub id (LoRA-wrapped
-or not), a `FinetuneLoader` over the records and their validation split, so schedule, accumulation,
-checkpoints, exact resume, DDP/FSDP2 and sparsity are the training loop's. Early stopping runs the loop
-one evaluation interval at a time (``stop_at_step``; each call resumes exactly from the checkpoint the
-last one wrote) and stops after ``early_stopping_patience`` evaluations without a lower validation loss,
-exporting the best model seen.
+The run is one `cerebras_gpt.train.trainer.Trainer` with a model loaded from a directory or hub id
+(LoRA-wrapped or not), a `FinetuneLoader` over the records and their validation split, so schedule,
+accumulation, checkpoints, exact resume, DDP/FSDP2 and sparsity are the training loop's. Early stopping
+trains one evaluation interval at a time (``Trainer.fit(until=...)``, continuing in memory, a checkpoint
+at the end of each) and stops after ``early_stopping_patience`` evaluations without a lower validation
+loss, exporting the best model seen.
 
 Output in ``out_dir``: ``model/`` (a plain HF GPT-2 directory; LoRA merged into the weights),
 ``adapter/`` with ``--save-adapter`` (PEFT format), ``checkpoints/``, ``metrics.jsonl`` and
@@ -161,12 +161,12 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Fine-tune as ``args`` say; returns validation loss, task metrics before/after and output paths."""
     import torch
 
-    from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, mask_documents, pack_examples,
-                                            read_records, split_records, val_batches)
+    from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, pack_examples, read_records,
+                                            split_records, val_batches)
     from cerebras_gpt.finetune.lora import apply_lora
     from cerebras_gpt.hf import load_model_and_tokenizer
     from cerebras_gpt.train import distributed
-    from cerebras_gpt.train.loop import train
+    from cerebras_gpt.train.trainer import Trainer
 
     args.check()
     if args.eval_only:
@@ -221,8 +221,11 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
             log.info("LoRA: %s trainable parameters (%.2f%% of %s)", f"{trainable:,}",
                      100 * trainable / model.num_params(), f"{model.num_params() - trainable:,}")
 
-    loader = FinetuneLoader(rows, micro, tokenizer.eos_id, seed=args.seed, rank=info.rank, world_size=info.world_size)
-    val = val_batches(val_rows, micro, tokenizer.eos_id, info.rank, info.world_size) if val_rows else None
+    packed = args.packing == "pack"  # each record attends only to itself, positions from 0 (train and val alike)
+    loader = FinetuneLoader(rows, micro, tokenizer.eos_id, seed=args.seed, rank=info.rank, world_size=info.world_size,
+                            packed=packed)
+    val = (val_batches(val_rows, micro, tokenizer.eos_id, info.rank, info.world_size, packed=packed)
+           if val_rows else None)
     out_dir = Path(args.out_dir)
     from cerebras_gpt.train import checkpoint
 
@@ -233,34 +236,33 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     best_dir = out_dir / "best"
     state_path = out_dir / STATE_FILE
 
-    # Packed rows: each record attends only to itself, positions from 0 (training and validation alike).
-    documents = mask_documents(model, tokenizer.eos_id) if args.packing == "pack" else None
-    if not args.early_stopping_patience or val is None:
-        if args.early_stopping_patience and info.is_main:
-            log.warning("no validation records: early stopping is off")
-        result = train(cfg, model=model, train_loader=loader, val_batches=val, run_identity=identity,
-                       tokenizer=tokenizer)
-        stopped_early, best = False, None
-    else:
-        state = json.loads(state_path.read_text()) if state_path.exists() and cfg.resume == "auto" else \
-            {"best_val": None, "best_step": None, "bad_evals": 0}
-        stopped_early = False
-        target, resume = eval_interval, cfg.resume
-        if cfg.resume == "auto" and state["bad_evals"] >= args.early_stopping_patience:  # stopped early before
+    if args.early_stopping_patience and val is None and info.is_main:
+        log.warning("no validation records: early stopping is off")
+    early_stopping = bool(args.early_stopping_patience) and val is not None
+    state = {"best_val": None, "best_step": None, "bad_evals": 0}
+    if early_stopping and state_path.exists() and cfg.resume == "auto":
+        state = json.loads(state_path.read_text())
+        if state["bad_evals"] >= args.early_stopping_patience:  # stopped early before
             rundir.bind(cfg, rundir.run_identity(cfg, identity), True, info.is_main)
             finished = _recorded_summary(out_dir)
             if finished is not None:
                 return finished
+    # One Trainer for the whole run: the model is wrapped (DDP, activation checkpointing, compile) and the
+    # sparsifier built once, however many evaluation intervals early stopping trains in turn.
+    trainer = Trainer(cfg, model=model, train_loader=loader, val_batches=val, run_identity=identity,
+                      tokenizer=tokenizer)
+    stopped_early, best = False, None
+    if trainer.already_complete is not None:
+        result, best = trainer.already_complete, (state if early_stopping else None)
+    elif not early_stopping:
+        trainer.fit()
+        result = trainer.export()
+    else:
+        target = eval_interval
+        while target <= trainer.step:  # resumed: the next evaluation after the checkpoint's step
+            target += eval_interval
         while True:
-            latest = checkpoint.latest_checkpoint(out_dir) if cfg.resume == "auto" else None
-            done = int(latest.name.removeprefix(checkpoint.PREFIX)) if latest is not None else 0
-            while target <= done:
-                target += eval_interval
-            # Each later part resumes from the checkpoint the part before it wrote (never a stale one).
-            result = train(dataclasses.replace(cfg, stop_at_step=min(target, steps), resume=resume),
-                           model=model, train_loader=loader, val_batches=val, run_identity=identity,
-                           tokenizer=tokenizer)
-            resume = result["checkpoint"]
+            result = trainer.fit(until=min(target, steps))
             val_loss = result["val_loss"]
             if state["best_val"] is None or val_loss < state["best_val"]:
                 state.update(best_val=val_loss, best_step=result["steps"], bad_evals=0)
@@ -268,7 +270,8 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                     with atomic.building_dir(best_dir) as tmp:  # the old best/ stays until this one is whole
                         atomic.copy_dir(Path(result["checkpoint"]) / "model", tmp / "model")
                         if args.lora.enabled:
-                            model.save_adapter(tmp / "adapter", base_model=args.model)
+                            with trainer.plain_model():
+                                model.save_adapter(tmp / "adapter", base_model=args.model)
             else:
                 state["bad_evals"] += 1
             if info.is_main:
@@ -281,9 +284,9 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                 stopped_early = True
                 break
             target += eval_interval
+        result = trainer.export()
         best = state
-    if documents is not None:
-        documents.remove()
+    trainer.unwrap()
     distributed.barrier()
     if result.get("already_complete") and _recorded_summary(out_dir) is not None:
         return _recorded_summary(out_dir)

@@ -46,7 +46,6 @@ log = logging.getLogger("cerebras_gpt.train")
 
 PREFIX = "step_"
 TMP_PREFIX = ".tmp-"
-# Fault injection for the crash-safety test: SIGKILL this process halfway through writing that step.
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
@@ -327,6 +326,51 @@ def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module
             shutil.rmtree(old, ignore_errors=True)
     distributed.barrier()
     return final
+
+
+class CheckpointManager:
+    """One run's checkpoints: where they go, how many are kept, whether they are sharded, and what is in them.
+
+    Built once per run with the model (as trained and unwrapped), the optimizer, the run config and the
+    tokenizer, so that a save is ``manager.save(step, state)``, with ``state`` the run's counters, loader
+    and sparsity state (RNG states are added by `save`). The files are those of the module docstring.
+
+    Args:
+        out_dir: the run directory (checkpoints go to ``out_dir/checkpoints``).
+        model: the model as trained (DDP/FSDP2-wrapped or plain).
+        raw_model: the unwrapped `GPT` (its ``config`` and, for unsharded runs, its state).
+        optimizer: saved with the model.
+        run_config: written as ``run_config.json``.
+        keep_last: checkpoints kept (0: all).
+        sharded: FSDP2: model and optimizer go to ``dcp/`` through torch.distributed.checkpoint.
+        is_main: whether this rank writes the files every rank shares.
+        tokenizer: saved with ``model/`` (None: GPT-2's).
+    """
+
+    def __init__(self, out_dir: str | Path, model: nn.Module, raw_model: nn.Module,
+                 optimizer: torch.optim.Optimizer, run_config: dict[str, Any], *, keep_last: int = 0,
+                 sharded: bool = False, is_main: bool = True, tokenizer: Any = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.model, self.raw_model, self.optimizer = model, raw_model, optimizer
+        self.run_config, self.keep_last, self.sharded = run_config, keep_last, sharded
+        self.is_main, self.tokenizer = is_main, tokenizer
+
+    def save(self, step: int, state: dict[str, Any]) -> Path | None:
+        """Write checkpoint ``step`` (collective under torchrun); returns its path."""
+        return save(self.out_dir, step, self.model, self.raw_model, self.optimizer, state, self.run_config,
+                    self.keep_last, sharded=self.sharded, is_main=self.is_main, tokenizer=self.tokenizer)
+
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """Restore model and optimizer from checkpoint ``path``; returns the rest of its state."""
+        return load(path, self.model, self.raw_model, self.optimizer)
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint of this run that reads back (see `latest_valid_checkpoint`)."""
+        return latest_valid_checkpoint(self.out_dir)
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints of this run, oldest first."""
+        return list_checkpoints(self.out_dir)
 
 
 def _guess_errno(root: Path) -> int:

@@ -112,7 +112,7 @@ class TrainConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Compute dtype: float32, or bfloat16 autocast (auto: bfloat16 on CUDA, float32 on CPU)."""
     compile: bool = False
-    """torch.compile the model (eager fallback if compilation fails)."""
+    """torch.compile each transformer block (eager fallback if compilation fails)."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass to save memory."""
     fsdp: bool = False

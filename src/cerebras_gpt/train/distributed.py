@@ -1,4 +1,4 @@
-"""torchrun process groups and model wrapping: DDP, or FSDP2 (`fully_shard` per block, then the root).
+"""torchrun process groups and collectives (model wrapping is train/parallelize.py's).
 
 Under `torchrun` (RANK/WORLD_SIZE/LOCAL_RANK in the environment) the process group is NCCL on CUDA and
 gloo on CPU, at any world size (one rank under torchrun still runs the DDP/FSDP2 code path); without it
@@ -69,21 +69,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def wrap(model: nn.Module, info: DistInfo, device: torch.device, fsdp: bool) -> nn.Module:
-    """DDP or FSDP2 around ``model`` under torchrun (one rank included); FSDP2 only if asked."""
-    if fsdp:
-        if not dist.is_initialized():
-            raise ValueError("--fsdp needs a process group: launch with torchrun --nproc-per-node N")
-        from torch.distributed.fsdp import fully_shard
+    """DDP or FSDP2 around ``model``: an alias of `cerebras_gpt.train.parallelize.wrap`, where wrapping lives."""
+    from cerebras_gpt.train.parallelize import wrap as _wrap
 
-        for block in model.transformer.h:
-            fully_shard(block)
-        fully_shard(model)
-        return model
-    if info.enabled or dist.is_initialized():
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model
+    return _wrap(model, info, device, fsdp)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

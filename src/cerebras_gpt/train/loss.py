@@ -104,14 +104,17 @@ def chunked_loss_applies(model: nn.Module, x: torch.Tensor) -> bool:
             and _plain_gpt(model) is not None and _plain_gpt(model).lm_head.weight.dtype == torch.float32)
 
 
-def output_for_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor | HeadInput:
-    """The model's output that `loss_from_output` needs, for inputs ``x`` (B, T): the head's input and
-    weight where the chunked loss applies, else the logits (B, T, V)."""
+def output_for_loss(model: nn.Module, x: torch.Tensor, segment_ids: torch.Tensor | None = None
+                    ) -> torch.Tensor | HeadInput:
+    """The model's output that `loss_from_output` needs, for inputs ``x`` (B, T) (and packed documents'
+    ``segment_ids`` (B, T)): the head's input and weight where the chunked loss applies, else the logits
+    (B, T, V)."""
+    kwargs = {} if segment_ids is None else {"segment_ids": segment_ids}
     if not chunked_loss_applies(model, x):
-        return model(x)
+        return model(x, **kwargs)
     gpt = _plain_gpt(model)
     with _without_head(gpt):
-        hidden = model(x)
+        hidden = model(x, **kwargs)
     return HeadInput(hidden, gpt.lm_head.weight)
 
 
