@@ -26,7 +26,6 @@ sharded by rank, resumable exactly from ``state_dict()``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from cerebras_gpt import chat
+from cerebras_gpt import chat, jsonl
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +59,9 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         records = [{"text": d} for d in docs if d]
     else:
         records = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from e
-                check_record(record, f"{path}:{n}")
-                records.append(record)
+        for where, record in jsonl.iterate(path):
+            check_record(record, where)
+            records.append(record)
     if not records:
         raise ValueError(f"data file {str(path)!r} holds no records")
     return records

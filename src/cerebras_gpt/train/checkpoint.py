@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from cerebras_gpt import atomic
+from cerebras_gpt.runtime import is_dtensor
 from cerebras_gpt.train import distributed
 
 log = logging.getLogger("cerebras_gpt.train")
@@ -422,7 +423,7 @@ def load(path: str | Path, model: nn.Module, raw_model: nn.Module,
 
 
 def _is_sharded(model: nn.Module) -> bool:
-    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+    return any(is_dtensor(p) for p in model.parameters())
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Rows of logits per block: 1,024 x 50,257 fp32 is 206 MB. At the 111M shape (2,048 rows) 1,024-row
-# blocks ran the head + loss 3% faster than the whole logits; 256-row blocks ran 9% slower (the
-# head's matmuls get too thin for the BLAS).
+from cerebras_gpt.runtime import is_dtensor
+
+# Rows of logits per block: 1,024 x 50,257 fp32 is 206 MB. Much smaller blocks make the head's matmuls too
+# thin for the BLAS; the measured block sizes are in BENCHMARKS.md, "Figures from the code".
 CHUNK_ROWS = 1024
 IGNORE_INDEX = -100
 
@@ -80,7 +81,7 @@ def _plain_gpt(model: nn.Module) -> nn.Module | None:
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if not isinstance(inner, GPT) or type(inner.lm_head) is not nn.Linear or inner.lm_head.bias is not None:
         return None
-    if type(inner.lm_head.weight) is not nn.Parameter:  # an FSDP2 DTensor: its forward hooks own the head
+    if is_dtensor(inner.lm_head.weight):  # sharded by FSDP2: its forward hooks own the head
         return None
     if inner.lm_head._forward_hooks or inner.lm_head._forward_pre_hooks:  # someone watches the logits
         return None

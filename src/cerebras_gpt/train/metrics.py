@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from cerebras_gpt import atomic
+from cerebras_gpt import atomic, jsonl
 from cerebras_gpt.extras import have_extra
 
 log = logging.getLogger("cerebras_gpt.train")
@@ -231,7 +231,8 @@ def _csv_text(records: list[dict[str, Any]], header: bool = True) -> str:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Every record of a run's ``metrics.jsonl``, in order (a bad line is named by ``path:line``)."""
+    return jsonl.read(path)
 
 
 def plot_loss(metrics_path: str | Path, out_png: str | Path) -> Path:

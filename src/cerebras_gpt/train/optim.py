@@ -50,7 +50,7 @@ def build_optimizer(model: nn.Module, config, lr: float, betas: tuple[float, flo
     for g in groups:
         g["lr"] = lr * g["lr_mult"]
     # The fused kernel: one pass over each parameter's grad and moments instead of the multi-tensor
-    # path's several (on the CPU, 111M: clip + step 1.43 s against 3.41 s; BENCHMARKS.md), and one CUDA
+    # path's several (measured on the CPU: BENCHMARKS.md, "Figures from the code"), and one CUDA
     # launch instead of many on GPU. transformers' Trainer picks it too (torch >= 2.8).
     fusable = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,

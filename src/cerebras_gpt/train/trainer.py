@@ -35,7 +35,7 @@ from torch import nn
 from cerebras_gpt import atomic
 from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.extras import have_extra
-from cerebras_gpt.runtime import autocast_context
+from cerebras_gpt.runtime import autocast_context, full_tensor
 from cerebras_gpt.train import checkpoint, distributed, parallelize, report, rundir
 from cerebras_gpt.train.batch import Batch, as_batch
 from cerebras_gpt.train.config import TrainConfig
@@ -348,7 +348,7 @@ class Trainer:
         if math.isfinite(step_loss):
             self.bad_run = 0
             norm = torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            grad_norm = float(full_tensor(norm))
             if self.sparsifier is not None:
                 self.sparsifier.update(self.step + 1, self.model, optimizer)  # 1-based: the step about to be taken
             optimizer.step()
