@@ -505,7 +505,7 @@ def section_decode_serve(sec: Section, quick: bool) -> None:
                 results[str(batch)] = {"status": "failed", "reason": short_error(e)}
                 sec.set(status="partial")
             sec.set(decode=results)
-        del ours, theirs
+        ours = theirs = None  # free both models before the next section
         free_cuda_memory()
 
     # The serving benchmark, as its own script (a server process and streaming clients).

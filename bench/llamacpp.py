@@ -61,7 +61,7 @@ def main() -> None:
         import llama_cpp
     except ImportError:
         raise SystemExit("llama-cpp-python is not installed; it builds from source (about ten minutes on two "
-                         "cores): CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install llama-cpp-python==0.3.36")
+                         "cores): CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install llama-cpp-python==0.3.36") from None
     from cerebras_gpt import GPT, GPTConfig
     from cerebras_gpt.export import export_model
     from cerebras_gpt.generation import generate_ids

@@ -103,7 +103,7 @@ async def run_clients(url: str, prompts: list[list[int]], max_tokens: int, concu
     return {"wall": wall, "tokens": tokens, "ttft": ttft, "failures": failures}
 
 
-def run_transformers(model_dir: str, prompts: list[list[int]], max_tokens: int, device: torch.device = torch.device("cpu"),
+def run_transformers(model_dir: str, prompts: list[list[int]], max_tokens: int, device: torch.device | str = "cpu",
                      dtype: torch.dtype = torch.float32) -> list[tuple[float, float]]:
     """(time to first token, total time) of each request, answered one after another by generate()."""
     from transformers import GPT2LMHeadModel

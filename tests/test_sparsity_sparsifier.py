@@ -162,7 +162,7 @@ def _one_update(algorithm: str, grad_fn, seed: int = 0):
                          drop_fraction_schedule="constant", param_filter=["*mlp.c_fc.weight"])
     sp = Sparsifier(cfg, model, 100)
     sp.apply(model)
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         p.grad = torch.zeros_like(p)
     p = model.transformer.h[0].mlp.c_fc.weight
     old = sp.masks["transformer.h.0.mlp.c_fc.weight"].clone()

@@ -16,6 +16,7 @@ dense model for saving. The LM head is tied to the embedding and stays dense.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -168,7 +169,8 @@ def sparsify_for_inference(model: nn.Module, mode: Literal["auto", "always", "of
                 key = (kernel, tuple(w.shape), round(sparsity * 100))
                 if key not in timed:
                     x = torch.randn(calib_tokens, linear.in_features, device=w.device, dtype=w.dtype)
-                    timed[key] = (_median_ms(lambda: linear(x), repeats), _median_ms(lambda: replacement(x), repeats))
+                    timed[key] = (_median_ms(functools.partial(linear, x), repeats),
+                                  _median_ms(functools.partial(replacement, x), repeats))
                 choice.dense_ms, choice.sparse_ms = timed[key]
                 faster = choice.sparse_ms < choice.dense_ms
             if faster:

@@ -265,7 +265,7 @@ class Sparsifier:
     # ----- masks -------------------------------------------------------------------------
     def _scores_init(self, params: list[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
         scores = []
-        for index, (name, p) in enumerate(params):
+        for index, (_name, p) in enumerate(params):
             if self.cfg.init_method == "random":
                 gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
                 scores.append(torch.rand(p.shape, generator=gen).to(local_tensor(p).device))

@@ -59,7 +59,7 @@ def verify_prepared(data_dir: str | Path, vocab_size: int | None = None) -> dict
     stamp = _read_stamp(stamp_path)
     fresh: dict[str, dict] = {}
     largest: dict[str, int] = {}
-    for split, info in meta.get("splits", {}).items():
+    for info in meta.get("splits", {}).values():
         for shard in info.get("shards", []):
             path = data_dir / shard["file"]
             if not path.is_file():

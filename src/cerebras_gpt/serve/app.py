@@ -362,7 +362,7 @@ async def _completions(svc: _Service, body: CompletionRequest, request: Request)
 # ----------------------------------------------------------------------------- chat
 def _render_chat(body: ChatCompletionRequest) -> str:
     messages = []
-    for i, m in enumerate(body.messages):
+    for m in body.messages:
         if isinstance(m.content, list):
             content = "".join(part.text for part in m.content)
         else:
