@@ -40,30 +40,40 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
         grad_h = torch.empty_like(h)
-        grad_w = torch.zeros_like(weight)
+        grad_w = None  # the first block writes it, the others add to it: no zero-filled weight-sized buffer
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.shape[0], chunk):
             hc, yc = h[start:start + chunk], y[start:start + chunk]
             keep = yc != IGNORE_INDEX
             target = torch.where(keep, yc, 0)
             logits = hc @ weight.t()  # (n, V)
-            lse = torch.logsumexp(logits, dim=1)
             picked = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+            # The log-sum-exp and the softmax from one exp pass, in place in the logits: `torch.logsumexp`
+            # would allocate an (n, V) temporary for the shifted logits and the softmax would need a second
+            # exp pass (the two were half of a debug-small step; BENCHMARKS.md, "Training step").
+            row_max = logits.amax(dim=1, keepdim=True)
+            probs = logits.sub_(row_max).exp_()
+            sum_exp = probs.sum(dim=1, keepdim=True)
+            lse = (row_max + sum_exp.log()).squeeze(1)
             total += ((lse - picked) * keep).sum()
-            # d loss / d logits = softmax - one_hot, zero on ignored rows; made in place in the logits.
-            probs = logits.sub_(lse.unsqueeze(1)).exp_()
+            # d loss / d logits = softmax - one_hot, zero on ignored rows.
+            probs.div_(sum_exp)
             probs[torch.arange(len(yc), device=h.device), target] -= 1.0
             if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
                 probs[~keep] = 0.0
             torch.mm(probs, weight, out=grad_h[start:start + chunk])
-            grad_w.addmm_(probs.t(), hc)
+            grad_w = probs.t() @ hc if grad_w is None else grad_w.addmm_(probs.t(), hc)
+        if grad_w is None:  # no rows at all
+            grad_w = torch.zeros_like(weight)
         ctx.save_for_backward(grad_h, grad_w)
         return total
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None
+        # In place: the gradients were made for this one backward pass (the graph is not kept for another),
+        # and a weight-sized copy per step would be memory traffic for nothing.
+        return grad_h.mul_(grad_out), grad_w.mul_(grad_out), None, None
 
 
 @dataclass
