@@ -3,6 +3,7 @@ medians), printed as JSON; BENCHMARKS.md ("Training step: what did not pay") quo
 
     flock /tmp/bench.lock python bench/train_candidates.py optimizer     # AdamW foreach / for-loop / fused, 111M
     flock /tmp/bench.lock python bench/train_candidates.py loss-blocks   # LM head + loss: whole logits vs row blocks
+    flock /tmp/bench.lock python bench/train_candidates.py loss-softmax  # chunked loss: logsumexp + 2nd exp vs one pass
     flock /tmp/bench.lock python bench/train_candidates.py compile       # torch.compile vs eager, debug-small
     flock /tmp/bench.lock python bench/train_candidates.py malloc --malloc-child 0|1   # run each in turn (below)
 
@@ -74,6 +75,49 @@ def loss_blocks(repeats: int) -> dict:
                      repeats)
 
 
+class TwoPassChunkedLoss(torch.autograd.Function):
+    """The chunked loss as it was before the one-pass softmax: `torch.logsumexp` (which allocates the
+    shifted (n, V) logits) and then a second exp pass for the softmax. Kept here only to be measured."""
+
+    @staticmethod
+    def forward(ctx, h, weight, y, chunk):
+        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+        total = torch.zeros(())
+        for start in range(0, h.shape[0], chunk):
+            hc, yc = h[start:start + chunk], y[start:start + chunk]
+            logits = hc @ weight.t()
+            lse = torch.logsumexp(logits, dim=1)
+            total += (lse - logits.gather(1, yc.unsqueeze(1)).squeeze(1)).sum()
+            probs = logits.sub_(lse.unsqueeze(1)).exp_()
+            probs[torch.arange(len(yc)), yc] -= 1.0
+            torch.mm(probs, weight, out=grad_h[start:start + chunk])
+            grad_w.addmm_(probs.t(), hc)
+        ctx.save_for_backward(grad_h, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out, grad_w * grad_out, None, None
+
+
+def loss_softmax(repeats: int) -> dict:
+    """The chunked loss with its gradients, two-pass vs one-pass, at debug-small's and 111M's head shapes."""
+    out = {}
+    for n, d in ((1024, 256), (2048, 768)):
+        torch.manual_seed(0)
+        h, w = torch.randn(n, d, requires_grad=True), (torch.randn(50257, d) * 0.02).requires_grad_()
+        y = torch.randint(0, 50257, (n,))
+
+        def run(fn):
+            return lambda: fn.apply(h, w, y, CHUNK_ROWS).backward()
+
+        for name, t in alternate({"two-pass": run(TwoPassChunkedLoss), "one-pass": run(ChunkedLinearCrossEntropy)},
+                                 repeats).items():
+            out[f"{n}x{d} {name}"] = t
+    return out
+
+
 def compile_step(repeats: int, preset: str = "debug-small", seq: int = 128, batch: int = 8) -> dict:
     config = GPTConfig.from_name(preset)
     x = torch.randint(0, config.vocab_size, (batch, seq + 1))
@@ -126,11 +170,12 @@ def malloc_child(tuned: bool, steps: int = 4) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["optimizer", "loss-blocks", "compile", "malloc"])
+    parser.add_argument("what", choices=["optimizer", "loss-blocks", "loss-softmax", "compile", "malloc"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--malloc-child", type=int, choices=[0, 1], default=0)
     args = parser.parse_args()
     run = {"optimizer": lambda: optimizer(args.repeats), "loss-blocks": lambda: loss_blocks(args.repeats),
+           "loss-softmax": lambda: loss_softmax(args.repeats),
            "compile": lambda: compile_step(args.repeats), "malloc": lambda: malloc_child(bool(args.malloc_child))}
     print(json.dumps({"what": args.what, "threads": torch.get_num_threads(), "seconds": run[args.what]()}))
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, generate_ids, quantize
-from cerebras_gpt.quantization import BF16Linear, Int8Linear, check_precision, fbgemm_available, precision_of
+from cerebras_gpt.quantization import (BF16Linear, Int8Linear, check_precision, fbgemm_available, native_bf16_cpu,
+                                       precision_of)
 
 # Max |logit - fp32 logit| relative to the largest fp32 logit, on the trained-free debug-tiny model:
 # bf16 keeps 8 mantissa bits (~0.4% per weight), int8 ~1/254 of each row's range plus 7-bit inputs.
@@ -70,6 +71,31 @@ def test_cached_generation_equals_uncached_forward(model, precision):
                         logits = q(torch.tensor([seq]))[0, -1]
                     assert logits[expected] - logits[token] < 0.05 * logits.abs().max()
                 seq.append(token)
+
+
+@pytest.mark.skipif(not native_bf16_cpu(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): F.linear is used")
+def test_bf16_packed_layout_matches_plain_and_keeps_one_plain_state_dict():
+    """Where oneDNN's packed bf16 layout is used, it gives F.linear's result at every row count a decode
+    step or a prefill has, holds the weight once, and the state dict, loading and moving see the plain W."""
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(96, 200)
+    layer = BF16Linear.from_weight(dense.weight, dense.bias)
+    plain_w = layer.weight.detach().clone()
+    for rows in (1, 5, 64):
+        x = torch.randn(2, rows, 96)
+        want = torch.nn.functional.linear(x.bfloat16(), plain_w, layer.bias).float()
+        got = layer(x)
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-2, atol=1e-2)
+    assert layer._packed is not None and layer.weight is None  # packed in place of the plain tensor
+    state = layer.state_dict()
+    assert list(state) == ["weight", "bias"] and torch.equal(state["weight"], plain_w)
+    other = BF16Linear(96, 200)
+    other.load_state_dict(state)
+    assert torch.equal(other(x), layer(x))
+    layer.load_state_dict({"weight": torch.zeros_like(plain_w), "bias": state["bias"]})  # new weights: repacked
+    assert torch.equal(layer(x), state["bias"].float().expand(2, 64, 200))
+    layer.to(torch.device("cpu"))
+    assert layer._packed is None and layer.weight is not None  # moved as the plain tensor
 
 
 def test_int8_weights_and_scales_are_per_output_channel(model):

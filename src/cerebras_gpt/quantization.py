@@ -70,8 +70,19 @@ def fbgemm_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
 
 
+def native_bf16_cpu() -> bool:
+    """Whether oneDNN runs bf16 matmuls natively on this CPU (AVX512-BF16 or AMX), where its packed layout pays."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class BF16Linear(nn.Module):
-    """``y = x W^T + b`` with W (and b) held in bfloat16; x is cast in and y cast back to x's dtype."""
+    """``y = x W^T + b`` with W (and b) held in bfloat16; x is cast in and y cast back to x's dtype.
+
+    On a CPU with native bf16 the first forward moves W into oneDNN's packed layout (the same bytes, in
+    place of the plain tensor: no second copy) and multiplies through oneDNN's linear; batch-1 decoding
+    measured 1.36x faster than through `F.linear` (`bench/decode_candidates.py bf16-packed`). The state
+    dict still holds the plain W, and moving the module (``.to``) unpacks it first.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None) -> None:
         super().__init__()
@@ -80,6 +91,7 @@ class BF16Linear(nn.Module):
                                    requires_grad=False)
         self.bias = (nn.Parameter(torch.empty(out_features, dtype=torch.bfloat16, device=device), requires_grad=False)
                      if bias else None)
+        self._packed: torch.Tensor | None = None  # W in oneDNN's layout; `weight` is None while it is set
 
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> "BF16Linear":
@@ -91,8 +103,39 @@ class BF16Linear(nn.Module):
                 module.bias.copy_(bias)
         return module
 
+    def _pack(self) -> None:
+        if self._packed is None and self.weight.device.type == "cpu" and native_bf16_cpu():
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
+            self.weight = None
+
+    def _unpack(self) -> None:
+        if self._packed is not None:
+            self.weight = nn.Parameter(self._packed.to_dense(), requires_grad=False)
+            self._packed = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+        if x.device.type == "cpu":
+            self._pack()
+        if self._packed is None:
+            return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = torch.ops.mkldnn._linear_pointwise(rows, self._packed, self.bias, "none", [], "")
+        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        if self._packed is None:
+            return super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self._packed.to_dense()
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._unpack()  # load into the plain tensor; the next CPU forward packs the new weights
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._unpack()  # a move or a cast acts on the plain tensor (oneDNN's layout lives on the CPU only)
+        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=bfloat16"
