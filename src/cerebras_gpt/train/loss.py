@@ -16,6 +16,7 @@ turns its output into the summed loss. `token_loss` is the two together, what th
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -29,6 +30,27 @@ from cerebras_gpt.runtime import is_dtensor
 # thin for the BLAS; the measured block sizes are in BENCHMARKS.md, "Figures from the code".
 CHUNK_ROWS = 1024
 IGNORE_INDEX = -100
+
+# One block of logits per thread, kept between steps on the CPU. A fresh 206 MB block each step is fresh
+# memory from the OS, page-faulted in on first write: as long as the block's matmul at debug-small's shape
+# (BENCHMARKS.md, "Training step"). CUDA's caching allocator already reuses its blocks.
+_workspace = threading.local()
+
+
+def _logits_block(rows: int, vocab: int, like: torch.Tensor) -> torch.Tensor:
+    """A (rows, vocab) tensor to write a block of logits into: this thread's reused CPU buffer, else new."""
+    if like.device.type != "cpu":
+        return torch.empty(rows, vocab, dtype=like.dtype, device=like.device)
+    buffer = getattr(_workspace, "logits", None)
+    if buffer is None or buffer.dtype != like.dtype or buffer.numel() < rows * vocab:
+        _workspace.logits = buffer = None  # free the old one before making the new
+        _workspace.logits = buffer = torch.empty(rows * vocab, dtype=like.dtype)
+    return buffer[: rows * vocab].view(rows, vocab)
+
+
+def release_workspace() -> None:
+    """Free this thread's logits buffer (the Trainer calls it when a fit ends)."""
+    _workspace.logits = None
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -46,7 +68,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             hc, yc = h[start:start + chunk], y[start:start + chunk]
             keep = yc != IGNORE_INDEX
             target = torch.where(keep, yc, 0)
-            logits = hc @ weight.t()  # (n, V)
+            logits = torch.mm(hc, weight.t(), out=_logits_block(len(hc), weight.shape[0], hc))  # (n, V)
             picked = logits.gather(1, target.unsqueeze(1)).squeeze(1)
             # The log-sum-exp and the softmax from one exp pass, in place in the logits: `torch.logsumexp`
             # would allocate an (n, V) temporary for the shifted logits and the softmax would need a second
@@ -141,4 +163,5 @@ def token_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return loss_from_output(output_for_loss(model, x), y)
 
 
-__all__ = ["token_loss", "output_for_loss", "loss_from_output", "ChunkedLinearCrossEntropy", "chunked_loss_applies"]
+__all__ = ["token_loss", "output_for_loss", "loss_from_output", "ChunkedLinearCrossEntropy", "chunked_loss_applies",
+           "release_workspace"]

@@ -39,7 +39,7 @@ from cerebras_gpt.runtime import autocast_context, full_tensor
 from cerebras_gpt.train import checkpoint, distributed, parallelize, report, rundir
 from cerebras_gpt.train.batch import Batch, as_batch
 from cerebras_gpt.train.config import TrainConfig
-from cerebras_gpt.train.loss import loss_from_output, output_for_loss
+from cerebras_gpt.train.loss import loss_from_output, output_for_loss, release_workspace
 from cerebras_gpt.train.metrics import MetricsWriter, model_flops_utilization, peak_flops, plot_loss
 from cerebras_gpt.train.optim import build_optimizer, set_lr
 from cerebras_gpt.train.recipe import Plan, build_model_config, format_plan, resolve
@@ -449,6 +449,7 @@ class Trainer:
             if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step < stop_at:
                 self.save_checkpoint()
                 self._say(report.checkpoint_line(self.last_checkpoint, step))
+        release_workspace()  # the loss's reused logits block: not needed until the next fit
         if self._saved_step != self.step or self.last_checkpoint is None:
             self.save_checkpoint()
         return self.result()
