@@ -3,7 +3,7 @@ medians), printed as JSON; BENCHMARKS.md ("Training step: what did not pay") quo
 
     flock /tmp/bench.lock python bench/train_candidates.py optimizer     # AdamW foreach / for-loop / fused, 111M
     flock /tmp/bench.lock python bench/train_candidates.py loss-blocks   # LM head + loss: whole logits vs row blocks
-    flock /tmp/bench.lock python bench/train_candidates.py loss-softmax  # chunked loss: logsumexp + 2nd exp vs one pass
+    flock /tmp/bench.lock python bench/train_candidates.py loss-softmax  # chunked loss: before vs now (fewer passes)
     flock /tmp/bench.lock python bench/train_candidates.py compile       # torch.compile vs eager, debug-small
     flock /tmp/bench.lock python bench/train_candidates.py malloc --malloc-child 0|1   # run each in turn (below)
 
@@ -76,8 +76,8 @@ def loss_blocks(repeats: int) -> dict:
 
 
 class TwoPassChunkedLoss(torch.autograd.Function):
-    """The chunked loss as it was before the one-pass softmax: `torch.logsumexp` (which allocates the
-    shifted (n, V) logits) and then a second exp pass for the softmax. Kept here only to be measured."""
+    """The chunked loss as it was before: `torch.logsumexp` (which allocates the shifted (n, V) logits),
+    a second exp pass for the softmax, and a fresh block of logits each time. Kept here to be measured."""
 
     @staticmethod
     def forward(ctx, h, weight, y, chunk):

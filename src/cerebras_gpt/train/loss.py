@@ -48,6 +48,14 @@ def _logits_block(rows: int, vocab: int, like: torch.Tensor) -> torch.Tensor:
     return buffer[: rows * vocab].view(rows, vocab)
 
 
+def _log_softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits, dim=1)`` written over ``logits`` on the CPU, whose kernel reads each row
+    (max, sum of exps) before writing it; elsewhere a new tensor (the caching allocator makes that cheap)."""
+    if logits.device.type == "cpu":
+        return torch.ops.aten._log_softmax.out(logits, 1, False, out=logits)
+    return torch.log_softmax(logits, dim=1)
+
+
 def release_workspace() -> None:
     """Free this thread's logits buffer (the Trainer calls it when a fit ends)."""
     _workspace.logits = None
@@ -69,17 +77,13 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             keep = yc != IGNORE_INDEX
             target = torch.where(keep, yc, 0)
             logits = torch.mm(hc, weight.t(), out=_logits_block(len(hc), weight.shape[0], hc))  # (n, V)
-            picked = logits.gather(1, target.unsqueeze(1)).squeeze(1)
-            # The log-sum-exp and the softmax from one exp pass, in place in the logits: `torch.logsumexp`
-            # would allocate an (n, V) temporary for the shifted logits and the softmax would need a second
-            # exp pass (the two were half of a debug-small step; BENCHMARKS.md, "Training step").
-            row_max = logits.amax(dim=1, keepdim=True)
-            probs = logits.sub_(row_max).exp_()
-            sum_exp = probs.sum(dim=1, keepdim=True)
-            lse = (row_max + sum_exp.log()).squeeze(1)
-            total += ((lse - picked) * keep).sum()
+            # Log-probabilities in place (one fused kernel over each row), the loss read from them, and the
+            # softmax as their exp, in place too: no (n, V) temporary and two passes over the block where
+            # `torch.logsumexp` + a shifted exp + a division took five (BENCHMARKS.md, "Training step").
+            log_probs = _log_softmax_in_place(logits)
+            total -= (log_probs.gather(1, target.unsqueeze(1)).squeeze(1) * keep).sum()
             # d loss / d logits = softmax - one_hot, zero on ignored rows.
-            probs.div_(sum_exp)
+            probs = log_probs.exp_()
             probs[torch.arange(len(yc), device=h.device), target] -= 1.0
             if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
                 probs[~keep] = 0.0
