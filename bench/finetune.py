@@ -201,7 +201,7 @@ lowest loss any adapter can reach is {floors[' positive']:.2f} on " positive" an
 (the validation loss averages these with the EOS after them). Full fine-tuning moves the embeddings and gets
 near 0. Accuracy only compares the two labels, which the adapters do learn to separate, more slowly than full
 fine-tuning. peft's LoRA on transformers' GPT-2, same base, data, batches and settings, behaves the same (and
-`tests/test_finetune_lora.py` checks our LoRA against peft's step for step), so this is LoRA on a weak base
+`tests/finetune/test_finetune_lora.py` checks our LoRA against peft's step for step), so this is LoRA on a weak base
 model, not our implementation. An earlier record (60-step base, LoRA at lr 1e-2, 5 epochs, patience 2) stayed
 at 0.50: its label-word floors were higher still, lr 1e-2 made the adapters grow the residual stream about 100x
 until LayerNorm erased the review, and early stopping on the floor-bound validation loss ended it at step 92.

@@ -191,7 +191,7 @@ def section_environment(sec: Section, quick: bool) -> None:
 # ----------------------------------------------------------------------------- 2. gpu_tests
 def cuda_test_files() -> list[str]:
     """Test files that hold ``cuda``-marked tests (collecting only these keeps the run short)."""
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
                   if "mark.cuda" in p.read_text(encoding="utf-8"))
 
 

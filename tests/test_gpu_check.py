@@ -37,7 +37,7 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     tests = result["gpu_tests"]  # collected and all skipped, with the reason
     assert tests["status"] == "skipped" and "no CUDA device" in tests["reason"]
     assert tests["skipped"] >= 8 and tests["passed"] == tests["failed"] == tests["errors"] == 0
-    assert "tests/test_cuda_paths.py" in tests["files"] and "tests/test_sparsity_storage.py" in tests["files"]
+    assert "tests/test_cuda_paths.py" in tests["files"] and "tests/export/test_sparsity_storage.py" in tests["files"]
 
     train = result["train"]
     assert "need a GPU" in train["gpu_skipped"]

@@ -2,7 +2,7 @@
 
 The paper's batches (120 x 2048 tokens for 111M, up to 1080 x 2048 for 13B) are global batches for a wafer;
 on a GPU or CPU each rank runs them as micro-batches with gradient accumulation, which gives the same step
-(tests/test_train_core.py checks accumulation equivalence). The choice is the largest divisor of the per-rank
+(tests/train/test_train_core.py checks accumulation equivalence). The choice is the largest divisor of the per-rank
 batch (of every phase of a batch schedule) whose estimated training memory fits the budget, then checked by
 one real forward and backward at that size: an out-of-memory error moves on to the next smaller divisor.
 

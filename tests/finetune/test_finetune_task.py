@@ -13,7 +13,7 @@ from cerebras_gpt import GPT, GPTConfig, load_tokenizer
 from cerebras_gpt.commands.finetune import main
 from cerebras_gpt.finetune.synthetic import reverse_records, write_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

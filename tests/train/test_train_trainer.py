@@ -17,7 +17,7 @@ from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.distributed import DistInfo
 from cerebras_gpt.train.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Windows:

@@ -158,7 +158,7 @@ def test_batch_switch_resumes_exactly(tmp_path, data_dir):
 def test_shipped_13b_config_is_the_modelzoo_run():
     from cerebras_gpt.config_io import load_yaml
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "train" / "cerebras-gpt-13b.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "train" / "cerebras-gpt-13b.yaml"
     plan = resolve(TrainConfig.from_dict(load_yaml(path)), world_size=8)
     assert plan.total_steps == 135_223 and plan.batch_phases == [BatchPhase(0, 720), BatchPhase(57_000, 1080)]
     assert (plan.accum_steps_at(0), plan.accum_steps_at(57_000)) == (6, 9)
