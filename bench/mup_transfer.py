@@ -64,7 +64,7 @@ def main() -> int:
 
     import torch
 
-    from cerebras_gpt.evaluate.sweep import SweepConfig, best_index, curves, plot_curves, run_sweep
+    from cerebras_gpt.experiments.sweep import SweepConfig, best_index, curves, plot_curves, run_sweep
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

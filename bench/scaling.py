@@ -44,7 +44,7 @@ def main() -> int:
 
     from cerebras_gpt.commands.scaling import main as scaling_main
     from cerebras_gpt.data.prepare import prepare
-    from cerebras_gpt.evaluate.scaling import read_runs
+    from cerebras_gpt.experiments.scaling import read_runs
 
     work = Path(args.work)
     data = work / "data"

@@ -9,7 +9,7 @@ from typing import Annotated
 import tyro
 
 from cerebras_gpt.commands import run_command
-from cerebras_gpt.evaluate.coord_check import CoordCheckConfig
+from cerebras_gpt.experiments.coord_check import CoordCheckConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def run(args: MupCheckArgs) -> int:
     if args.rules is not None:
         print(format_rules(args.rules))
         return 0
-    from cerebras_gpt.evaluate.coord_check import format_table, run_coord_check, write_outputs
+    from cerebras_gpt.experiments.coord_check import format_table, run_coord_check, write_outputs
 
     result = run_coord_check(args.check)
     print(format_table(result))

@@ -102,7 +102,7 @@ class RunArgs:
 
 # ----------------------------------------------------------------------------- plan
 def _plan(args: PlanArgs) -> int:
-    from cerebras_gpt.evaluate.scaling import PAPER_POINTS, plan_budget, plan_presets
+    from cerebras_gpt.experiments.scaling import PAPER_POINTS, plan_budget, plan_presets
 
     if not args.budget and not args.presets:
         raise ValueError("nothing to plan: pass --budget FLOPS... and/or --presets NAME... (or --presets all)")
@@ -136,7 +136,7 @@ def _read_points(sources: list[str], paper_convention: bool = False) -> list[tup
     (``paper_flops``, what the published law is a function of) where the run recorded them."""
     import csv
 
-    from cerebras_gpt.evaluate.scaling import RUNS, read_runs
+    from cerebras_gpt.experiments.scaling import RUNS, read_runs
 
     points = []
     for src in sources:
@@ -165,7 +165,7 @@ def _read_points(sources: list[str], paper_convention: bool = False) -> list[tup
 def fit_report(points: list[tuple[str, float, float]], target: float | None, holdout: int, level: float,
                plot: str | None, reference=None, title: str = "Compute-optimal scaling") -> dict:
     """Fit, held-out check and plot of (name, FLOPs, loss) points; the JSON-ready report."""
-    from cerebras_gpt.evaluate.scaling import fit_power_law, heldout_check, plot_fit
+    from cerebras_gpt.experiments.scaling import fit_power_law, heldout_check, plot_fit
 
     names, flops, loss = zip(*points)
     fit = fit_power_law(flops, loss, names, level)
@@ -186,7 +186,7 @@ def fit_report(points: list[tuple[str, float, float]], target: float | None, hol
 
 
 def _fit(args: FitArgs) -> int:
-    from cerebras_gpt.evaluate.scaling import PAPER_LAW, PAPER_POINTS
+    from cerebras_gpt.experiments.scaling import PAPER_LAW, PAPER_POINTS
 
     points = _read_points(args.points, paper_convention=args.paper)  # compared with the law: its convention
     if args.paper:
@@ -218,7 +218,7 @@ def _print_fit(report: dict) -> None:
 # ----------------------------------------------------------------------------- run
 def _run(args: RunArgs) -> int:
     from cerebras_gpt.data.shards import read_meta
-    from cerebras_gpt.evaluate.scaling import build_ladder, run_ladder
+    from cerebras_gpt.experiments.scaling import build_ladder, run_ladder
 
     meta = read_meta(args.data)
     vocab = int(meta.get("tokenizer", {}).get("vocab_size") or 50257)
@@ -239,7 +239,7 @@ def _run(args: RunArgs) -> int:
 def ladder_train_fn(args: RunArgs):
     """A rung's run: `cerebras_gpt.train` on the rung's shape for its compute-optimal tokens, then the loss
     of the final model on the whole validation split (the same windows for every rung)."""
-    from cerebras_gpt.evaluate.scaling import Rung
+    from cerebras_gpt.experiments.scaling import Rung
 
     def train_rung(rung: Rung, run_dir: Path) -> dict:
         import torch

@@ -10,7 +10,7 @@ from typing import Annotated
 import tyro
 
 from cerebras_gpt.commands import run_command
-from cerebras_gpt.evaluate.sweep import SweepConfig
+from cerebras_gpt.experiments.sweep import SweepConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class SweepArgs:
 
 
 def run(args: SweepArgs) -> int:
-    from cerebras_gpt.evaluate.sweep import best_index, curves, plot_curves, run_sweep
+    from cerebras_gpt.experiments.sweep import best_index, curves, plot_curves, run_sweep
 
     cfg = args.sweep
     result = run_sweep(cfg)

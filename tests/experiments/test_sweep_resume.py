@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cerebras_gpt.evaluate.sweep import SweepConfig, read_results, run_sweep, trial_id, trial_settings
+from cerebras_gpt.experiments.sweep import SweepConfig, read_results, run_sweep, trial_id, trial_settings
 
 BASE = """\
 model: debug-tiny

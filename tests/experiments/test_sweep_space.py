@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cerebras_gpt import GPTConfig
-from cerebras_gpt.evaluate.sweep import (
+from cerebras_gpt.experiments.sweep import (
     SweepConfig, apply_overrides, best_trial, curves, read_results, trial_id, trial_settings, write_table,
 )
 

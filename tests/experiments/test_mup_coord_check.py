@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cerebras_gpt.cli import main as cli_main
-from cerebras_gpt.evaluate.coord_check import CoordCheckConfig, growth_per_4x, run_coord_check
+from cerebras_gpt.experiments.coord_check import CoordCheckConfig, growth_per_4x, run_coord_check
 
 
 def test_mup_activations_stay_flat_across_4x_width_and_sp_ones_grow():

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cerebras_gpt.cli import main
-from cerebras_gpt.evaluate.scaling import PowerLaw
+from cerebras_gpt.experiments.scaling import PowerLaw
 
 
 def test_plan(capsys):
@@ -48,7 +48,7 @@ def test_run_trains_a_ladder_and_resumes(tmp_path, shared_data):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     from cerebras_gpt.data.prepare import prepare
-    from cerebras_gpt.evaluate.scaling import read_runs
+    from cerebras_gpt.experiments.scaling import read_runs
 
     # Byte-level data (vocabulary 257) keeps the runs tiny: GPT-2's 50,257-row LM head would dominate them.
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord))},

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cerebras_gpt import GPTConfig
-from cerebras_gpt.evaluate.scaling import (
+from cerebras_gpt.experiments.scaling import (
     PAPER_LAW, PAPER_POINTS, PowerLaw, build_ladder, fit_power_law, heldout_check, plan_budget, plan_presets,
     plot_fit, run_ladder,
 )
