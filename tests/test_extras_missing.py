@@ -16,7 +16,7 @@ from cerebras_gpt import GPT, GPTConfig
 # What the extras in pyproject.toml install (and what they pull in that our code could import).
 OPTIONAL = ["fastapi", "uvicorn", "starlette", "prometheus_client", "zstandard", "pyarrow", "h5py", "datasets",
             "lm_eval", "scipy", "matplotlib", "tensorboard", "gguf", "peft", "transformers", "rouge_score",
-            "openai", "httpx", "playwright", "schemathesis", "hypothesis"]
+            "openai", "httpx", "playwright", "schemathesis", "hypothesis", "optuna", "sqlalchemy", "alembic"]
 
 # Every finder on sys.meta_path is wrapped so that it does not see the optional packages: imports of them
 # raise ModuleNotFoundError and importlib.util.find_spec returns None, exactly as when they are not installed.
@@ -102,6 +102,11 @@ def test_zstd_and_parquet_inputs_name_the_data_extra(tmp_path):
 def test_gguf_export_names_the_export_extra(model_dir, tmp_path):
     proc = run_core_only("export", "--model", str(model_dir), "--format", "gguf", "--out", str(tmp_path / "m.gguf"))
     assert_one_line_naming(proc, "export")
+
+
+def test_sweep_names_the_sweep_extra(tmp_path):
+    proc = run_core_only("sweep", "--out", str(tmp_path / "sweep"), "--grid", "lr=1e-3,2e-3")
+    assert_one_line_naming(proc, "sweep")
 
 
 def test_lm_eval_tasks_name_the_eval_extra(model_dir):

@@ -46,6 +46,7 @@ SMALLER = {
     "--max-new-tokens 50": "--max-new-tokens 8",
     "max_new_tokens=40": "max_new_tokens=8",
     "--max-batches 100": "--max-batches 2",
+    "--trials 12": "--trials 2",
     "--stride 128": "--stride 128 --max-batches 4",
 }
 STANDINS = {
@@ -62,7 +63,7 @@ NOT_RUN = {
     "torchrun --nnodes 2": "two machines",
     "--model Cerebras-GPT-111M-muP --data-dir data/pile": "a 111M run on the Pile",
     "--mup --fsdp ...": "elided arguments (tests/train/test_mup_train.py runs it under torchrun)",
-    "mup-check --out runs/mup-check": "a coordinate check of four widths: minutes (tests/test_mup_coord_check.py)",
+    "mup-check --out runs/mup-check": "a coordinate check of four widths: minutes (tests/experiments/test_mup_coord_check.py)",
     "--device cuda": "a GPU",
     "configs/mup/proxy-sweep.yaml": "the paper's proxy search: hours",
     "path/to/a-mup-checkpoint-dir": "a Cerebras μP checkpoint (tests/test_mup_btlm.py builds one)",

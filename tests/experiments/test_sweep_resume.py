@@ -60,7 +60,8 @@ def test_sweep_killed_then_resumed_does_not_redo_finished_trials(tmp_path, data_
     cfg = SweepConfig(out=str(out), base=str(base), set=[f"data_dir={data_dir}"], grid=["lr=1e-3,2e-3,4e-3"])
     ids = [trial_id(s) for s in trial_settings(cfg)]
     result = run_sweep(cfg, progress=False)
-    assert result.skipped == finished and result.ran == [t for t in ids if t not in finished]
+    # A trial killed mid-run is queued again behind the ones still queued, so the order may change.
+    assert result.skipped == finished and sorted(result.ran) == sorted(t for t in ids if t not in finished)
     after = results.read_text()
     assert after.startswith(before)  # recorded lines untouched
     rows = read_results(out)

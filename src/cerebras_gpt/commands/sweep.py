@@ -1,4 +1,4 @@
-"""`cerebras-gpt sweep`: grid or random search over run settings, each trial a `train` run; resumable."""
+"""`cerebras-gpt sweep`: grid, random or TPE search (Optuna) over run settings, each trial a `train` run; resumable."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class SweepArgs:
-    """Grid or random search over training settings: every trial is a `cerebras-gpt train` run.
+    """Grid, random or TPE search over training settings (on Optuna): every trial is a `cerebras-gpt train` run.
 
     Trials write to OUT/trials/<id>/; each finished trial adds a line to OUT/results.jsonl, and
-    OUT/results.csv (best first) and OUT/best.json are rewritten. Run the same command again to resume:
-    recorded trials are skipped, a trial cut off mid-run resumes from its last checkpoint.
+    OUT/results.csv (best first) and OUT/best.json are rewritten. The study is OUT/study.db (or --storage
+    URL). Run the same command again to resume: finished trials are skipped, a trial whose worker died is
+    run again from its last checkpoint. The same command started twice (or on several machines sharing
+    --storage) runs the trials once between the workers.
 
     Example (the μP proxy tuning: η_base on a small model, then reuse it at every width):
       cerebras-gpt sweep --base configs/mup/proxy.yaml --grid lr=2.5e-3,5e-3,1e-2,2e-2,4e-2 model_overrides.n_embd=32,64,128

@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps: grid or random search over run settings, each trial a `train` run; resumable.
+"""Hyperparameter sweeps on Optuna: grid, random or TPE search over run settings, each trial a `train` run.
 
 A sweep starts from one training configuration (a `cerebras-gpt train` YAML and/or fixed ``KEY=VALUE``
 settings) and varies dotted keys of it (``lr``, ``model_overrides.n_embd``, ``mup``, ...):
@@ -7,12 +7,23 @@ settings) and varies dotted keys of it (``lr``, ``model_overrides.n_embd``, ``mu
 - random search: ``KEY=loguniform:LOW:HIGH``, ``KEY=uniform:LOW:HIGH``, ``KEY=intuniform:LOW:HIGH`` or
   ``KEY=choice:A,B,C``, sampled ``trials`` times from ``seed`` (the same trials on every run).
 
+- TPE (``--sampler tpe``): Optuna's Bayesian search over the same ``--random`` distributions (``--grid`` axes
+  become categorical ones) for ``trials`` trials, each proposal informed by the finished ones.
+
+The trials live in an Optuna study: SQLite in ``OUT/study.db`` by default, or any database URL
+(``--storage postgresql://...``) so that workers on several machines share one sweep. Grid and random
+trials are planned up front and queued in the study (``enqueue_trial``), so every worker started with the
+same command takes the next queued trial, and the sweep ends when every planned trial is done, once.
+A running trial sends a heartbeat; a worker killed mid-trial (SIGKILL, a lost machine) leaves a trial
+whose heartbeat stops, and after the grace period (three heartbeats) the next worker marks it failed and
+queues it again with the same settings (`RetryHeartbeatStaleTrialCallback`).
+
 Each trial trains into ``OUT/trials/<id>/`` through `cerebras_gpt.train.train` and adds one line to
 ``OUT/results.jsonl`` when it ends (settings, final metrics, status, seconds); ``results.csv`` and
 ``best.json`` (the trial with the best ``metric``) are rewritten from it after every trial. A trial's id
-is a hash of its settings, so running the same sweep again skips every trial already in
-``results.jsonl`` and only runs the rest; a trial cut off mid-run resumes from its own last checkpoint
-(the trainer resumes from its output directory). Nothing already recorded is rewritten.
+is a hash of its settings, so the retried trial resumes from its own last checkpoint (the trainer resumes
+from its output directory), and a trial already recorded as finished is never trained again. Nothing
+already recorded is rewritten.
 
 With μP this is how the paper tuned its hyperparameters: sweep η_base, σ_base and the multipliers on a
 small proxy (width 256, 40M parameters) and reuse the best values at every width; ``plot_curves`` draws
@@ -28,8 +39,12 @@ import itertools
 import json
 import logging
 import math
+import os
+import socket
+import threading
 import time
 import types
+import warnings
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +61,9 @@ RESULTS = "results.jsonl"
 TABLE = "results.csv"
 BEST = "best.json"
 SPEC = "sweep.json"
+STUDY_DB = "study.db"
 DISTRIBUTIONS = ("loguniform", "uniform", "intuniform", "choice")
+SAMPLERS = ("auto", "grid", "random", "tpe")
 
 
 @dataclass
@@ -75,6 +92,20 @@ class SweepConfig:
     """Run at most this many new trials in this invocation (the rest on the next run)."""
     retry_failed: bool = False
     """Run again trials recorded as failed (diverged, or an error) instead of skipping them."""
+    sampler: typing.Literal["auto", "grid", "random", "tpe"] = "auto"
+    """How trials are chosen: grid (--grid), random (--random, seeded), tpe (Optuna's TPE over --random,
+    --grid axes as choices); auto = random with --random axes, else grid."""
+    storage: str | None = None
+    """Optuna storage URL of the study (default sqlite:///OUT/study.db); a shared database lets workers on
+    several machines run one sweep."""
+    study: str | None = None
+    """Name of the Optuna study in the storage (default: the name of the OUT directory)."""
+    heartbeat: int = 10
+    """Seconds between a running trial's heartbeats; a trial silent for three of them is retried."""
+
+    @property
+    def chosen_sampler(self) -> str:
+        return self.sampler if self.sampler != "auto" else ("random" if self.random else "grid")
 
     def validate(self) -> None:
         """Raise one ValueError listing every problem (run_sweep calls it; a default config is empty)."""
@@ -85,6 +116,12 @@ class SweepConfig:
             problems.append(f"trials={self.trials} needs --random axes to sample")
         if not self.grid and not self.random:
             problems.append("nothing to sweep: give --grid KEY=V1,V2,... and/or --random KEY=DIST --trials N")
+        if self.sampler == "grid" and self.random:
+            problems.append("--sampler grid takes --grid axes only; use --sampler random or tpe for --random")
+        if self.sampler in ("random", "tpe") and not self.random:
+            problems.append(f"--sampler {self.sampler} needs --random axes (and --trials N)")
+        if self.heartbeat < 1:
+            problems.append(f"heartbeat={self.heartbeat} must be >= 1 second")
         if self.max_trials is not None and self.max_trials < 0:
             problems.append(f"max_trials={self.max_trials} must be >= 0")
         if problems:
@@ -385,65 +422,250 @@ class SweepResult:
 
 
 def run_sweep(cfg: SweepConfig, trial_fn: TrialFn | None = None, progress: bool = True) -> SweepResult:
-    """Run the trials of ``cfg`` not yet recorded in ``cfg.out``; see the module docstring."""
+    """Run the trials of ``cfg`` still to do in its study; see the module docstring."""
     from tqdm.auto import tqdm
 
     cfg.validate()
+    require_extra("sweep", "optuna", feature="sweeps")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    trials = [(trial_id(s), s) for s in trial_settings(cfg)]
-    ids = [t for t, _ in trials]
-    if len(set(ids)) != len(ids):
-        raise ValueError("two trials have the same settings; list each grid value once")
     spec = {"set": cfg.set, "grid": cfg.grid, "random": cfg.random, "trials": cfg.trials, "seed": cfg.seed,
-            "base": cfg.base, "metric": cfg.metric, "mode": cfg.mode}
-    (out / SPEC).write_text(json.dumps(spec, indent=2) + "\n")
-    rows = read_results(out)
-    done = {r["trial"] for r in rows if r.get("status") == "ok" or not cfg.retry_failed}
-    skipped = [t for t in ids if t in done]
-    todo = [(t, s) for t, s in trials if t not in done]
-    pending: list[str] = []
-    if cfg.max_trials is not None:
-        pending = [t for t, _ in todo[cfg.max_trials:]]
-        todo = todo[: cfg.max_trials]
-    if skipped:
-        log.info("sweep %s: %d of %d trials already recorded, %d to run", out, len(skipped), len(trials), len(todo))
+            "base": cfg.base, "metric": cfg.metric, "mode": cfg.mode, "sampler": cfg.chosen_sampler}
+    atomic.write_text(out / SPEC, json.dumps(spec, indent=2) + "\n")
+    study = open_study(cfg)
+    distributions = _distributions(cfg)
+    planned = None if cfg.chosen_sampler == "tpe" else [(trial_id(s), s) for s in trial_settings(cfg)]
+    if planned is not None and len({t for t, _ in planned}) != len(planned):
+        raise ValueError("two trials have the same settings; list each grid value once")
+    total = len(planned) if planned is not None else cfg.trials
+    recorded = {r["trial"]: r for r in read_results(out)}
+    done_before = _done(study, recorded, cfg)
+    if planned is not None:
+        _enqueue_missing(study, planned, done_before, out)
+    skipped = [t for t, _ in planned if t in done_before] if planned is not None else sorted(done_before)
+    if done_before:
+        log.info("sweep %s: %d of %d trials already done", out, len(done_before), total)
     trial_fn = trial_fn or train_trial_fn(cfg)
     ran: list[str] = []
-    bar = tqdm(todo, desc="sweep", unit="trial", disable=not progress)
-    for tid, settings in bar:
+    bar = tqdm(total=total, initial=min(total, len(done_before)), desc="sweep", unit="trial",
+               disable=not progress)
+    while cfg.max_trials is None or len(ran) < cfg.max_trials:
+        _fail_stale(study)
+        done = _done(study, recorded, cfg)
+        if len(done) >= total:
+            break
+        trial = _next_trial(study, distributions, planned is not None, out)
+        if trial is None:  # every planned trial is done or running in another worker
+            break
+        settings = dict(trial.params)
+        tid = trial_id(settings)
+        if tid in done:  # another worker finished these settings, or results.jsonl already holds them
+            _tell_recorded(study, trial, recorded.get(tid), cfg)
+            continue
         bar.set_postfix_str(tid[:40])
-        start = time.time()
-        try:
-            metrics, status, error = trial_fn(settings, out / "trials" / tid), "ok", None
-            # Numbers only (train() also returns paths and its plan; those stay in the trial's directory).
-            metrics = {k: v for k, v in metrics.items()
-                       if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
-            value = metrics.get(cfg.metric)
-            if value is None:
-                raise ValueError(f"train() returned no {cfg.metric!r} (it returned {sorted(metrics)}); "
-                                 "choose --metric among them")
-            if not _finite(value):
-                status, error = "failed", f"{cfg.metric} is {value} (diverged)"
-        except (ValueError, FileNotFoundError):
-            raise  # a bad setting or missing data is the user's to fix: stop, nothing recorded for it
-        except (RuntimeError, FloatingPointError, ArithmeticError) as e:  # divergence, OOM: record, go on
-            metrics, status, error = {}, "failed", f"{type(e).__name__}: {e}"
-        row = {"trial": tid, "settings": settings, "status": status, "metrics": metrics,
-               "seconds": round(time.time() - start, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if error:
-            row["error"] = error
-            log.warning("trial %s failed: %s", tid, error)
-        rows = [r for r in rows if r["trial"] != tid] + [row]
-        _append_result(out, row)
-        write_table(out, rows, cfg.metric, cfg.mode)
+        row = _run_trial(study, trial, tid, settings, trial_fn, out, cfg)
+        recorded[tid] = row
         ran.append(tid)
+        bar.update(1)
+    bar.close()
     rows = read_results(out)
     # The last record of a trial wins (a failed trial that was retried).
     latest = {r["trial"]: r for r in rows}
     rows = [latest[t] for t in dict.fromkeys(r["trial"] for r in rows)]
     write_table(out, rows, cfg.metric, cfg.mode)
+    done = _done(study, {r["trial"]: r for r in rows}, cfg)
+    pending = [t for t, _ in planned if t not in done] if planned is not None else []
     return SweepResult(rows, ran, skipped, pending, best_trial(rows, cfg.metric, cfg.mode))
+
+
+# ----------------------------------------------------------------------------- the Optuna study
+def open_study(cfg: SweepConfig):
+    """The sweep's Optuna study (created on first use): ``cfg.storage`` or SQLite in ``OUT/study.db``, with
+    heartbeats and stale trials queued again with their settings."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = cfg.storage or f"sqlite:///{(Path(cfg.out) / STUDY_DB).resolve()}"
+    # SQLite: wait for another worker's write instead of failing at once ("database is locked").
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat,
+                             grace_period=3 * cfg.heartbeat,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=cfg.seed)}.get(
+        cfg.chosen_sampler, lambda: optuna.samplers.RandomSampler(seed=cfg.seed))()
+    direction = "minimize" if cfg.mode == "min" else "maximize"
+    return optuna.create_study(storage=storage, study_name=cfg.study or Path(cfg.out).resolve().name,
+                               sampler=sampler, direction=direction, load_if_exists=True)
+
+
+def _distributions(cfg: SweepConfig) -> dict[str, Any]:
+    """Optuna distributions of the varied keys: grid axes as categorical, random axes as their kind."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {k: CategoricalDistribution(v) for k, v in parse_grid(cfg.grid).items()}
+    for key, (dist, args) in parse_random(cfg.random).items():
+        if dist == "choice":
+            out[key] = CategoricalDistribution(args)
+        elif dist == "intuniform":
+            out[key] = IntDistribution(int(args[0]), int(args[1]))
+        else:
+            out[key] = FloatDistribution(float(args[0]), float(args[1]), log=dist == "loguniform")
+    return out
+
+
+def _done(study, recorded: dict[str, dict[str, Any]], cfg: SweepConfig) -> set[str]:
+    """Ids of the trials that need no more running: finished in the study or recorded in results.jsonl
+    (failed ones too, unless --retry-failed)."""
+    from optuna.trial import TrialState
+
+    done = {t for t, r in recorded.items() if r.get("status") == "ok" or not cfg.retry_failed}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if t.state == TrialState.COMPLETE or ("diverged" in t.user_attrs and not cfg.retry_failed):
+            done.add(trial_id(t.params))
+    return done
+
+
+def _enqueue_missing(study, planned: list[tuple[str, dict[str, Any]]], done: set[str], out: Path) -> None:
+    """Queue the planned trials not done, queued or running yet (under a lock: workers start together)."""
+    from filelock import FileLock
+    from optuna.trial import TrialState
+
+    with FileLock(str(out / "study.lock")):
+        active = {trial_id(t.system_attrs.get("fixed_params", t.params))
+                  for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
+        for tid, settings in planned:
+            if tid not in done and tid not in active:
+                study.enqueue_trial(settings)
+
+
+def _next_trial(study, distributions: dict[str, Any], planned_only: bool, out: Path):
+    """The next trial to run: a queued one (planned, or a stale one queued again), else for TPE a new
+    proposal; None when a planned sweep has nothing queued."""
+    from filelock import FileLock
+    from optuna.trial import TrialState
+
+    with FileLock(str(out / "study.lock")), warnings.catch_warnings():
+        # Optuna warns that heartbeats are meant for study.optimize; this loop sends its own.
+        warnings.simplefilter("ignore")
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if planned_only and not waiting:
+            return None
+        return study.ask(fixed_distributions=distributions)
+
+
+def _fail_stale(study) -> None:
+    """Fail (and so queue again) running trials whose worker is gone: at once when it was a process on this
+    machine that no longer exists, else when its heartbeat is older than the grace period."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker") or {}
+        if worker.get("host") == socket.gethostname() and not _process_exists(worker.get("pid", -1)):
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(t._trial_id))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fail_stale_trials is marked experimental
+        fail_stale_trials(study)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return pid > 0
+
+
+def _tell_recorded(study, trial, row: dict[str, Any] | None, cfg: SweepConfig) -> None:
+    """Close a trial whose settings are already done without training them again."""
+    from optuna.trial import TrialState
+
+    value = (row or {}).get("metrics", {}).get(cfg.metric)
+    trial.set_user_attr("duplicate_of_recorded_trial", True)
+    if row is not None and row.get("status") == "ok" and _finite(value):
+        study.tell(trial, float(value))
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+
+
+class _Heartbeat:
+    """Records a running trial's heartbeat every ``interval`` seconds from a thread, until closed."""
+
+    def __init__(self, study, trial, interval: int) -> None:
+        self._stop = threading.Event()
+        storage, trial_id_ = study._storage, trial._trial_id
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                storage.record_heartbeat(trial_id_)
+
+        storage.record_heartbeat(trial_id_)
+        self._thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _run_trial(study, trial, tid: str, settings: dict[str, Any], trial_fn: TrialFn, out: Path,
+               cfg: SweepConfig) -> dict[str, Any]:
+    """Train one trial with heartbeats, tell the study, and record it in results.jsonl."""
+    from optuna.trial import TrialState
+
+    start = time.time()
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+    heartbeat = _Heartbeat(study, trial, cfg.heartbeat)
+    try:
+        metrics, status, error = trial_fn(settings, out / "trials" / tid), "ok", None
+        # Numbers only (train() also returns paths and its plan; those stay in the trial's directory).
+        metrics = {k: v for k, v in metrics.items()
+                   if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+        value = metrics.get(cfg.metric)
+        if value is None:
+            raise ValueError(f"train() returned no {cfg.metric!r} (it returned {sorted(metrics)}); "
+                             "choose --metric among them")
+        if not _finite(value):
+            status, error = "failed", f"{cfg.metric} is {value} (diverged)"
+    except (ValueError, FileNotFoundError) as e:
+        # A bad setting or missing data is the user's to fix: stop, nothing recorded for it (the trial
+        # is failed in the study without the "diverged" mark, so the next run plans it again).
+        heartbeat.close()
+        trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except (RuntimeError, FloatingPointError, ArithmeticError) as e:  # divergence, OOM: record, go on
+        metrics, status, error = {}, "failed", f"{type(e).__name__}: {e}"
+    except BaseException:  # Ctrl-C: the trial is failed in the study and planned again next time
+        heartbeat.close()
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    heartbeat.close()
+    row = {"trial": tid, "settings": settings, "status": status, "metrics": metrics,
+           "seconds": round(time.time() - start, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if error:
+        row["error"] = error
+        log.warning("trial %s failed: %s", tid, error)
+    _append_result(out, row)
+    write_table(out, _latest_rows(out), cfg.metric, cfg.mode)
+    if status == "ok":
+        study.tell(trial, float(metrics[cfg.metric]))
+    else:
+        trial.set_user_attr("diverged", error)
+        study.tell(trial, state=TrialState.FAIL)
+    return row
+
+
+def _latest_rows(out: Path) -> list[dict[str, Any]]:
+    latest = {r["trial"]: r for r in read_results(out)}
+    return list(latest.values())
 
 
 # ----------------------------------------------------------------------------- transfer plot
