@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # multi-GB CUDA build); the CUDA build where there is one.
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 
-.PHONY: setup setup-dev browser test test-fast demo bench clean
+.PHONY: setup setup-dev browser lint format test test-fast demo bench clean
 
 # `make setup`: what `make demo` needs (the core and the train extra: TensorBoard, the loss plot).
 setup: $(VENV)/.installed
@@ -34,7 +34,17 @@ browser:
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
 	  || echo "chromium could not be installed: the browser test will be skipped")
 
-test: setup-dev browser
+# Ruff (pyproject.toml's [tool.ruff]): lint and format, checked by `make test`; `make format` applies both.
+LINTED := src tests bench scripts
+lint: setup-dev
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: setup-dev
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
+
+test: setup-dev browser lint
 	$(BIN)/python -m pytest -n 2 --timeout 600 -q
 
 test-fast: setup-dev

@@ -16,8 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cerebras_gpt import GPT, GPTConfig, generate_ids, quantize
-from cerebras_gpt import generation
+from cerebras_gpt import GPT, GPTConfig, generate_ids, generation, quantize
 from cerebras_gpt.quantization import BF16Linear, native_bf16_cpu
 
 PROMPT = [list(range(100, 132))]
@@ -40,8 +39,11 @@ def alternate(setups: dict, model: GPT, repeats: int, new_tokens: int) -> dict:
             undo()
             rates[name].append(rate)
     first = next(iter(tokens.values()))
-    return {"tok/s": {k: statistics.median(v) for k, v in rates.items()},
-            "all": rates, "same greedy tokens": {k: v == first for k, v in tokens.items()}}
+    return {
+        "tok/s": {k: statistics.median(v) for k, v in rates.items()},
+        "all": rates,
+        "same greedy tokens": {k: v == first for k, v in tokens.items()},
+    }
 
 
 def compiled_step(repeats: int, new_tokens: int) -> dict:
@@ -60,7 +62,7 @@ def compiled_step(repeats: int, new_tokens: int) -> dict:
     tokens_per_second(model, 8)
     undo()
     first = time.perf_counter() - t0
-    result = alternate({"eager": lambda: (lambda: None), "compiled": compiled_setup}, model, repeats, new_tokens)
+    result = alternate({"eager": lambda: lambda: None, "compiled": compiled_setup}, model, repeats, new_tokens)
     return {**result, "compilation and first 8 tokens (s)": first}
 
 

@@ -63,8 +63,21 @@ def label_floor(model_dir: Path, words: list[str]) -> dict[str, float]:
     return floors
 
 
-def peft_lora(base: Path, train_file: Path, test_file: Path, out: Path, *, steps: int, lr: float, rank: int,
-              alpha: float, dropout: float, weight_decay: float, batch_size: int, seed: int = 0) -> dict:
+def peft_lora(
+    base: Path,
+    train_file: Path,
+    test_file: Path,
+    out: Path,
+    *,
+    steps: int,
+    lr: float,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int = 0,
+) -> dict:
     """peft's LoRA on transformers' GPT-2 (the reference): the same split, batches, schedule, AdamW settings
     and gradient clipping as `cerebras-gpt finetune`; scored by the same label log-likelihood accuracy."""
     import peft
@@ -82,9 +95,17 @@ def peft_lora(base: Path, train_file: Path, test_file: Path, out: Path, *, steps
     train_records, _ = split_records(read_records(train_file), 0.1, seed)
     rows = build_examples(train_records, tok, 256)
     torch.manual_seed(seed)
-    model = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(base), peft.LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["c_attn", "c_proj", "c_fc"],
-        fan_in_fan_out=True, task_type="CAUSAL_LM"))
+    model = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        peft.LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=["c_attn", "c_proj", "c_fc"],
+            fan_in_fan_out=True,
+            task_type="CAUSAL_LM",
+        ),
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
     model.train()
@@ -116,11 +137,42 @@ def main() -> None:
     data, pre = work / "data", work / "pretrain"
     shared = ROOT.parent / "shared" / "data"
     commands = []
-    prep = [PY, "-m", "cerebras_gpt", "prepare", str(shared / "wikitext-2-valid.txt"), str(shared / "tinyshakespeare.txt"),
-            "--paragraphs", "--out", str(data)]
-    pretrain = [PY, "-m", "cerebras_gpt", "train", "--model", "debug-small", "--data-dir", str(data), "--seq-len", "128",
-                "--batch-size", "16", "--steps", str(a.pretrain_steps), "--lr", "2e-3", "--eval-interval", "100",
-                "--out", str(pre), "--no-progress", "--log-interval", "50"]
+    prep = [
+        PY,
+        "-m",
+        "cerebras_gpt",
+        "prepare",
+        str(shared / "wikitext-2-valid.txt"),
+        str(shared / "tinyshakespeare.txt"),
+        "--paragraphs",
+        "--out",
+        str(data),
+    ]
+    pretrain = [
+        PY,
+        "-m",
+        "cerebras_gpt",
+        "train",
+        "--model",
+        "debug-small",
+        "--data-dir",
+        str(data),
+        "--seq-len",
+        "128",
+        "--batch-size",
+        "16",
+        "--steps",
+        str(a.pretrain_steps),
+        "--lr",
+        "2e-3",
+        "--eval-interval",
+        "100",
+        "--out",
+        str(pre),
+        "--no-progress",
+        "--log-interval",
+        "50",
+    ]
     commands += [prep, pretrain]
     if not (data / "meta.json").exists():
         sh(prep)
@@ -140,32 +192,80 @@ def main() -> None:
     # decay keep the adapters from inflating the residual stream (at 1e-2 it grew ~100x and LayerNorm then
     # erased the review). Full fine-tuning reaches its best long before and stops early.
     lora = dict(rank=8, alpha=16.0, lr=3e-3, weight_decay=0.1, epochs=30, dropout=0.05)
-    shared = ["--lr", str(lora["lr"]), "--weight-decay", str(lora["weight_decay"]), "--epochs", str(lora["epochs"]),
-              "--early-stopping-patience", "6"]
-    for name, extra in [("full", ["--lora.rank", "0"]),
-                        ("LoRA r=8", ["--lora.rank", str(lora["rank"]), "--lora.alpha", str(lora["alpha"]),
-                                      "--save-adapter"])]:
+    shared = [
+        "--lr",
+        str(lora["lr"]),
+        "--weight-decay",
+        str(lora["weight_decay"]),
+        "--epochs",
+        str(lora["epochs"]),
+        "--early-stopping-patience",
+        "6",
+    ]
+    for name, extra in [
+        ("full", ["--lora.rank", "0"]),
+        ("LoRA r=8", ["--lora.rank", str(lora["rank"]), "--lora.alpha", str(lora["alpha"]), "--save-adapter"]),
+    ]:
         out = work / ("ft_" + name.split()[0].lower())
         shutil.rmtree(out, ignore_errors=True)  # a fresh run each time
-        cmd = [PY, "-m", "cerebras_gpt", "finetune", "--model", str(pre / "model"), "--data", str(train_file),
-               "--eval-data", str(test_file), "--task", "classification", "--labels", " positive", " negative",
-               "--batch-size", "16", "--out", str(out), "--resume", "never", "--no-progress", *shared, *extra]
+        cmd = [
+            PY,
+            "-m",
+            "cerebras_gpt",
+            "finetune",
+            "--model",
+            str(pre / "model"),
+            "--data",
+            str(train_file),
+            "--eval-data",
+            str(test_file),
+            "--task",
+            "classification",
+            "--labels",
+            " positive",
+            " negative",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+            "--resume",
+            "never",
+            "--no-progress",
+            *shared,
+            *extra,
+        ]
         commands.append(cmd)
         seconds = sh(cmd)
         r = json.loads((out / "finetune_results.json").read_text())
-        results[name] = dict(before=r["before"]["accuracy"], after=r["after"]["accuracy"], val_loss=r["val_loss"],
-                             steps=r["steps"], seconds=seconds)
+        results[name] = dict(
+            before=r["before"]["accuracy"],
+            after=r["after"]["accuracy"],
+            val_loss=r["val_loss"],
+            steps=r["steps"],
+            seconds=seconds,
+        )
     # The reference: peft for as many steps as our LoRA run planned (no early stopping), same settings.
     from cerebras_gpt.finetune.data import read_records, split_records
 
     n_train = len(split_records(read_records(train_file), 0.1, 0)[0])  # finetune's --val-fraction 0.1 split
     steps = math.ceil(lora["epochs"] * n_train / 16)
     print(f"peft LoRA reference: {steps} steps", flush=True)
-    ref = peft_lora(pre / "model", train_file, test_file, work / "ft_peft", steps=steps, lr=lora["lr"],
-                    rank=lora["rank"], alpha=lora["alpha"], dropout=lora["dropout"],
-                    weight_decay=lora["weight_decay"], batch_size=16)
-    results["peft LoRA r=8 (transformers GPT-2)"] = dict(results["LoRA r=8"], after=ref["after"], val_loss=None,
-                                                        steps=ref["steps"], seconds=ref["seconds"])
+    ref = peft_lora(
+        pre / "model",
+        train_file,
+        test_file,
+        work / "ft_peft",
+        steps=steps,
+        lr=lora["lr"],
+        rank=lora["rank"],
+        alpha=lora["alpha"],
+        dropout=lora["dropout"],
+        weight_decay=lora["weight_decay"],
+        batch_size=16,
+    )
+    results["peft LoRA r=8 (transformers GPT-2)"] = dict(
+        results["LoRA r=8"], after=ref["after"], val_loss=None, steps=ref["steps"], seconds=ref["seconds"]
+    )
     floors = label_floor(pre / "model", [" positive", " negative"])
     print(json.dumps({"results": results, "label_floor": floors}, indent=2))
     if a.no_record:
@@ -197,7 +297,7 @@ with other jobs (times are wall clock, indicative only; peft's is its training l
 LoRA's validation loss cannot fall far: LoRA freezes the tied token embedding (which is also the LM head)
 and the final LayerNorm, and this small base model barely trained the rows of " positive" and " negative"
 (rare words in its corpus), so no adapter can make them likely. Minimising over a free residual stream, the
-lowest loss any adapter can reach is {floors[' positive']:.2f} on " positive" and {floors[' negative']:.2f} on " negative"
+lowest loss any adapter can reach is {floors[" positive"]:.2f} on " positive" and {floors[" negative"]:.2f} on " negative"
 (the validation loss averages these with the EOS after them). Full fine-tuning moves the embeddings and gets
 near 0. Accuracy only compares the two labels, which the adapters do learn to separate, more slowly than full
 fine-tuning. peft's LoRA on transformers' GPT-2, same base, data, batches and settings, behaves the same (and

@@ -35,8 +35,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
-    parser.add_argument("--quantize", nargs="+", metavar="PRECISION",
-                        help="compare these precisions of ours (fp32 bf16 int8) instead of ours vs transformers")
+    parser.add_argument(
+        "--quantize",
+        nargs="+",
+        metavar="PRECISION",
+        help="compare these precisions of ours (fp32 bf16 int8) instead of ours vs transformers",
+    )
     args = parser.parse_args()
     if args.quantize:
         return precision_sweep(args)
@@ -59,8 +63,15 @@ def main() -> None:
 
     def run_theirs(prompts):
         with torch.inference_mode():
-            out = theirs.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=n,
-                                  min_new_tokens=n, do_sample=False, use_cache=True, pad_token_id=50256)
+            out = theirs.generate(
+                prompts,
+                attention_mask=torch.ones_like(prompts),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=50256,
+            )
         return [out.shape[1] - prompts.shape[1]] * prompts.shape[0]
 
     rows = []
@@ -68,9 +79,17 @@ def main() -> None:
         prompts = torch.randint(0, 50257, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(batch))
         times = {"cerebras-gpt": [], "transformers": []}
         # Same outputs first: the comparison is only fair if both decode the same tokens.
-        assert generate_ids(ours, prompts[:, :].tolist(), max_new_tokens=8, temperature=0, stop_at_eos=False) == \
-            theirs.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=8, min_new_tokens=8,
-                            do_sample=False, pad_token_id=50256)[:, args.prompt_tokens:].tolist()
+        assert (
+            generate_ids(ours, prompts[:, :].tolist(), max_new_tokens=8, temperature=0, stop_at_eos=False)
+            == theirs.generate(
+                prompts,
+                attention_mask=torch.ones_like(prompts),
+                max_new_tokens=8,
+                min_new_tokens=8,
+                do_sample=False,
+                pad_token_id=50256,
+            )[:, args.prompt_tokens :].tolist()
+        )
         for fn in (run_ours, run_theirs):  # warm-up
             fn(prompts)
         for _ in range(args.repeats):
@@ -79,10 +98,12 @@ def main() -> None:
                 counts = fn(prompts)
                 times[name].append(sum(counts) / (time.perf_counter() - start))
         med = {k: statistics.median(v) for k, v in times.items()}
-        rows.append((batch, med["cerebras-gpt"], med["transformers"], med["cerebras-gpt"] / med["transformers"],
-                     times))
-        print(f"batch {batch}: cerebras-gpt {med['cerebras-gpt']:.1f} tok/s, transformers "
-              f"{med['transformers']:.1f} tok/s, ratio {med['cerebras-gpt'] / med['transformers']:.2f}x", flush=True)
+        rows.append((batch, med["cerebras-gpt"], med["transformers"], med["cerebras-gpt"] / med["transformers"], times))
+        print(
+            f"batch {batch}: cerebras-gpt {med['cerebras-gpt']:.1f} tok/s, transformers "
+            f"{med['transformers']:.1f} tok/s, ratio {med['cerebras-gpt'] / med['transformers']:.2f}x",
+            flush=True,
+        )
 
     floor_ms, weight_mb = read_floor_ms(ours)
     step_ms = 1e3 / rows[0][1] if rows[0][0] == 1 else float("nan")
@@ -91,7 +112,9 @@ def main() -> None:
 
     table = "\n".join(
         f"| {b} | {o:.1f} | {t:.1f} | **{r:.2f}x** | {', '.join(f'{x:.1f}' for x in ts['cerebras-gpt'])} / "
-        f"{', '.join(f'{x:.1f}' for x in ts['transformers'])} |" for b, o, t, r, ts in rows)
+        f"{', '.join(f'{x:.1f}' for x in ts['transformers'])} |"
+        for b, o, t, r, ts in rows
+    )
     section = f"""## Decode throughput (`bench/generate.py`)
 
 {args.preset} shape, random weights, fp32, CPU, greedy, {args.prompt_tokens}-token prompt, {n} new tokens,
@@ -146,8 +169,9 @@ def precision_sweep(args) -> None:
 
     rows = []
     for batch in args.batches:
-        prompts = torch.randint(0, 50257, (batch, args.prompt_tokens),
-                                generator=torch.Generator().manual_seed(batch)).tolist()
+        prompts = torch.randint(
+            0, 50257, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(batch)
+        ).tolist()
         times = {p: [] for p in precisions}
         for p in precisions:  # warm-up (FBGEMM packs its weights on the first call)
             generate_ids(models[p], prompts, max_new_tokens=4, temperature=0, stop_at_eos=False)
@@ -158,13 +182,20 @@ def precision_sweep(args) -> None:
                 times[p].append(sum(map(len, out)) / (time.perf_counter() - start))
         med = {p: statistics.median(v) for p, v in times.items()}
         rows.append((batch, med, times))
-        print(f"batch {batch}: " + ", ".join(f"{p} {med[p]:.1f} tok/s ({med[p] / med[precisions[0]]:.2f}x)"
-                                            for p in precisions), flush=True)
+        print(
+            f"batch {batch}: "
+            + ", ".join(f"{p} {med[p]:.1f} tok/s ({med[p] / med[precisions[0]]:.2f}x)" for p in precisions),
+            flush=True,
+        )
     header = " | ".join(f"{p} tok/s" for p in precisions)
     table = "\n".join(
-        f"| {b} | " + " | ".join(f"{med[p]:.1f} (**{med[p] / med[precisions[0]]:.2f}x**)" for p in precisions)
-        + " | " + " / ".join(", ".join(f"{x:.0f}" for x in ts[p]) for p in precisions) + " |"
-        for b, med, ts in rows)
+        f"| {b} | "
+        + " | ".join(f"{med[p]:.1f} (**{med[p] / med[precisions[0]]:.2f}x**)" for p in precisions)
+        + " | "
+        + " / ".join(", ".join(f"{x:.0f}" for x in ts[p]) for p in precisions)
+        + " |"
+        for b, med, ts in rows
+    )
     sizes = ", ".join(f"{p} {weight_mb(models[p]):.0f} MB" for p in precisions)
     section = f"""## Quantized inference (`bench/generate.py --quantize`)
 
@@ -172,14 +203,14 @@ def precision_sweep(args) -> None:
 `generate_ids` at each weight precision (`cerebras_gpt.quantize`); median of {args.repeats} alternating repeats
 (generated tokens/s, all rows; ratio to {precisions[0]}).
 
-| batch | {header} | all repeats ({' / '.join(precisions)}) |
-|---|{'---|' * len(precisions)}---|
+| batch | {header} | all repeats ({" / ".join(precisions)}) |
+|---|{"---|" * len(precisions)}---|
 {table}
 
 Model size in memory (state dict; int8 and bf16 keep the fp32 `wte` for lookups beside the LM head's own
 copy): {sizes}.
 
-Command: `flock /tmp/bench.lock .venv/bin/python bench/generate.py --quantize {' '.join(args.quantize)} --batches {' '.join(map(str, args.batches))} --repeats {args.repeats} --new-tokens {n}`
+Command: `flock /tmp/bench.lock .venv/bin/python bench/generate.py --quantize {" ".join(args.quantize)} --batches {" ".join(map(str, args.batches))} --repeats {args.repeats} --new-tokens {n}`
 — machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; timings on this shared
 2-core box are noisy, read the ratios. Quality of the same precisions: `bench/quantize_quality.py`, below."""
     print(section)

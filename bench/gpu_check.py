@@ -41,15 +41,21 @@ import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Share of the budget of each section, in the order they run.
 # On an H100/H200 at the default 8 minutes: ~5 s, ~90 s (two compiles), ~210 s (four compiles), ~70 s, ~60 s.
-SECTIONS: dict[str, float] = {"environment": 0.02, "gpu_tests": 0.21, "train": 0.44, "decode_serve": 0.17,
-                              "distributed": 0.16}
+SECTIONS: dict[str, float] = {
+    "environment": 0.02,
+    "gpu_tests": 0.21,
+    "train": 0.44,
+    "decode_serve": 0.17,
+    "distributed": 0.16,
+}
 GOALS = {"train_mfu_1.3B": 0.50, "train_speedup": 1.1, "decode_speedup": 1.3}
 
 
@@ -146,10 +152,17 @@ def section_environment(sec: Section, quick: bool) -> None:
     if nvidia_smi:
         try:
             smi_lists_gpu = subprocess.run([nvidia_smi, "-L"], capture_output=True, timeout=30).returncode == 0
-            out = subprocess.run([nvidia_smi, "--query-gpu=name,driver_version,memory.total",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=30).stdout
-            smi = [dict(zip(("name", "driver", "memory"), (f.strip() for f in line.split(","))))
-                   for line in out.splitlines() if line.strip()]
+            out = subprocess.run(
+                [nvidia_smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+            smi = [
+                dict(zip(("name", "driver", "memory"), (f.strip() for f in line.split(","))))
+                for line in out.splitlines()
+                if line.strip()
+            ]
         except (OSError, subprocess.TimeoutExpired) as e:
             sec.set(nvidia_smi_error=short_error(e))
     cuda_build = torch.version.cuda is not None
@@ -159,31 +172,53 @@ def section_environment(sec: Section, quick: bool) -> None:
         transformers_version = transformers.__version__
     except ImportError:
         transformers_version = None
-    sec.set(python=platform.python_version(), platform=platform.platform(), cpu_count=os.cpu_count(),
-            torch=torch.__version__, torch_cuda_build=cuda_build, torch_cuda_version=torch.version.cuda,
-            transformers=transformers_version, nvidia_smi=nvidia_smi, nvidia_smi_lists_gpu=smi_lists_gpu,
-            gpus_nvidia_smi=smi, driver=smi[0]["driver"] if smi else None,
-            make_setup_installs="torch (CUDA build)" if smi_lists_gpu else "torch==2.13.0 (CPU build)")
+    sec.set(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        cpu_count=os.cpu_count(),
+        torch=torch.__version__,
+        torch_cuda_build=cuda_build,
+        torch_cuda_version=torch.version.cuda,
+        transformers=transformers_version,
+        nvidia_smi=nvidia_smi,
+        nvidia_smi_lists_gpu=smi_lists_gpu,
+        gpus_nvidia_smi=smi,
+        driver=smi[0]["driver"] if smi else None,
+        make_setup_installs="torch (CUDA build)" if smi_lists_gpu else "torch==2.13.0 (CPU build)",
+    )
     if torch.cuda.is_available():
         from cerebras_gpt.train.metrics import peak_flops
 
         device = torch.device("cuda", 0)
         props = torch.cuda.get_device_properties(device)
         peak, source = peak_flops(device, torch.bfloat16)
-        sec.set(cuda_available=True, gpu_count=torch.cuda.device_count(), gpu=props.name,
-                gpu_memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}",
-                bf16_supported=torch.cuda.is_bf16_supported(), cudnn=torch.backends.cudnn.version(),
-                nccl=nccl_version(),
-                bf16_peak_tflops=peak / 1e12, peak_source=source)
+        sec.set(
+            cuda_available=True,
+            gpu_count=torch.cuda.device_count(),
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            bf16_supported=torch.cuda.is_bf16_supported(),
+            cudnn=torch.backends.cudnn.version(),
+            nccl=nccl_version(),
+            bf16_peak_tflops=peak / 1e12,
+            peak_source=source,
+        )
     else:
         sec.set(cuda_available=False, gpu_count=0, gpu_skipped=no_cuda_reason())
     if smi_lists_gpu and not cuda_build:
-        sec.set(status="failed", reason=f"nvidia-smi lists a GPU but torch {torch.__version__} is a CPU build: "
-                                        "make setup's CUDA branch did not install the CUDA torch; run make setup "
-                                        "again, or pip install --force-reinstall torch from an index with CUDA builds")
+        sec.set(
+            status="failed",
+            reason=f"nvidia-smi lists a GPU but torch {torch.__version__} is a CPU build: "
+            "make setup's CUDA branch did not install the CUDA torch; run make setup "
+            "again, or pip install --force-reinstall torch from an index with CUDA builds",
+        )
     elif smi_lists_gpu and not torch.cuda.is_available():
-        sec.set(status="failed", reason=f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but sees "
-                                        "no GPU: check the driver (nvidia-smi) against the CUDA version")
+        sec.set(
+            status="failed",
+            reason=f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but sees "
+            "no GPU: check the driver (nvidia-smi) against the CUDA version",
+        )
     elif not smi_lists_gpu:
         sec.set(reason="no NVIDIA GPU (nvidia-smi lists none): make setup installs the CPU build, as expected")
 
@@ -191,8 +226,11 @@ def section_environment(sec: Section, quick: bool) -> None:
 # ----------------------------------------------------------------------------- 2. gpu_tests
 def cuda_test_files() -> list[str]:
     """Test files that hold ``cuda``-marked tests (collecting only these keeps the run short)."""
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
-                  if "mark.cuda" in p.read_text(encoding="utf-8"))
+    return sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").rglob("test_*.py")
+        if "mark.cuda" in p.read_text(encoding="utf-8")
+    )
 
 
 def section_gpu_tests(sec: Section, quick: bool) -> None:
@@ -202,8 +240,19 @@ def section_gpu_tests(sec: Section, quick: bool) -> None:
         return
     with tempfile.TemporaryDirectory() as d:
         report = Path(d) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", *files, "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rs",
-               f"--junitxml={report}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            *files,
+            "-m",
+            "cuda",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            f"--junitxml={report}",
+        ]
         sec.set(command=" ".join(cmd[1:]), files=files)
         timeout = max(10.0, sec.left() - 5)
         try:
@@ -214,8 +263,12 @@ def section_gpu_tests(sec: Section, quick: bool) -> None:
             return
         sec.set(returncode=proc.returncode, output_tail=tail(proc.stdout + proc.stderr, 25))
         if not report.exists():
-            sec.set(status="failed", reason=short_error(f"pytest wrote no report (rc {proc.returncode}): "
-                                                        f"{tail(proc.stdout + proc.stderr, 3)}"))
+            sec.set(
+                status="failed",
+                reason=short_error(
+                    f"pytest wrote no report (rc {proc.returncode}): {tail(proc.stdout + proc.stderr, 3)}"
+                ),
+            )
             return
         counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
         failures, skip_reasons = [], set()
@@ -273,8 +326,9 @@ def build_trainer(impl: str, preset: str, device, compile_blocks: bool) -> tuple
         blocks = model.transformer.h
     else:
         model = hf_model_from(config, device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
-                                      fused=True if cuda else None)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True if cuda else None
+        )
         blocks = model.transformer.h
     model.train()
     if compile_blocks:  # per-block: one compiled graph serves every layer, so compiling takes seconds
@@ -332,8 +386,17 @@ def fits(step, batch, device) -> tuple[bool, str | None]:
     return oom is None, oom
 
 
-def bench_train_impl(impl: str, preset: str, seq: int, candidates: list[int], device, compile_blocks: bool,
-                     warmup: int, steps: int, peak: float) -> dict[str, Any]:
+def bench_train_impl(
+    impl: str,
+    preset: str,
+    seq: int,
+    candidates: list[int],
+    device,
+    compile_blocks: bool,
+    warmup: int,
+    steps: int,
+    peak: float,
+) -> dict[str, Any]:
     """Tokens/s and MFU of ``impl`` at the largest micro-batch of ``candidates`` (descending) that fits."""
     import torch
 
@@ -399,16 +462,28 @@ def section_train(sec: Section, quick: bool) -> None:
     cuda = cuda_available()
     device = torch.device("cuda" if cuda else "cpu")
     peak, source = peak_flops(device, torch.bfloat16 if cuda else torch.float32)
-    sec.set(device=str(device), precision="bf16 autocast" if cuda else "fp32", peak_tflops=peak / 1e12,
-            peak_source=source, shapes={})
+    sec.set(
+        device=str(device),
+        precision="bf16 autocast" if cuda else "fp32",
+        peak_tflops=peak / 1e12,
+        peak_source=source,
+        shapes={},
+    )
     if cuda and not quick:
-        shapes = [("Cerebras-GPT-111M", 2048, [64, 48, 32, 24, 16, 8, 4, 2, 1], 2, 6),
-                  ("Cerebras-GPT-1.3B", 2048, [32, 24, 16, 12, 8, 6, 4, 2, 1], 2, 4)]
+        shapes = [
+            ("Cerebras-GPT-111M", 2048, [64, 48, 32, 24, 16, 8, 4, 2, 1], 2, 6),
+            ("Cerebras-GPT-1.3B", 2048, [32, 24, 16, 12, 8, 6, 4, 2, 1], 2, 4),
+        ]
     else:
         shapes = [("debug-tiny", 64, [8, 4], 1, 3)] if cuda else [("debug-tiny", 64, [4], 1, 2)]
-        sec.set(reason=("--quick: debug shape only" if cuda else
-                        f"{no_cuda_reason()}: the 111M and 1.3B shapes at seq 2048 (bf16, compile) need a GPU; "
-                        "measured the debug shape in fp32 instead"))
+        sec.set(
+            reason=(
+                "--quick: debug shape only"
+                if cuda
+                else f"{no_cuda_reason()}: the 111M and 1.3B shapes at seq 2048 (bf16, compile) need a GPU; "
+                "measured the debug shape in fp32 instead"
+            )
+        )
         if not cuda:
             sec.set(gpu_skipped=sec.data["reason"])
     compile_blocks = cuda  # inductor on the CPU takes minutes; the CUDA path is what this check proves
@@ -425,14 +500,20 @@ def section_train(sec: Section, quick: bool) -> None:
                 row = bench_train_impl(impl, preset, seq, candidates, device, compile_blocks, warmup, steps, peak)
                 results[key][impl] = {"status": "ok", **row}
             except Exception as e:  # noqa: BLE001 - recorded, the next shape still runs
-                results[key][impl] = {"status": "failed", "reason": short_error(e),
-                                      "traceback": tail(traceback.format_exc(), 6)}
+                results[key][impl] = {
+                    "status": "failed",
+                    "reason": short_error(e),
+                    "traceback": tail(traceback.format_exc(), 6),
+                }
                 sec.set(status="partial")
             free_cuda_memory(reset_compiled=True)  # the model, its optimizer and its graphs go before the next
-            if results[key].get("ours", {}).get("status") == "ok" and \
-                    results[key].get("transformers", {}).get("status") == "ok":
-                results[key]["speedup"] = (results[key]["ours"]["tokens_per_s"]
-                                           / results[key]["transformers"]["tokens_per_s"])
+            if (
+                results[key].get("ours", {}).get("status") == "ok"
+                and results[key].get("transformers", {}).get("status") == "ok"
+            ):
+                results[key]["speedup"] = (
+                    results[key]["ours"]["tokens_per_s"] / results[key]["transformers"]["tokens_per_s"]
+                )
             sec.set(shapes=results)
 
 
@@ -449,11 +530,23 @@ def section_decode_serve(sec: Section, quick: bool) -> None:
     full = cuda and not quick
     preset = "Cerebras-GPT-111M" if full else "debug-tiny"
     new_tokens, prompt_tokens, repeats = (128, 32, 3) if full else (16, 8, 2)
-    sec.set(device=str(device), dtype=str(dtype).removeprefix("torch."), preset=preset, new_tokens=new_tokens,
-            prompt_tokens=prompt_tokens, decode={}, serve=None)
+    sec.set(
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        preset=preset,
+        new_tokens=new_tokens,
+        prompt_tokens=prompt_tokens,
+        decode={},
+        serve=None,
+    )
     if not full:
-        sec.set(reason=("--quick: debug shape only" if cuda else
-                        f"{no_cuda_reason()}: decode and serving measured on the CPU, debug shape, fp32"))
+        sec.set(
+            reason=(
+                "--quick: debug shape only"
+                if cuda
+                else f"{no_cuda_reason()}: decode and serving measured on the CPU, debug shape, fp32"
+            )
+        )
     if not cuda:
         sec.set(gpu_skipped=sec.data["reason"])
     from transformers import GPT2LMHeadModel
@@ -470,9 +563,16 @@ def section_decode_serve(sec: Section, quick: bool) -> None:
 
         def run_theirs(prompts):
             with torch.inference_mode():
-                out = theirs.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
-                                      min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=50256)
-            return out[:, prompts.shape[1]:].tolist()
+                out = theirs.generate(
+                    prompts,
+                    attention_mask=torch.ones_like(prompts),
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=50256,
+                )
+            return out[:, prompts.shape[1] :].tolist()
 
         results: dict[str, Any] = {}
         for batch in (1, 16):
@@ -498,9 +598,13 @@ def section_decode_serve(sec: Section, quick: bool) -> None:
                             torch.cuda.synchronize()
                         times[name].append(batch * new_tokens / (time.perf_counter() - start))
                 med = {k: statistics.median(v) for k, v in times.items()}
-                results[str(batch)] = {"status": "ok", "ours_tokens_per_s": med["ours"],
-                                       "transformers_tokens_per_s": med["transformers"],
-                                       "speedup": med["ours"] / med["transformers"], "same_tokens": same}
+                results[str(batch)] = {
+                    "status": "ok",
+                    "ours_tokens_per_s": med["ours"],
+                    "transformers_tokens_per_s": med["transformers"],
+                    "speedup": med["ours"] / med["transformers"],
+                    "same_tokens": same,
+                }
             except Exception as e:  # noqa: BLE001 - recorded; serving still runs
                 results[str(batch)] = {"status": "failed", "reason": short_error(e)}
                 sec.set(status="partial")
@@ -512,9 +616,29 @@ def section_decode_serve(sec: Section, quick: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "serve.json"
         requests, max_tokens = (64, 24) if full else (64, 4)
-        cmd = [sys.executable, str(ROOT / "bench" / "serve.py"), "--preset", preset, "--concurrency", "1", "16", "64",
-               "--requests", str(requests), "--rounds", "1", "--prompt-tokens", "32" if full else "8",
-               "--max-tokens", str(max_tokens), "--no-record", "--device", str(device), "--json", str(out)]
+        cmd = [
+            sys.executable,
+            str(ROOT / "bench" / "serve.py"),
+            "--preset",
+            preset,
+            "--concurrency",
+            "1",
+            "16",
+            "64",
+            "--requests",
+            str(requests),
+            "--rounds",
+            "1",
+            "--prompt-tokens",
+            "32" if full else "8",
+            "--max-tokens",
+            str(max_tokens),
+            "--no-record",
+            "--device",
+            str(device),
+            "--json",
+            str(out),
+        ]
         timeout = sec.left() - 3
         if timeout < 15:
             sec.set(serve={"status": "skipped", "reason": "out of time in this section's slice"}, status="partial")
@@ -525,8 +649,13 @@ def section_decode_serve(sec: Section, quick: bool) -> None:
             sec.set(serve={"status": "failed", "reason": f"bench/serve.py ran past {timeout:.0f} s"}, status="partial")
             return
         if proc.returncode != 0 or not out.exists():
-            sec.set(serve={"status": "failed", "reason": short_error(f"bench/serve.py exited {proc.returncode}: "
-                                                                     f"{tail(proc.stderr, 3)}")}, status="partial")
+            sec.set(
+                serve={
+                    "status": "failed",
+                    "reason": short_error(f"bench/serve.py exited {proc.returncode}: {tail(proc.stderr, 3)}"),
+                },
+                status="partial",
+            )
             return
         serve = json.loads(out.read_text())
         sec.set(serve={"status": "ok", "command": " ".join(cmd[1:]), **serve})
@@ -571,11 +700,38 @@ def section_distributed(sec: Section, quick: bool) -> None:
                     sec.set(runs=runs, status="partial")
                     continue
                 out = Path(d) / key.replace("@", "_")
-                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world),
-                       "-m", "cerebras_gpt", "train", "--model", model, "--data-dir", str(data), "--out", str(out),
-                       "--seq-len", str(seq), "--batch-size", str(per_rank * world), "--steps", str(steps),
-                       "--warmup-steps", "1", "--eval-batches", "1", "--no-progress", "--no-tensorboard",
-                       "--device", "cuda" if cuda else "cpu", *(["--fsdp"] if mode == "fsdp" else [])]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--standalone",
+                    "--nproc-per-node",
+                    str(world),
+                    "-m",
+                    "cerebras_gpt",
+                    "train",
+                    "--model",
+                    model,
+                    "--data-dir",
+                    str(data),
+                    "--out",
+                    str(out),
+                    "--seq-len",
+                    str(seq),
+                    "--batch-size",
+                    str(per_rank * world),
+                    "--steps",
+                    str(steps),
+                    "--warmup-steps",
+                    "1",
+                    "--eval-batches",
+                    "1",
+                    "--no-progress",
+                    "--no-tensorboard",
+                    "--device",
+                    "cuda" if cuda else "cpu",
+                    *(["--fsdp"] if mode == "fsdp" else []),
+                ]
                 env = dict(child_env(), OMP_NUM_THREADS="1", NCCL_DEBUG="INFO" if cuda else "WARN")
                 start = time.perf_counter()
                 try:
@@ -585,8 +741,12 @@ def section_distributed(sec: Section, quick: bool) -> None:
                     sec.set(runs=runs, status="partial")
                     continue
                 losses = losses_of(out)
-                row = {"world_size": world, "seconds": time.perf_counter() - start, "losses": losses,
-                       "nccl_used": "NCCL INFO" in proc.stderr + proc.stdout if cuda else False}
+                row = {
+                    "world_size": world,
+                    "seconds": time.perf_counter() - start,
+                    "losses": losses,
+                    "nccl_used": "NCCL INFO" in proc.stderr + proc.stdout if cuda else False,
+                }
                 if proc.returncode != 0 or len(losses) != steps:
                     row.update(status="failed", reason=short_error(f"exit {proc.returncode}: {tail(proc.stderr, 4)}"))
                     sec.set(status="partial")
@@ -607,8 +767,11 @@ def section_distributed(sec: Section, quick: bool) -> None:
 
 
 SECTION_FUNCTIONS: dict[str, Callable[[Section, bool], None]] = {
-    "environment": section_environment, "gpu_tests": section_gpu_tests, "train": section_train,
-    "decode_serve": section_decode_serve, "distributed": section_distributed,
+    "environment": section_environment,
+    "gpu_tests": section_gpu_tests,
+    "train": section_train,
+    "decode_serve": section_decode_serve,
+    "distributed": section_distributed,
 }
 
 
@@ -626,8 +789,17 @@ def run_section_here(name: str, result: Path, deadline: float, quick: bool) -> i
 # ----------------------------------------------------------------------------- the parent: budget, table, JSON
 def run_section(name: str, deadline: float, quick: bool, workdir: Path) -> dict[str, Any]:
     result = workdir / f"{name}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--result", str(result),
-           "--deadline", repr(deadline), *(["--quick"] if quick else [])]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--section",
+        name,
+        "--result",
+        str(result),
+        "--deadline",
+        repr(deadline),
+        *(["--quick"] if quick else []),
+    ]
     start = time.time()
     timeout = max(1.0, deadline - start) + 5  # the section's own deadline comes first; this is the backstop
     note = None
@@ -655,13 +827,27 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
     """(section, item, ours, peer, ours/peer or result, note) rows of the printed table."""
     rows = []
     env = results.get("environment", {})
-    rows.append(("environment", env.get("gpu") or "no GPU", f"torch {env.get('torch')}",
-                 f"CUDA {env.get('torch_cuda_version')}, driver {env.get('driver')}", env.get("status", "-"),
-                 env.get("reason") or f"peak {fmt(env.get('bf16_peak_tflops'))} TFLOP/s ({env.get('peak_source')})"))
+    rows.append(
+        (
+            "environment",
+            env.get("gpu") or "no GPU",
+            f"torch {env.get('torch')}",
+            f"CUDA {env.get('torch_cuda_version')}, driver {env.get('driver')}",
+            env.get("status", "-"),
+            env.get("reason") or f"peak {fmt(env.get('bf16_peak_tflops'))} TFLOP/s ({env.get('peak_source')})",
+        )
+    )
     tests = results.get("gpu_tests", {})
-    rows.append(("gpu_tests", "pytest -m cuda", f"{tests.get('passed', 0)} passed", f"{tests.get('failed', 0)} failed, "
-                 f"{tests.get('skipped', 0)} skipped", tests.get("status", "-"),
-                 tests.get("reason") or "; ".join(tests.get("failures", []))[:80]))
+    rows.append(
+        (
+            "gpu_tests",
+            "pytest -m cuda",
+            f"{tests.get('passed', 0)} passed",
+            f"{tests.get('failed', 0)} failed, {tests.get('skipped', 0)} skipped",
+            tests.get("status", "-"),
+            tests.get("reason") or "; ".join(tests.get("failures", []))[:80],
+        )
+    )
     train = results.get("train", {})
     for shape, r in (train.get("shapes") or {}).items():
         o, t = r.get("ours", {}), r.get("transformers", {})
@@ -670,34 +856,71 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
             if x.get("status") != "ok":
                 return f"{x.get('status', '-')}: {x.get('reason', '')}"[:60]
             return f"{x['tokens_per_s']:,.0f} tok/s, MFU {x['mfu']:.1%}, mb {x['micro_batch']}"
-        rows.append(("train", shape, cell(o), cell(t), fmt(r.get("speedup"), ".2f") + "x" if r.get("speedup") else "-",
-                     "compiled" if o.get("compiled") else (o.get("compile_error") or "eager")[:60]))
+
+        rows.append(
+            (
+                "train",
+                shape,
+                cell(o),
+                cell(t),
+                fmt(r.get("speedup"), ".2f") + "x" if r.get("speedup") else "-",
+                "compiled" if o.get("compiled") else (o.get("compile_error") or "eager")[:60],
+            )
+        )
     if not train.get("shapes"):
         rows.append(("train", "-", "-", "-", train.get("status", "-"), train.get("reason") or ""))
     ds = results.get("decode_serve", {})
     for batch, r in (ds.get("decode") or {}).items():
         if r.get("status") == "ok":
-            rows.append(("decode", f"batch {batch}", f"{r['ours_tokens_per_s']:,.1f} tok/s",
-                         f"{r['transformers_tokens_per_s']:,.1f} tok/s", f"{r['speedup']:.2f}x",
-                         f"{r['same_tokens']:.0%} same tokens"))
+            rows.append(
+                (
+                    "decode",
+                    f"batch {batch}",
+                    f"{r['ours_tokens_per_s']:,.1f} tok/s",
+                    f"{r['transformers_tokens_per_s']:,.1f} tok/s",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['same_tokens']:.0%} same tokens",
+                )
+            )
         else:
             rows.append(("decode", f"batch {batch}", "-", "-", r.get("status", "-"), r.get("reason", "")[:60]))
     serve = ds.get("serve") or {}
     if serve.get("status") == "ok":
         for c, lv in serve["levels"].items():
-            rows.append(("serve", f"{c} clients", f"{lv['tokens_per_s']:,.1f} tok/s",
-                         f"{serve['transformers_sequential_tokens_per_s']:,.1f} tok/s (one at a time)",
-                         f"{lv['tokens_per_s'] / serve['transformers_sequential_tokens_per_s']:.2f}x",
-                         f"{lv['failed']} failed, TTFT p50 {fmt(lv['ttft_p50_s'], '.3f')} s"))
+            rows.append(
+                (
+                    "serve",
+                    f"{c} clients",
+                    f"{lv['tokens_per_s']:,.1f} tok/s",
+                    f"{serve['transformers_sequential_tokens_per_s']:,.1f} tok/s (one at a time)",
+                    f"{lv['tokens_per_s'] / serve['transformers_sequential_tokens_per_s']:.2f}x",
+                    f"{lv['failed']} failed, TTFT p50 {fmt(lv['ttft_p50_s'], '.3f')} s",
+                )
+            )
     else:
-        rows.append(("serve", "1/16/64 clients", "-", "-", serve.get("status", ds.get("status", "-")),
-                     (serve.get("reason") or ds.get("reason") or "")[:80]))
+        rows.append(
+            (
+                "serve",
+                "1/16/64 clients",
+                "-",
+                "-",
+                serve.get("status", ds.get("status", "-")),
+                (serve.get("reason") or ds.get("reason") or "")[:80],
+            )
+        )
     dist = results.get("distributed", {})
     for key, r in (dist.get("runs") or {}).items():
         losses = r.get("losses") or {}
-        rows.append(("distributed", f"{key} ({dist.get('backend')})",
-                     f"loss {fmt(losses[max(losses)], '.4f')}" if losses else "-", "-", r.get("status", "-"),
-                     (r.get("reason") or f"{r.get('seconds', 0):.0f} s")[:80]))
+        rows.append(
+            (
+                "distributed",
+                f"{key} ({dist.get('backend')})",
+                f"loss {fmt(losses[max(losses)], '.4f')}" if losses else "-",
+                "-",
+                r.get("status", "-"),
+                (r.get("reason") or f"{r.get('seconds', 0):.0f} s")[:80],
+            )
+        )
     if not dist.get("runs"):
         rows.append(("distributed", "-", "-", "-", dist.get("status", "-"), dist.get("reason") or ""))
     return rows
@@ -716,9 +939,14 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
         if not values or any(v is None for v in values):
             return None
         return all(v >= goal for v in values)
+
     return {
-        "train_mfu_1.3B_ge_50pct": judged([big.get("mfu")] if big.get("status") == "ok" else [], GOALS["train_mfu_1.3B"]),
-        "train_ge_1.1x_transformers_both_shapes": judged(speedups if len(speedups) == 2 else [], GOALS["train_speedup"]),
+        "train_mfu_1.3B_ge_50pct": judged(
+            [big.get("mfu")] if big.get("status") == "ok" else [], GOALS["train_mfu_1.3B"]
+        ),
+        "train_ge_1.1x_transformers_both_shapes": judged(
+            speedups if len(speedups) == 2 else [], GOALS["train_speedup"]
+        ),
         "decode_ge_1.3x_transformers": judged(decode_speedups if full else [], GOALS["decode_speedup"]),
     }
 
@@ -738,8 +966,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-min", type=float, default=8.0, help="overall wall-time budget in minutes")
     parser.add_argument("--out", default="gpu_check.json", help="where to write the JSON result")
     parser.add_argument("--quick", action="store_true", help="debug shapes only (a smoke run; always so on a CPU)")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS),
-                        help="run only these sections (default: all)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=list(SECTIONS),
+        choices=list(SECTIONS),
+        help="run only these sections (default: all)",
+    )
     parser.add_argument("--section", choices=list(SECTIONS), help=argparse.SUPPRESS)  # child process
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
@@ -753,10 +986,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     budget = 60 * args.budget_min
     total_share = sum(SECTIONS[s] for s in args.sections)
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name if argv is None else "gpu_check.py",
-                                                    *(sys.argv[1:] if argv is None else argv)]),
-                               "budget_s": budget, "quick": args.quick,
-                               "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))}
+    results: dict[str, Any] = {
+        "command": " ".join(
+            [Path(sys.argv[0]).name if argv is None else "gpu_check.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "budget_s": budget,
+        "quick": args.quick,
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+    }
     out = Path(args.out)
     share_so_far = 0.0
     with tempfile.TemporaryDirectory() as d:
@@ -767,8 +1004,10 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = run_section(name, deadline, args.quick, Path(d))
             status = results[name].get("status")
             reason = results[name].get("reason")
-            print(f"[gpu_check] {name}: {status} in {results[name]['seconds']} s" + (f" ({reason})" if reason else ""),
-                  flush=True)
+            print(
+                f"[gpu_check] {name}: {status} in {results[name]['seconds']} s" + (f" ({reason})" if reason else ""),
+                flush=True,
+            )
             out.write_text(json.dumps(results, indent=2, default=str) + "\n")  # partial results survive a crash
     results["goals"] = goals(results)
     results["seconds"] = round(time.time() - start, 1)

@@ -52,21 +52,29 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--pairs", nargs="+", default=[p for p, _ in PAIRS], choices=[p for p, _ in PAIRS],
-                        help="which of our precisions to compare (each with its llama.cpp type)")
+    parser.add_argument(
+        "--pairs",
+        nargs="+",
+        default=[p for p, _ in PAIRS],
+        choices=[p for p, _ in PAIRS],
+        help="which of our precisions to compare (each with its llama.cpp type)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
 
     try:
         import llama_cpp
     except ImportError:
-        raise SystemExit("llama-cpp-python is not installed; it builds from source (about ten minutes on two "
-                         "cores): CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install llama-cpp-python==0.3.36") from None
+        raise SystemExit(
+            "llama-cpp-python is not installed; it builds from source (about ten minutes on two "
+            "cores): CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install llama-cpp-python==0.3.36"
+        ) from None
+    from generate import cpu_name
+
     from cerebras_gpt import GPT, GPTConfig
     from cerebras_gpt.export import export_model
     from cerebras_gpt.generation import generate_ids
     from cerebras_gpt.quantization import quantize
-    from generate import cpu_name
 
     torch.set_num_threads(args.threads)
     pairs = [(p, g) for p, g in PAIRS if p in args.pairs]
@@ -83,10 +91,17 @@ def main() -> None:
     for _, g in pairs:
         path = f"{work.name}/model-{g}.gguf"
         export_model(model_dir, "gguf", path, outtype=g)
-        theirs[g] = llama_cpp.Llama(path, n_ctx=args.prompt_tokens + n + 8, n_threads=args.threads,
-                                    n_threads_batch=args.threads, n_batch=512, verbose=False)
-    prompt = torch.randint(0, base.config.vocab_size, (args.prompt_tokens,),
-                           generator=torch.Generator().manual_seed(1)).tolist()
+        theirs[g] = llama_cpp.Llama(
+            path,
+            n_ctx=args.prompt_tokens + n + 8,
+            n_threads=args.threads,
+            n_threads_batch=args.threads,
+            n_batch=512,
+            verbose=False,
+        )
+    prompt = torch.randint(
+        0, base.config.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(1)
+    ).tolist()
 
     def run_ours(p: str, count: int) -> list[int]:
         return generate_ids(ours[p], [prompt], max_new_tokens=count, temperature=0, stop_at_eos=False)[0]
@@ -127,13 +142,17 @@ def main() -> None:
     for p, g in pairs:
         ratio = med[p] / med[g]
         verdict = "met" if ratio >= GOALS[p] else "not met"
-        rows.append(f"| {p} vs {g} | {med[p]:.1f} | {med[g]:.1f} | **{ratio:.2f}x** ({verdict}, goal {GOALS[p]}x) | "
-                    f"{weight_gb(p) * med[p]:.0f} / {weight_gb(g) * med[g]:.0f} | {agree[p]}/{n} | "
-                    f"{', '.join(f'{x:.0f}' for x in times[p])} / {', '.join(f'{x:.0f}' for x in times[g])} |")
+        rows.append(
+            f"| {p} vs {g} | {med[p]:.1f} | {med[g]:.1f} | **{ratio:.2f}x** ({verdict}, goal {GOALS[p]}x) | "
+            f"{weight_gb(p) * med[p]:.0f} / {weight_gb(g) * med[g]:.0f} | {agree[p]}/{n} | "
+            f"{', '.join(f'{x:.0f}' for x in times[p])} / {', '.join(f'{x:.0f}' for x in times[g])} |"
+        )
         print(f"{p} {med[p]:.1f} tok/s vs llama.cpp {g} {med[g]:.1f} tok/s: {ratio:.2f}x", flush=True)
-    command = ("flock /tmp/bench.lock .venv/bin/python bench/llamacpp.py"
-               + (f" --model {args.model}" if args.model else "")
-               + f" --repeats {args.repeats} --new-tokens {n} --threads {args.threads}")
+    command = (
+        "flock /tmp/bench.lock .venv/bin/python bench/llamacpp.py"
+        + (f" --model {args.model}" if args.model else "")
+        + f" --repeats {args.repeats} --new-tokens {n} --threads {args.threads}"
+    )
     section = f"""## CPU decoding vs llama.cpp (`bench/llamacpp.py`)
 
 {what}; ours at each precision (`cerebras_gpt.quantize`) against llama.cpp (llama-cpp-python

@@ -41,8 +41,12 @@ def build_data(out: Path, vocab: int) -> Path:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab,
+            special_tokens=["<|endoftext|>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         tok.train([str(corpus)], trainer)
         tok_dir.mkdir(parents=True, exist_ok=True)
         tok.save(str(tok_dir / "tokenizer.json"))
@@ -73,8 +77,12 @@ def main() -> int:
     base = ROOT / "configs" / "mup" / "lr-transfer.yaml"
     rows = {}
     for name, mup in (("mup", True), ("sp", False)):
-        cfg = SweepConfig(out=str(out / name), base=str(base), set=[f"data_dir={data}", f"mup={str(mup).lower()}"],
-                          grid=[f"lr={args.lrs}", f"{WIDTH_KEY}={args.widths}"])
+        cfg = SweepConfig(
+            out=str(out / name),
+            base=str(base),
+            set=[f"data_dir={data}", f"mup={str(mup).lower()}"],
+            grid=[f"lr={args.lrs}", f"{WIDTH_KEY}={args.widths}"],
+        )
         result = run_sweep(cfg)
         rows[name] = result.rows
         print(f"{name}: {len(result.ran)} trials run, {len(result.skipped)} already recorded", flush=True)
@@ -86,12 +94,23 @@ def main() -> int:
     for name, rs in rows.items():
         lines = curves(rs, "lr", WIDTH_KEY, "val_loss")
         best = {w: best_index(pts) for w, pts in lines.items()}
-        summary[name] = {"best_lr_index": best, "best_lr": {w: lines[w][i][0] for w, i in best.items()},
-                         "shift": max(best.values()) - min(best.values())}
+        summary[name] = {
+            "best_lr_index": best,
+            "best_lr": {w: lines[w][i][0] for w, i in best.items()},
+            "shift": max(best.values()) - min(best.values()),
+        }
         for w, pts in lines.items():
             for i, (lr, loss) in enumerate(pts):
-                table.append({"parametrization": name, "width": w, "lr": lr, "lr_index": lrs.index(lr),
-                              "val_loss": round(loss, 4), "best": i == best[w]})
+                table.append(
+                    {
+                        "parametrization": name,
+                        "width": w,
+                        "lr": lr,
+                        "lr_index": lrs.index(lr),
+                        "val_loss": round(loss, 4),
+                        "best": i == best[w],
+                    }
+                )
     for name, s in summary.items():
         print(f"{name}: best LR index per width {s['best_lr_index']} -> shift {s['shift']} grid steps")
     if args.no_record:
@@ -103,9 +122,14 @@ def main() -> int:
         writer.writeheader()
         writer.writerows(table)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curves({"μP (base width 32)": rows["mup"], "SP": rows["sp"]}, "lr", WIDTH_KEY, "val_loss",
-                RESULTS / "lr_transfer.png",
-                title="Final validation loss vs learning rate (2 layers, 100 steps x 512 tokens, Tiny Shakespeare)")
+    plot_curves(
+        {"μP (base width 32)": rows["mup"], "SP": rows["sp"]},
+        "lr",
+        WIDTH_KEY,
+        "val_loss",
+        RESULTS / "lr_transfer.png",
+        title="Final validation loss vs learning rate (2 layers, 100 steps x 512 tokens, Tiny Shakespeare)",
+    )
     record(summary, table, lrs, minutes, args)
     return 0
 
@@ -117,10 +141,17 @@ def record(summary: dict, table: list[dict], lrs: list[float], minutes: float, a
     for name in ("mup", "sp"):
         for w in widths:
             cells = {r["lr"]: r for r in table if r["parametrization"] == name and r["width"] == w}
-            vals = [(f"**{cells[lr]['val_loss']:.3f}**" if cells[lr]["best"] else f"{cells[lr]['val_loss']:.3f}")
-                    if lr in cells else "" for lr in lrs]
-            lines.append(f"| {'μP' if name == 'mup' else 'SP'} | {w} | " + " | ".join(vals)
-                         + f" | {summary[name]['best_lr'][w]:g} |")
+            vals = [
+                (f"**{cells[lr]['val_loss']:.3f}**" if cells[lr]["best"] else f"{cells[lr]['val_loss']:.3f}")
+                if lr in cells
+                else ""
+                for lr in lrs
+            ]
+            lines.append(
+                f"| {'μP' if name == 'mup' else 'SP'} | {w} | "
+                + " | ".join(vals)
+                + f" | {summary[name]['best_lr'][w]:g} |"
+            )
     coord = json.loads((ROOT / "bench" / "results" / "mup-check" / "coord_check.json").read_text())
     body = f"""## μP: coordinate check and learning-rate transfer
 
@@ -129,22 +160,22 @@ Machine: the shared 2-core CPU VM (no GPU), float32; other jobs were running, wh
 **Coordinate check** (`cerebras-gpt mup-check --out bench/results/mup-check`: widths 64 to 1024, 2 layers,
 4 heads, 5 Adam steps at lr 6e-3, 2 seeds, Python's own docs as bytes). Mean |activation| per layer after
 5 steps stays flat with width under μP and grows under SP: the largest per-layer growth per 4x width is
-**{coord['max_growth_4x']['mup']:.2f}** under μP and **{coord['max_growth_4x']['sp']:.2f}** under SP
-(logits: {coord['logits_growth_4x']['mup']:.2f} vs {coord['logits_growth_4x']['sp']:.2f}).
+**{coord["max_growth_4x"]["mup"]:.2f}** under μP and **{coord["max_growth_4x"]["sp"]:.2f}** under SP
+(logits: {coord["logits_growth_4x"]["mup"]:.2f} vs {coord["logits_growth_4x"]["sp"]:.2f}).
 
 ![coordinate check](bench/results/mup-check/coord_check.png)
 
 **Learning-rate transfer** (`flock /tmp/bench.lock .venv/bin/python bench/mup_transfer.py`; the 30 trials
 took {minutes:.1f} min of wall time together, one seed each). Two `cerebras-gpt sweep`s, μP and SP, over
-{len(lrs)} learning rates x {len(widths)} widths ({', '.join(map(str, widths))}), every trial a `train()` run
+{len(lrs)} learning rates x {len(widths)} widths ({", ".join(map(str, widths))}), every trial a `train()` run
 of `configs/mup/lr-transfer.yaml`: 2 layers, 4 heads, 100 steps of 8 x 64 tokens (linear warmup 10 steps,
 linear decay to 10%, AdamW β (0.9, 0.95), weight decay 0.1, clipping 1.0) on Tiny Shakespeare
 (`../shared/data/tinyshakespeare.txt`) with a {args.vocab}-token BPE trained on it, 5% of paragraphs held
 out; the metric is the loss on the first 30 x 8 validation windows (15K tokens, the same for every trial). Under μP (base width 32, the narrowest model as
 the proxy) the LR is η_base, scaled per group by `mup.py`; under SP it is one global LR with GPT-2's 0.02
-init. Best LR index per width: μP {summary['mup']['best_lr_index']} (moves
-**{summary['mup']['shift']}** grid step{'s' if summary['mup']['shift'] != 1 else ''}), SP
-{summary['sp']['best_lr_index']} (moves **{summary['sp']['shift']}**).
+init. Best LR index per width: μP {summary["mup"]["best_lr_index"]} (moves
+**{summary["mup"]["shift"]}** grid step{"s" if summary["mup"]["shift"] != 1 else ""}), SP
+{summary["sp"]["best_lr_index"]} (moves **{summary["sp"]["shift"]}**).
 
 {chr(10).join(lines)}
 

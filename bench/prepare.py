@@ -48,8 +48,11 @@ def build_corpus(path: Path, mb: float) -> dict:
     copies = max(1, -(-int(mb * 1e6) // len(block.encode())))
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(block for _ in range(copies))
-    return {"documents": len(docs) * copies, "bytes": path.stat().st_size,
-            "text_bytes": sum(len(d.encode()) for d in docs) * copies}
+    return {
+        "documents": len(docs) * copies,
+        "bytes": path.stat().st_size,
+        "text_bytes": sum(len(d.encode()) for d in docs) * copies,
+    }
 
 
 def run_ours(corpus: str, out: str, procs: int) -> dict:
@@ -95,8 +98,11 @@ def measure(side: str, corpus: Path, procs: int, work: Path) -> dict:
 
     out = work / f"out-{side}"
     shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.Popen([sys.executable, __file__, "--_run", side, "--_corpus", str(corpus), "--_out", str(out),
-                             "--procs", str(procs)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--_run", side, "--_corpus", str(corpus), "--_out", str(out), "--procs", str(procs)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     peak = {"pss": 0, "rss": 0}
     stop = threading.Event()
 
@@ -151,22 +157,31 @@ def main() -> None:
         corpus, big = work / "corpus.jsonl", work / "corpus2x.jsonl"
         info = build_corpus(corpus, args.mb)
         info2 = build_corpus(big, 2 * args.mb)
-        print(f"corpus: {info['bytes'] / 1e6:.1f} MB JSONL, {info['documents']:,} documents; "
-              f"{args.procs} processes each side", flush=True)
+        print(
+            f"corpus: {info['bytes'] / 1e6:.1f} MB JSONL, {info['documents']:,} documents; "
+            f"{args.procs} processes each side",
+            flush=True,
+        )
         runs = {"ours": [], "theirs": []}
         for i in range(args.repeats):
             for side in ("ours", "theirs"):
                 r = measure(side, corpus, args.procs, work)
                 runs[side].append(r)
-                print(f"  run {i + 1} {side}: {r['tokens'] / r['seconds'] / 1e6:.2f} M tok/s "
-                      f"({r['seconds']:.1f} s), peak PSS {r['peak_pss_mb']:.0f} MB, RSS {r['peak_rss_mb']:.0f} MB",
-                      flush=True)
+                print(
+                    f"  run {i + 1} {side}: {r['tokens'] / r['seconds'] / 1e6:.2f} M tok/s "
+                    f"({r['seconds']:.1f} s), peak PSS {r['peak_pss_mb']:.0f} MB, RSS {r['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
         if {r["tokens"] for r in runs["ours"]} != {r["tokens"] for r in runs["theirs"]}:
-            raise SystemExit(f"token counts differ: ours {runs['ours'][0]['tokens']}, theirs {runs['theirs'][0]['tokens']}")
+            raise SystemExit(
+                f"token counts differ: ours {runs['ours'][0]['tokens']}, theirs {runs['theirs'][0]['tokens']}"
+            )
         big_runs = [measure("ours", big, args.procs, work) for _ in range(max(1, args.repeats // 2))]
         for r in big_runs:
-            print(f"  2x corpus ours: {r['tokens'] / r['seconds'] / 1e6:.2f} M tok/s, "
-                  f"peak PSS {r['peak_pss_mb']:.0f} MB", flush=True)
+            print(
+                f"  2x corpus ours: {r['tokens'] / r['seconds'] / 1e6:.2f} M tok/s, peak PSS {r['peak_pss_mb']:.0f} MB",
+                flush=True,
+            )
 
     def med(rs, key):
         return statistics.median(r[key] for r in rs)
@@ -176,8 +191,10 @@ def main() -> None:
     theirs_tps = statistics.median(r["tokens"] / r["seconds"] for r in runs["theirs"])
     map_tps = statistics.median(r["tokens"] / r["map_seconds"] for r in runs["theirs"])
     big_tps = statistics.median(r["tokens"] / r["seconds"] for r in big_runs)
-    print(f"cerebras-gpt prepare {ours_tps / 1e6:.2f} M tok/s vs datasets.map {theirs_tps / 1e6:.2f} M tok/s "
-          f"(map alone {map_tps / 1e6:.2f}): {ours_tps / theirs_tps:.2f}x")
+    print(
+        f"cerebras-gpt prepare {ours_tps / 1e6:.2f} M tok/s vs datasets.map {theirs_tps / 1e6:.2f} M tok/s "
+        f"(map alone {map_tps / 1e6:.2f}): {ours_tps / theirs_tps:.2f}x"
+    )
     if args.no_record:
         return
 
@@ -195,7 +212,7 @@ on {os.cpu_count()} CPU cores ({cpu}, shared with other work: load average {load
 ratios), Python {platform.python_version()},
 tiktoken {tiktoken.__version__}, datasets {datasets.__version__}, transformers {transformers.__version__}.
 Corpus: ../shared/data (tinyshakespeare + WikiText-2 valid) cut into paragraphs, one document each, repeated
-into {mb:.1f} MB of JSONL ({info['documents']:,} documents, {tokens:,} GPT-2 tokens with EOS, the same count on
+into {mb:.1f} MB of JSONL ({info["documents"]:,} documents, {tokens:,} GPT-2 tokens with EOS, the same count on
 both sides). Both sides: {args.procs} worker processes, the same GPT-2 BPE files, EOS after each document, output
 written to disk (the peer as it comes: `GPT2TokenizerFast` batches also use its own Rust threads inside each
 `map` process). Medians of {args.repeats} alternating runs, each a fresh process; peak memory is the whole process
@@ -203,10 +220,10 @@ tree's (PSS counts pages shared between forked workers once; RSS counts them in 
 
 | | tokens/s | wall time | peak PSS | peak RSS |
 |---|---|---|---|---|
-| cerebras-gpt `prepare` (uint16 shards) | **{ours_tps / 1e6:.2f} M** | {med(runs['ours'], 'seconds'):.1f} s | {med(runs['ours'], 'peak_pss_mb'):.0f} MB | {med(runs['ours'], 'peak_rss_mb'):.0f} MB |
-| `load_dataset("json")` + `Dataset.map` (GPT2TokenizerFast, Arrow) | {theirs_tps / 1e6:.2f} M | {med(runs['theirs'], 'seconds'):.1f} s | {med(runs['theirs'], 'peak_pss_mb'):.0f} MB | {med(runs['theirs'], 'peak_rss_mb'):.0f} MB |
-| `Dataset.map` alone (JSON already in Arrow) | {map_tps / 1e6:.2f} M | {med(runs['theirs'], 'map_seconds'):.1f} s | | |
-| cerebras-gpt `prepare`, corpus 2x ({info2['bytes'] / 1e6:.0f} MB) | {big_tps / 1e6:.2f} M | {med(big_runs, 'seconds'):.1f} s | {med(big_runs, 'peak_pss_mb'):.0f} MB | {med(big_runs, 'peak_rss_mb'):.0f} MB |
+| cerebras-gpt `prepare` (uint16 shards) | **{ours_tps / 1e6:.2f} M** | {med(runs["ours"], "seconds"):.1f} s | {med(runs["ours"], "peak_pss_mb"):.0f} MB | {med(runs["ours"], "peak_rss_mb"):.0f} MB |
+| `load_dataset("json")` + `Dataset.map` (GPT2TokenizerFast, Arrow) | {theirs_tps / 1e6:.2f} M | {med(runs["theirs"], "seconds"):.1f} s | {med(runs["theirs"], "peak_pss_mb"):.0f} MB | {med(runs["theirs"], "peak_rss_mb"):.0f} MB |
+| `Dataset.map` alone (JSON already in Arrow) | {map_tps / 1e6:.2f} M | {med(runs["theirs"], "map_seconds"):.1f} s | | |
+| cerebras-gpt `prepare`, corpus 2x ({info2["bytes"] / 1e6:.0f} MB) | {big_tps / 1e6:.2f} M | {med(big_runs, "seconds"):.1f} s | {med(big_runs, "peak_pss_mb"):.0f} MB | {med(big_runs, "peak_rss_mb"):.0f} MB |
 
 Throughput ratio: **{ours_tps / theirs_tps:.2f}x** the `datasets` pipeline end to end, {ours_tps / map_tps:.2f}x its
 `map` step alone. Memory: ours holds at most 2 x workers blocks of {1 << 20:,} bytes of input in flight, so its

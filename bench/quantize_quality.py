@@ -19,9 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 PROMPTS = [
-    "The history of the", "In 1914, the", "He was born in", "The city is located", "First Citizen:",
-    "KING RICHARD III:", "The song was released", "She said that", "It is a", "After the war, the",
-    "The team won", "Music and", "ROMEO:", "The population of", "In the early", "According to the",
+    "The history of the",
+    "In 1914, the",
+    "He was born in",
+    "The city is located",
+    "First Citizen:",
+    "KING RICHARD III:",
+    "The song was released",
+    "She said that",
+    "It is a",
+    "After the war, the",
+    "The team won",
+    "Music and",
+    "ROMEO:",
+    "The population of",
+    "In the early",
+    "According to the",
 ]
 GOALS = {"bf16": 0.001, "int8": 0.01}
 
@@ -34,9 +47,14 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--max-batches", type=int, default=None, help="cap the perplexity windows (speed)")
     parser.add_argument("--context", type=int, default=None, help="perplexity window (default the block size)")
-    parser.add_argument("--llamacpp", nargs="*", default=None, metavar="TYPE",
-                        help="also llama.cpp on our GGUF export at these types (default f16 q8_0): perplexity on "
-                             "the same windows and greedy continuations (needs llama-cpp-python)")
+    parser.add_argument(
+        "--llamacpp",
+        nargs="*",
+        default=None,
+        metavar="TYPE",
+        help="also llama.cpp on our GGUF export at these types (default f16 q8_0): perplexity on "
+        "the same windows and greedy continuations (needs llama-cpp-python)",
+    )
     parser.add_argument("--trained", default="", help="how the model was trained, for the record")
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
@@ -55,19 +73,23 @@ def main() -> None:
     ppl, continuations = {}, {}
     for p in precisions:
         model = quantize(copy.deepcopy(base), p)
-        result = evaluate_perplexity(model, tokenizer, [args.data], context=args.context,
-                                     max_batches=args.max_batches, show_progress=False)
+        result = evaluate_perplexity(
+            model, tokenizer, [args.data], context=args.context, max_batches=args.max_batches, show_progress=False
+        )
         ppl[p] = result.metrics["perplexity"]
         # One prompt at a time: batch-1 decoding, and no padding effects between prompts.
-        continuations[p] = [generate_ids(model, [ids], max_new_tokens=args.new_tokens, temperature=0,
-                                         stop_at_eos=False)[0] for ids in prompts]
+        continuations[p] = [
+            generate_ids(model, [ids], max_new_tokens=args.new_tokens, temperature=0, stop_at_eos=False)[0]
+            for ids in prompts
+        ]
         print(f"{p}: perplexity {ppl[p]:.4f}", flush=True)
     names = list(precisions)
     if args.llamacpp is not None:
         for outtype in args.llamacpp or ["f16", "q8_0"]:
             name = f"llama.cpp {outtype}"
-            ppl[name], continuations[name] = llamacpp_quality(args, tokenizer, outtype, prompts,
-                                                                 args.context or base.config.block_size)
+            ppl[name], continuations[name] = llamacpp_quality(
+                args, tokenizer, outtype, prompts, args.context or base.config.block_size
+            )
             names.append(name)
             print(f"{name}: perplexity {ppl[name]:.4f}", flush=True)
     ref = precisions[0]
@@ -102,8 +124,9 @@ Command: `.venv/bin/python bench/quantize_quality.py --model {args.model} --data
         update_section(ROOT / "BENCHMARKS.md", "quantize-quality", section)
 
 
-def llamacpp_quality(args, tokenizer, outtype: str, prompts: list[list[int]],
-                     context: int) -> tuple[float, list[list[int]]]:
+def llamacpp_quality(
+    args, tokenizer, outtype: str, prompts: list[list[int]], context: int
+) -> tuple[float, list[list[int]]]:
     """llama.cpp's perplexity on the windows ours scores, and its greedy continuations of ``prompts``."""
     import itertools
     import math
@@ -115,8 +138,11 @@ def llamacpp_quality(args, tokenizer, outtype: str, prompts: list[list[int]],
     from cerebras_gpt.evaluate.perplexity import read_documents, sliding_windows
     from cerebras_gpt.export import export_model
 
-    windows = (w for text in read_documents(args.data)
-               for w in sliding_windows([tokenizer.eos_id, *tokenizer.encode(text)], context, context))
+    windows = (
+        w
+        for text in read_documents(args.data)
+        for w in sliding_windows([tokenizer.eos_id, *tokenizer.encode(text)], context, context)
+    )
     if args.max_batches is not None:  # ours scores batches of 8 windows
         windows = itertools.islice(windows, 8 * args.max_batches)
     with tempfile.TemporaryDirectory() as d:
@@ -127,8 +153,8 @@ def llamacpp_quality(args, tokenizer, outtype: str, prompts: list[list[int]],
         for w in windows:
             llm.reset()
             llm.eval(w.tokens[:-1])
-            logits = np.asarray(llm.scores[: len(w.tokens) - 1], dtype=np.float64)[-w.score:]
-            targets = np.asarray(w.tokens[-w.score:])
+            logits = np.asarray(llm.scores[: len(w.tokens) - 1], dtype=np.float64)[-w.score :]
+            targets = np.asarray(w.tokens[-w.score :])
             top = logits.max(axis=1)
             logz = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
             nll += float((logz - logits[np.arange(len(targets)), targets]).sum())

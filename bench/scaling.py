@@ -36,8 +36,11 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/cerebras-gpt-bench-scaling", help="scratch directory (resumable)")
     parser.add_argument("--config", default=str(ROOT / "configs" / "scaling" / "ladder-cpu.yaml"))
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
-    parser.add_argument("--fit-only", action="store_true",
-                        help="no training: fit the rungs already recorded in WORK/ladder again (after a fit change)")
+    parser.add_argument(
+        "--fit-only",
+        action="store_true",
+        help="no training: fit the rungs already recorded in WORK/ladder again (after a fit change)",
+    )
     args = parser.parse_args()
     if not (SHARED / "tinyshakespeare.txt").exists():
         raise SystemExit(f"{SHARED} is absent: this benchmark trains on ../shared/data")
@@ -48,16 +51,30 @@ def main() -> int:
 
     work = Path(args.work)
     data = work / "data"
-    prepare([str(SHARED / "tinyshakespeare.txt"), str(SHARED / "wikitext-2-valid.txt")], data, tokenizer="bytes",
-            paragraphs=True, val_fraction=0.05, workers=1, seq_len=128, progress=False)
+    prepare(
+        [str(SHARED / "tinyshakespeare.txt"), str(SHARED / "wikitext-2-valid.txt")],
+        data,
+        tokenizer="bytes",
+        paragraphs=True,
+        val_fraction=0.05,
+        workers=1,
+        seq_len=128,
+        progress=False,
+    )
     out = work / "ladder"
     start = time.time()
     if args.fit_only:
         from cerebras_gpt.commands.scaling import fit_report
 
         rows = read_runs(out)
-        report = fit_report([(r["name"], r["flops"], r["loss"]) for r in rows], 1e14, 1, 0.95, str(out / "fit.png"),
-                            title="Scaling ladder: byte-level tinyshakespeare + WikiText-2")
+        report = fit_report(
+            [(r["name"], r["flops"], r["loss"]) for r in rows],
+            1e14,
+            1,
+            0.95,
+            str(out / "fit.png"),
+            title="Scaling ladder: byte-level tinyshakespeare + WikiText-2",
+        )
         (out / "fit.json").write_text(json.dumps(report, indent=2) + "\n")
         wall = sum(r["seconds"] for r in rows)
     else:
@@ -69,8 +86,9 @@ def main() -> int:
     for name in ("fit.json", "fit.png", "fit-heldout.png"):
         shutil.copyfile(out / name, RESULTS / name)
     rows = read_runs(out)
-    (RESULTS / "runs.jsonl").write_text("".join(json.dumps({k: r[k] for k in r if k != "architecture"}) + "\n"
-                                                for r in rows))
+    (RESULTS / "runs.jsonl").write_text(
+        "".join(json.dumps({k: r[k] for k in r if k != "architecture"}) + "\n" for r in rows)
+    )
     fit = json.loads((out / "fit.json").read_text())
     if not args.no_write:
         update_section(ROOT / "BENCHMARKS.md", "results-scaling", render(rows, fit, wall, args.config))
@@ -95,8 +113,10 @@ def render(rows: list[dict], fit: dict, wall: float, config: str) -> str:
     ]
     fitted = {p["label"]: p["fit"] for p in fit["points"]}
     for r in rows:
-        lines.append(f"| {r['name']} | {r['params']:,} | {r['tokens']:,} | {r['flops']:.3g} | {r['loss']:.4f} | "
-                     f"{fitted.get(r['name'], float('nan')):.4f} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['name']} | {r['params']:,} | {r['tokens']:,} | {r['flops']:.3g} | {r['loss']:.4f} | "
+            f"{fitted.get(r['name'], float('nan')):.4f} | {r['seconds']:.0f} |"
+        )
     lines += [
         "",
         f"Fit on all {len(rows)}: **{fit['law']}** (95% CI: α {ci['alpha'][0]:.3f}..{ci['alpha'][1]:.3f}, "
@@ -107,9 +127,11 @@ def render(rows: list[dict], fit: dict, wall: float, config: str) -> str:
     ]
     for c in fit.get("heldout", {}).get("checks", []):
         h = fit["heldout"]["fit"]
-        lines.append(f"Held-out check (the paper's 13B test, in small): fitted on the {len(rows) - 1} smaller rungs, "
-                     f"{h['law']}, predicts {c['predicted']:.4f} for {c['name']}; measured {c['loss']:.4f}: "
-                     f"**error {c['error_pct']:+.2f}%** (95% band {c['ci'][0]:.4f}..{c['ci'][1]:.4f}).")
+        lines.append(
+            f"Held-out check (the paper's 13B test, in small): fitted on the {len(rows) - 1} smaller rungs, "
+            f"{h['law']}, predicts {c['predicted']:.4f} for {c['name']}; measured {c['loss']:.4f}: "
+            f"**error {c['error_pct']:+.2f}%** (95% band {c['ci'][0]:.4f}..{c['ci'][1]:.4f})."
+        )
     lines += [
         "",
         "Reading: loss falls with compute along a power law (exponent α ≈ 0.11) across two "

@@ -71,8 +71,14 @@ async def run_clients(url: str, prompts: list[list[int]], max_tokens: int, concu
         nonlocal tokens, failures
         while not queue.empty():
             prompt = queue.get_nowait()
-            body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                    "ignore_eos": True}
+            body = {
+                "model": "bench",
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "stream": True,
+                "ignore_eos": True,
+            }
             sent, first, usage = time.perf_counter(), None, None
             try:
                 async with http.stream("POST", url + "/v1/completions", json=body) as r:
@@ -103,8 +109,13 @@ async def run_clients(url: str, prompts: list[list[int]], max_tokens: int, concu
     return {"wall": wall, "tokens": tokens, "ttft": ttft, "failures": failures}
 
 
-def run_transformers(model_dir: str, prompts: list[list[int]], max_tokens: int, device: torch.device | str = "cpu",
-                     dtype: torch.dtype = torch.float32) -> list[tuple[float, float]]:
+def run_transformers(
+    model_dir: str,
+    prompts: list[list[int]],
+    max_tokens: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[tuple[float, float]]:
     """(time to first token, total time) of each request, answered one after another by generate()."""
     from transformers import GPT2LMHeadModel
     from transformers.generation.streamers import BaseStreamer
@@ -129,8 +140,15 @@ def run_transformers(model_dir: str, prompts: list[list[int]], max_tokens: int, 
         for p in prompts:
             ids, streamer = torch.tensor([p], device=device), FirstToken()
             start = time.perf_counter()
-            gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                 min_new_tokens=max_tokens, do_sample=False, pad_token_id=50256, streamer=streamer)
+            gen = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=50256,
+                streamer=streamer,
+            )
             end = time.perf_counter()
             assert gen.shape[1] - ids.shape[1] == max_tokens
             out.append((streamer.at - start, end - start))
@@ -164,8 +182,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the server and the peer run")
     parser.add_argument("--dtype", default="auto", help="float32, bfloat16 or auto (bfloat16 on CUDA, float32 on CPU)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--quantize", default="none", choices=["none", "bf16", "int8"],
-                        help="the server's weight precision (the peer stays at --dtype); recorded in its own section")
+    parser.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", "bf16", "int8"],
+        help="the server's weight precision (the peer stays at --dtype); recorded in its own section",
+    )
     args = parser.parse_args()
 
     import httpx
@@ -185,10 +207,30 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     slots = max(args.concurrency)
-    cmd = [sys.executable, "-m", "cerebras_gpt", "serve", "--model", model_dir, "--model-name", "bench",
-           "--port", str(port), "--max-slots", str(slots), "--max-seq-len", str(args.prompt_tokens + args.max_tokens),
-           "--log-level", "warning", "--device", str(device), "--dtype", str(dtype).removeprefix("torch."),
-           "--quantize", args.quantize]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cerebras_gpt",
+        "serve",
+        "--model",
+        model_dir,
+        "--model-name",
+        "bench",
+        "--port",
+        str(port),
+        "--max-slots",
+        str(slots),
+        "--max-seq-len",
+        str(args.prompt_tokens + args.max_tokens),
+        "--log-level",
+        "warning",
+        "--device",
+        str(device),
+        "--dtype",
+        str(dtype).removeprefix("torch."),
+        "--quantize",
+        args.quantize,
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -209,9 +251,12 @@ def main() -> None:
                 r = asyncio.run(run_clients(url, prompts, args.max_tokens, c))
                 r["cpu"] = cpu_seconds(server.pid) - cpu
                 runs[c].append(r)
-                print(f"round {round_ + 1}: cerebras-gpt serve, {c:2d} clients: {r['tokens'] / r['wall']:.1f} tok/s, "
-                      f"TTFT p50 {percentile(r['ttft'], 50):.2f} s p99 {percentile(r['ttft'], 99):.2f} s, "
-                      f"{r['failures']} failed, {r['tokens'] / r['cpu']:.1f} tok per server CPU-s", flush=True)
+                print(
+                    f"round {round_ + 1}: cerebras-gpt serve, {c:2d} clients: {r['tokens'] / r['wall']:.1f} tok/s, "
+                    f"TTFT p50 {percentile(r['ttft'], 50):.2f} s p99 {percentile(r['ttft'], 99):.2f} s, "
+                    f"{r['failures']} failed, {r['tokens'] / r['cpu']:.1f} tok per server CPU-s",
+                    flush=True,
+                )
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -229,15 +274,19 @@ def main() -> None:
     rows = []
     for c in args.concurrency:
         seq = sequential_ttfts(service, c)
-        rows.append(f"| {c} | {rate[c]:.1f} | {percentile(ttft[c], 50):.2f} | {percentile(ttft[c], 99):.2f} | "
-                    f"{failed[c]} | {rate[c] / base_rate:.2f}x | {hf_rate:.1f} | {percentile(seq, 50):.2f} | "
-                    f"{percentile(seq, 99):.2f} | {rate[c] / hf_rate:.2f}x |")
+        rows.append(
+            f"| {c} | {rate[c]:.1f} | {percentile(ttft[c], 50):.2f} | {percentile(ttft[c], 99):.2f} | "
+            f"{failed[c]} | {rate[c] / base_rate:.2f}x | {hf_rate:.1f} | {percentile(seq, 50):.2f} | "
+            f"{percentile(seq, 99):.2f} | {rate[c] / hf_rate:.2f}x |"
+        )
     scale = rate[max(args.concurrency)] / base_rate
     failures = sum(failed.values())
     verdict = "met" if scale >= 6 and failures == 0 else "not met"
     table = "\n".join(rows)
-    per_round = "; ".join(" / ".join(f"{runs[c][i]['tokens'] / runs[c][i]['wall']:.1f}" for c in args.concurrency)
-                          for i in range(args.rounds))
+    per_round = "; ".join(
+        " / ".join(f"{runs[c][i]['tokens'] / runs[c][i]['wall']:.1f}" for c in args.concurrency)
+        for i in range(args.rounds)
+    )
     where = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
     precision = "" if args.quantize == "none" else f", weights {args.quantize} (`--quantize {args.quantize}`)"
     title = "" if args.quantize == "none" else f", {args.quantize} weights"
@@ -267,13 +316,30 @@ CPU-second at {max(args.concurrency)} clients than at {min(args.concurrency)}.
 """
     print(body)
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "preset": args.preset, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-            "quantize": args.quantize, "requests": args.requests, "max_tokens": args.max_tokens,
-            "levels": {str(c): {"tokens_per_s": rate[c], "ttft_p50_s": percentile(ttft[c], 50) if ttft[c] else None,
-                                "ttft_p99_s": percentile(ttft[c], 99) if ttft[c] else None, "failed": failed[c]}
-                       for c in args.concurrency},
-            "transformers_sequential_tokens_per_s": hf_rate}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "preset": args.preset,
+                    "device": str(device),
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "quantize": args.quantize,
+                    "requests": args.requests,
+                    "max_tokens": args.max_tokens,
+                    "levels": {
+                        str(c): {
+                            "tokens_per_s": rate[c],
+                            "ttft_p50_s": percentile(ttft[c], 50) if ttft[c] else None,
+                            "ttft_p99_s": percentile(ttft[c], 99) if ttft[c] else None,
+                            "failed": failed[c],
+                        }
+                        for c in args.concurrency
+                    },
+                    "transformers_sequential_tokens_per_s": hf_rate,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     if not args.no_record:
         from update_section import update_section
 

@@ -24,12 +24,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.update_section import update_section  # noqa: E402
-
 from cerebras_gpt import GPT, GPTConfig  # noqa: E402
 from cerebras_gpt.export.sparse import save_sparse  # noqa: E402
 from cerebras_gpt.sparse_kernels import sparsify_for_inference  # noqa: E402
 from cerebras_gpt.sparsity import Sparsifier, SparsityConfig  # noqa: E402
+from scripts.update_section import update_section  # noqa: E402
 
 
 @torch.no_grad()
@@ -93,8 +92,13 @@ def main() -> None:
     matrix_stored = matrix_sparse * 4 + (rep["sparse_params"] + 7) // 8
 
     threads = torch.get_num_threads()
-    shapes = sorted({(c.name.split(".")[-2] + "." + c.name.split(".")[-1], c.dense_ms, c.sparse_ms, c.kernel)
-                     for c in choices if c.name.startswith("transformer.h.0.")})
+    shapes = sorted(
+        {
+            (c.name.split(".")[-2] + "." + c.name.split(".")[-1], c.dense_ms, c.sparse_ms, c.kernel)
+            for c in choices
+            if c.name.startswith("transformer.h.0.")
+        }
+    )
     lines = [
         "## Sparse inference and storage (`bench/sparse.py`)",
         "",
@@ -103,7 +107,8 @@ def main() -> None:
         f"torch {torch.__version__}, CPU only.",
         "",
         "Command: `flock /tmp/bench.lock .venv/bin/python bench/sparse.py"
-        + (f" --threads {args.threads}" if args.threads != 1 else "") + "`",
+        + (f" --threads {args.threads}" if args.threads != 1 else "")
+        + "`",
         "",
         f"Prefill of {args.batch} x {args.seq} tokens into the KV cache (last-position logits, as `generate` "
         f"does), median of {args.repeats} alternating runs:",

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.update_section import update_section  # noqa: E402
-
 from cerebras_gpt import GPT, GPTConfig  # noqa: E402
 from cerebras_gpt.sparsity import Sparsifier, SparsityConfig, measure_sparsity  # noqa: E402
+from scripts.update_section import update_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "results" / "sparsity"
@@ -47,7 +46,7 @@ def load_bytes(name: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def batch(stream: torch.Tensor, gen: torch.Generator, batch_size: int, seq: int) -> torch.Tensor:
     starts = torch.randint(0, stream.numel() - seq - 1, (batch_size,), generator=gen)
-    return torch.stack([stream[s:s + seq + 1] for s in starts.tolist()])  # (B, T+1)
+    return torch.stack([stream[s : s + seq + 1] for s in starts.tolist()])  # (B, T+1)
 
 
 @torch.no_grad()
@@ -71,12 +70,18 @@ def lr_at(step: int, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(model: GPT, sparsity: SparsityConfig, train_data: torch.Tensor, val_data: torch.Tensor, steps: int,
-          args, seed: int) -> dict:
+def train(
+    model: GPT, sparsity: SparsityConfig, train_data: torch.Tensor, val_data: torch.Tensor, steps: int, args, seed: int
+) -> dict:
     opt = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
-         {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+        [
+            {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
     sp = Sparsifier(sparsity, model, steps)
     sp.apply(model)
     gen = torch.Generator().manual_seed(seed)
@@ -96,8 +101,13 @@ def train(model: GPT, sparsity: SparsityConfig, train_data: torch.Tensor, val_da
             curve.append((step, val_loss(model, val_data, args.seq)))
     rep = sp.report(seq_len=args.seq)
     zeros = measure_sparsity(model)
-    return {"val_loss": curve[-1][1], "curve": curve, "seconds": time.perf_counter() - start,
-            "sparsity": sum(zeros.values()) / len(zeros), "flops_saved_fraction": rep.get("flops_saved_fraction", 0.0)}
+    return {
+        "val_loss": curve[-1][1],
+        "curve": curve,
+        "seconds": time.perf_counter() - start,
+        "sparsity": sum(zeros.values()) / len(zeros),
+        "flops_saved_fraction": rep.get("flops_saved_fraction", 0.0),
+    }
 
 
 def new_model(seed: int) -> GPT:
@@ -135,9 +145,11 @@ def main() -> None:
     dynamic = dict(update_freq=args.update_freq, drop_fraction=0.3, drop_fraction_schedule="cosine")
     plan = [("dense", SparsityConfig())]
     for s in (0.5, 0.75):
-        plan += [(f"static {s:.0%}", SparsityConfig(sparsity=s)),
-                 (f"SET {s:.0%}", SparsityConfig(sparsity=s, algorithm="set", **dynamic)),
-                 (f"RigL {s:.0%}", SparsityConfig(sparsity=s, algorithm="rigl", **dynamic))]
+        plan += [
+            (f"static {s:.0%}", SparsityConfig(sparsity=s)),
+            (f"SET {s:.0%}", SparsityConfig(sparsity=s, algorithm="set", **dynamic)),
+            (f"RigL {s:.0%}", SparsityConfig(sparsity=s, algorithm="rigl", **dynamic)),
+        ]
     models = {}
     for name, cfg in plan:
         model = new_model(0)
@@ -170,8 +182,9 @@ def plot(runs: dict, spdf: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in runs.items():
         steps, losses = zip(*r["curve"])
-        axes[0].plot(steps, losses, label=name, marker=".",
-                     linestyle="-" if name == "dense" else "--" if "50" in name else ":")
+        axes[0].plot(
+            steps, losses, label=name, marker=".", linestyle="-" if name == "dense" else "--" if "50" in name else ":"
+        )
     axes[0].set(title="debug-small on tinyshakespeare (bytes)", xlabel="step", ylabel="validation loss")
     axes[0].legend(fontsize=8)
     for name, r in spdf.items():
@@ -184,8 +197,10 @@ def plot(runs: dict, spdf: dict) -> None:
 
 
 def section(runs: dict, spdf: dict, args) -> str:
-    cmd = (f"flock /tmp/bench.lock .venv/bin/python bench/sparsity_results.py --steps {args.steps} "
-           f"--finetune-steps {args.finetune_steps} --eval-every {args.eval_every}")
+    cmd = (
+        f"flock /tmp/bench.lock .venv/bin/python bench/sparsity_results.py --steps {args.steps} "
+        f"--finetune-steps {args.finetune_steps} --eval-every {args.eval_every}"
+    )
     dense = runs["dense"]["val_loss"]
     lines = [
         "## Sparse training (`bench/sparsity_results.py`)",
@@ -202,8 +217,10 @@ def section(runs: dict, spdf: dict, args) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in runs.items():
-        lines.append(f"| {name} | {r['sparsity']:.1%} | {r['flops_saved_fraction']:.1%} | {r['val_loss']:.4f} | "
-                     f"{r['val_loss'] - dense:+.4f} |")
+        lines.append(
+            f"| {name} | {r['sparsity']:.1%} | {r['flops_saved_fraction']:.1%} | {r['val_loss']:.4f} | "
+            f"{r['val_loss'] - dense:+.4f} |"
+        )
     lines += [
         "",
         "SPDF (sparse pre-training, dense fine-tuning): phase 1 is the tinyshakespeare run above; phase 2 trains "

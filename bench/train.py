@@ -73,8 +73,9 @@ class Runner:
             self.params = [p for g in self.opt.param_groups for p in g["params"]]
         else:
             # fused=True: what transformers' Trainer uses by default (optim "adamw_torch_fused", torch >= 2.8).
-            self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
-                                         weight_decay=0.1, fused=True)
+            self.opt = torch.optim.AdamW(
+                model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True
+            )
             self.params = list(model.parameters())
 
     def step(self, batch: torch.Tensor) -> dict[str, float]:
@@ -117,10 +118,18 @@ def build(impl: str, preset: str, hf_dir: str | None = None):
         model = GPT2LMHeadModel.from_pretrained(hf_dir, activation_function="gelu", attn_implementation="sdpa")
     else:  # the RSS child: same shape, its own init (memory does not depend on the values)
         torch.manual_seed(0)
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
-                                           n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
-                                           n_inner=config.ffn_dim, activation_function="gelu",
-                                           attn_implementation="sdpa"))
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=config.vocab_size,
+                n_positions=config.block_size,
+                n_embd=config.n_embd,
+                n_layer=config.n_layer,
+                n_head=config.n_head,
+                n_inner=config.ffn_dim,
+                activation_function="gelu",
+                attn_implementation="sdpa",
+            )
+        )
     return Runner(impl, model.train(), config)
 
 
@@ -136,8 +145,12 @@ def rss_child(impl: str, preset: str, seq: int, batch: int) -> None:
 
 
 def measure_rss(impl: str, preset: str, seq: int, batch: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--rss-child", impl, preset, str(seq), str(batch)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--rss-child", impl, preset, str(seq), str(batch)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -162,8 +175,12 @@ def bench_shape(preset: str, seq: int, batch: int, repeats: int, peak: float, co
     for name, ts in times.items():
         median = {part: statistics.median(t[part] for t in ts) for part in (*PARTS, "step")}
         tok_s = batch * seq / median["step"]
-        row[name] = {"median_s": median, "tokens_per_s": tok_s, "mfu": flops * tok_s / peak,
-                     **measure_rss(name, preset, seq, batch)}
+        row[name] = {
+            "median_s": median,
+            "tokens_per_s": tok_s,
+            "mfu": flops * tok_s / peak,
+            **measure_rss(name, preset, seq, batch),
+        }
     row["speedup"] = row["ours"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
     if compare_logits_loss:
         row["chunked_loss_speedup"] = row["ours"]["tokens_per_s"] / row[LOGITS_LOSS]["tokens_per_s"]
@@ -172,12 +189,16 @@ def bench_shape(preset: str, seq: int, batch: int, repeats: int, peak: float, co
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=["Cerebras-GPT-111M:512:4", "debug-small:128:8"],
-                        help="PRESET:SEQ_LEN:BATCH")
+    parser.add_argument(
+        "--shapes", nargs="+", default=["Cerebras-GPT-111M:512:4", "debug-small:128:8"], help="PRESET:SEQ_LEN:BATCH"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
-    parser.add_argument("--compare-logits-loss", action="store_true",
-                        help="also run ours with the textbook loss over its logits, to measure what the chunked loss buys")
+    parser.add_argument(
+        "--compare-logits-loss",
+        action="store_true",
+        help="also run ours with the textbook loss over its logits, to measure what the chunked loss buys",
+    )
     parser.add_argument("--rss-child", nargs=4, metavar=("IMPL", "PRESET", "SEQ", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -193,30 +214,48 @@ def main() -> None:
         preset, seq, batch = spec.split(":")
         rows.append(bench_shape(preset, int(seq), int(batch), args.repeats, peak, args.compare_logits_loss))
         print(json.dumps(rows[-1]))
-    lines = ["## Training throughput (`train`)", "",
-             f"`flock /tmp/bench.lock .venv/bin/python bench/train.py --repeats {args.repeats}"
-             f"{' --compare-logits-loss' if args.compare_logits_loss else ''}` on {platform.machine()}, "
-             f"{torch.get_num_threads()} threads, torch {torch.__version__}; fp32 CPU; matmul peak "
-             f"{peak / 1e9:.1f} GFLOP/s ({how.split(';')[0]}; shared machine: read the ratios). One step = "
-             "forward, cross-entropy, backward, clip 1.0, AdamW; the two alternate within the run; median of "
-             "the repeats. Peak RSS: each alone in a child process, two steps; the rise is over the built model.",
-             "", "| shape | seq x batch | ours tokens/s | transformers tokens/s | ours / transformers | ours MFU | "
-             "transformers MFU |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Training throughput (`train`)",
+        "",
+        f"`flock /tmp/bench.lock .venv/bin/python bench/train.py --repeats {args.repeats}"
+        f"{' --compare-logits-loss' if args.compare_logits_loss else ''}` on {platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; fp32 CPU; matmul peak "
+        f"{peak / 1e9:.1f} GFLOP/s ({how.split(';')[0]}; shared machine: read the ratios). One step = "
+        "forward, cross-entropy, backward, clip 1.0, AdamW; the two alternate within the run; median of "
+        "the repeats. Peak RSS: each alone in a child process, two steps; the rise is over the built model.",
+        "",
+        "| shape | seq x batch | ours tokens/s | transformers tokens/s | ours / transformers | ours MFU | "
+        "transformers MFU |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['preset']} | {r['seq_len']} x {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
-                     f"{r['transformers']['tokens_per_s']:,.0f} | {r['speedup']:.2f}x | {r['ours']['mfu']:.1%} | "
-                     f"{r['transformers']['mfu']:.1%} |")
+        lines.append(
+            f"| {r['preset']} | {r['seq_len']} x {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
+            f"{r['transformers']['tokens_per_s']:,.0f} | {r['speedup']:.2f}x | {r['ours']['mfu']:.1%} | "
+            f"{r['transformers']['mfu']:.1%} |"
+        )
     if args.compare_logits_loss:
-        lines += ["", "The chunked loss, side by side with ours on the textbook loss (logits + `F.cross_entropy`): "
-                  + ", ".join(f"{r['preset']} {r['chunked_loss_speedup']:.2f}x" for r in rows) + "."]
-    lines += ["", "Per part (median seconds per step) and memory:", "",
-              "| shape | impl | forward | loss | backward | optimizer | step | peak RSS | rise over model |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "The chunked loss, side by side with ours on the textbook loss (logits + `F.cross_entropy`): "
+            + ", ".join(f"{r['preset']} {r['chunked_loss_speedup']:.2f}x" for r in rows)
+            + ".",
+        ]
+    lines += [
+        "",
+        "Per part (median seconds per step) and memory:",
+        "",
+        "| shape | impl | forward | loss | backward | optimizer | step | peak RSS | rise over model |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for impl in [name for name in ("ours", "transformers", LOGITS_LOSS) if name in r]:
             m = r[impl]["median_s"]
-            lines.append(f"| {r['preset']} | {impl} | " + " | ".join(f"{m[p]:.3f}" for p in (*PARTS, "step"))
-                         + f" | {r[impl]['peak_rss'] / 2**20:,.0f} MiB | {r[impl]['rise'] / 2**20:,.0f} MiB |")
+            lines.append(
+                f"| {r['preset']} | {impl} | "
+                + " | ".join(f"{m[p]:.3f}" for p in (*PARTS, "step"))
+                + f" | {r[impl]['peak_rss'] / 2**20:,.0f} MiB | {r[impl]['rise'] / 2**20:,.0f} MiB |"
+            )
     section = "\n".join(lines) + "\n"
     print(section)
     if not args.no_record:

@@ -51,8 +51,9 @@ def optimizer(repeats: int) -> dict:
         opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, **kw)
         return lambda: (torch.nn.utils.clip_grad_norm_(params, 1.0), opt.step())
 
-    return alternate({"foreach": make(foreach=True), "for-loop": make(foreach=False), "fused": make(fused=True)},
-                     repeats)
+    return alternate(
+        {"foreach": make(foreach=True), "for-loop": make(foreach=False), "fused": make(fused=True)}, repeats
+    )
 
 
 def loss_blocks(repeats: int) -> dict:
@@ -69,10 +70,10 @@ def loss_blocks(repeats: int) -> dict:
         def run():
             h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
             ChunkedLinearCrossEntropy.apply(h, w, y, rows).backward()
+
         return run
 
-    return alternate({"whole logits": whole, **{f"{r}-row blocks": blocks(r) for r in (256, 512, CHUNK_ROWS)}},
-                     repeats)
+    return alternate({"whole logits": whole, **{f"{r}-row blocks": blocks(r) for r in (256, 512, CHUNK_ROWS)}}, repeats)
 
 
 class TwoPassChunkedLoss(torch.autograd.Function):
@@ -84,13 +85,13 @@ class TwoPassChunkedLoss(torch.autograd.Function):
         grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
         total = torch.zeros(())
         for start in range(0, h.shape[0], chunk):
-            hc, yc = h[start:start + chunk], y[start:start + chunk]
+            hc, yc = h[start : start + chunk], y[start : start + chunk]
             logits = hc @ weight.t()
             lse = torch.logsumexp(logits, dim=1)
             total += (lse - logits.gather(1, yc.unsqueeze(1)).squeeze(1)).sum()
             probs = logits.sub_(lse.unsqueeze(1)).exp_()
             probs[torch.arange(len(yc)), yc] -= 1.0
-            torch.mm(probs, weight, out=grad_h[start:start + chunk])
+            torch.mm(probs, weight, out=grad_h[start : start + chunk])
             grad_w.addmm_(probs.t(), hc)
         ctx.save_for_backward(grad_h, grad_w)
         return total
@@ -109,11 +110,12 @@ def loss_softmax(repeats: int) -> dict:
         h, w = torch.randn(n, d, requires_grad=True), (torch.randn(50257, d) * 0.02).requires_grad_()
         y = torch.randint(0, 50257, (n,))
 
-        def run(fn):
+        def run(fn, h=h, w=w, y=y):
             return lambda: fn.apply(h, w, y, CHUNK_ROWS).backward()
 
-        for name, t in alternate({"two-pass": run(TwoPassChunkedLoss), "one-pass": run(ChunkedLinearCrossEntropy)},
-                                 repeats).items():
+        for name, t in alternate(
+            {"two-pass": run(TwoPassChunkedLoss), "one-pass": run(ChunkedLinearCrossEntropy)}, repeats
+        ).items():
             out[f"{n}x{d} {name}"] = t
     return out
 
@@ -134,6 +136,7 @@ def compile_step(repeats: int, preset: str = "debug-small", seq: int = 128, batc
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         return step
 
     steps = {"eager": make(False), "compiled": make(True)}
@@ -174,9 +177,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--malloc-child", type=int, choices=[0, 1], default=0)
     args = parser.parse_args()
-    run = {"optimizer": lambda: optimizer(args.repeats), "loss-blocks": lambda: loss_blocks(args.repeats),
-           "loss-softmax": lambda: loss_softmax(args.repeats),
-           "compile": lambda: compile_step(args.repeats), "malloc": lambda: malloc_child(bool(args.malloc_child))}
+    run = {
+        "optimizer": lambda: optimizer(args.repeats),
+        "loss-blocks": lambda: loss_blocks(args.repeats),
+        "loss-softmax": lambda: loss_softmax(args.repeats),
+        "compile": lambda: compile_step(args.repeats),
+        "malloc": lambda: malloc_child(bool(args.malloc_child)),
+    }
     print(json.dumps({"what": args.what, "threads": torch.get_num_threads(), "seconds": run[args.what]()}))
 
 

@@ -31,8 +31,9 @@ def data_dir(tmp_path_factory, shared_data) -> Path:
     from cerebras_gpt.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("shakespeare")
-    prepare([str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1,
-            progress=False)
+    prepare(
+        [str(shared_data / "tinyshakespeare.txt")], out, paragraphs=True, val_fraction=0.05, workers=1, progress=False
+    )
     return out
 
 
@@ -55,8 +56,9 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` skip, saying why, where there is no CUDA device (`pytest -m cuda` runs them)."""
     if torch.cuda.is_available():
         return
-    reason = ("needs a CUDA GPU: torch.cuda.is_available() is False"
-              + (f" (torch {torch.__version__} is a CPU-only build)" if torch.version.cuda is None else ""))
+    reason = "needs a CUDA GPU: torch.cuda.is_available() is False" + (
+        f" (torch {torch.__version__} is a CPU-only build)" if torch.version.cuda is None else ""
+    )
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(pytest.mark.skip(reason=reason))
@@ -68,8 +70,10 @@ def kill_in_save_env(step: int) -> dict[str, str]:
     import os
 
     harness = str(Path(__file__).parent / "harness")
-    return {"CEREBRAS_GPT_TEST_KILL_IN_SAVE": str(step),
-            "PYTHONPATH": os.pathsep.join(filter(None, [harness, os.environ.get("PYTHONPATH")]))}
+    return {
+        "CEREBRAS_GPT_TEST_KILL_IN_SAVE": str(step),
+        "PYTHONPATH": os.pathsep.join(filter(None, [harness, os.environ.get("PYTHONPATH")])),
+    }
 
 
 def run_engine(engine, requests: list, timeout: float = 120.0) -> list[list]:
@@ -81,9 +85,11 @@ def run_engine(engine, requests: list, timeout: float = 120.0) -> list[list]:
     events: list[list] = [[] for _ in requests]
     lock = threading.Lock()
     for i, r in enumerate(requests):
+
         def sink(ev, i=i):
             with lock:
                 events[i].append(ev)
+
         engine.submit([r], sink)
     engine.start()
     try:

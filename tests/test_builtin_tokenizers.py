@@ -38,19 +38,37 @@ def test_byte_data_carries_its_tokenizer_into_the_trained_model(tmp_path, shared
     from cerebras_gpt.train.loop import train
 
     data = tmp_path / "bytes"
-    meta = prepare([str(shared_data / "tinyshakespeare.txt")], data, tokenizer="bytes", paragraphs=True,
-                   val_fraction=0.05, workers=1, progress=False)
+    meta = prepare(
+        [str(shared_data / "tinyshakespeare.txt")],
+        data,
+        tokenizer="bytes",
+        paragraphs=True,
+        val_fraction=0.05,
+        workers=1,
+        progress=False,
+    )
     assert meta["tokenizer"]["name"] == "bytes" and meta["dtype"] == "uint16"
     assert (data / "tokenizer" / "tokenizer.json").exists()
     # A model whose vocabulary is the tokenizer's: the LM head has 257 rows, not 50,257.
-    cfg = TrainConfig(model="debug-tiny", model_overrides={"vocab_size": "257"}, data_dir=str(data), steps=2,
-                      batch_size=2, seq_len=32, warmup_steps=1, out_dir=str(tmp_path / "run"), progress=False,
-                      tensorboard=False)
+    cfg = TrainConfig(
+        model="debug-tiny",
+        model_overrides={"vocab_size": "257"},
+        data_dir=str(data),
+        steps=2,
+        batch_size=2,
+        seq_len=32,
+        warmup_steps=1,
+        out_dir=str(tmp_path / "run"),
+        progress=False,
+        tensorboard=False,
+    )
     train(cfg)
     model, tok = load_model_and_tokenizer(tmp_path / "run" / "model")
     assert model.config.vocab_size == 257 and tok.vocab_size == 257 and tok.eos_id == 256
-    assert json.loads((tmp_path / "run" / "model" / "tokenizer_config.json").read_text())["model_max_length"] \
+    assert (
+        json.loads((tmp_path / "run" / "model" / "tokenizer_config.json").read_text())["model_max_length"]
         == model.config.block_size
+    )
     assert tok.encode("ab") == [97, 98]
 
 

@@ -87,14 +87,17 @@ def test_unknown_preset_suggests_close_names():
         GPTConfig.from_name("Cerebras-GPT-111")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_embd=100, n_head=3), "not divisible by n_head=3"),
-    (dict(n_layer=0), "n_layer=0 must be a positive integer"),
-    (dict(n_embd=-8), "n_embd=-8 must be a positive integer"),
-    (dict(vocab_size=0), "vocab_size=0"),
-    (dict(dropout=1.5), "dropout=1.5"),
-    (dict(n_inner=0), "n_inner=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_embd=100, n_head=3), "not divisible by n_head=3"),
+        (dict(n_layer=0), "n_layer=0 must be a positive integer"),
+        (dict(n_embd=-8), "n_embd=-8 must be a positive integer"),
+        (dict(vocab_size=0), "vocab_size=0"),
+        (dict(dropout=1.5), "dropout=1.5"),
+        (dict(n_inner=0), "n_inner=0"),
+    ],
+)
 def test_invalid_configs_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**kwargs)

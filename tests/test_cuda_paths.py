@@ -16,8 +16,10 @@ import torch.nn.functional as F
 
 from cerebras_gpt import GPT, GPTConfig
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())"),
+]
 
 
 def _model(name: str = "debug-medium", seed: int = 0) -> GPT:
@@ -84,9 +86,22 @@ def test_compiled_train_loop_runs(tmp_path, pydoc_data, caplog):
     from cerebras_gpt.train.loop import train
 
     caplog.set_level("WARNING", logger="cerebras_gpt.train")
-    result = train(TrainConfig(model="debug-small", data_dir=str(pydoc_data), steps=8, batch_size=8, seq_len=128,
-                               out_dir=str(tmp_path), compile=True, progress=False, tensorboard=False, eval_batches=2,
-                               warmup_steps=2, lr=3e-3))
+    result = train(
+        TrainConfig(
+            model="debug-small",
+            data_dir=str(pydoc_data),
+            steps=8,
+            batch_size=8,
+            seq_len=128,
+            out_dir=str(tmp_path),
+            compile=True,
+            progress=False,
+            tensorboard=False,
+            eval_batches=2,
+            warmup_steps=2,
+            lr=3e-3,
+        )
+    )
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert result["steps"] == 8 and losses[-1] < losses[0]
@@ -116,9 +131,21 @@ def test_resume_on_gpu_matches_uninterrupted_run(tmp_path, pydoc_data):
     from cerebras_gpt.train.loop import train
 
     def cfg(out, **kw):
-        return TrainConfig(model="debug-tiny", data_dir=str(pydoc_data), steps=6, batch_size=4, seq_len=64,
-                           out_dir=str(out), checkpoint_interval=3, progress=False, tensorboard=False, eval_batches=2,
-                           warmup_steps=2, device="cuda", **kw)
+        return TrainConfig(
+            model="debug-tiny",
+            data_dir=str(pydoc_data),
+            steps=6,
+            batch_size=4,
+            seq_len=64,
+            out_dir=str(out),
+            checkpoint_interval=3,
+            progress=False,
+            tensorboard=False,
+            eval_batches=2,
+            warmup_steps=2,
+            device="cuda",
+            **kw,
+        )
 
     def losses(out):
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

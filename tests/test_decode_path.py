@@ -4,11 +4,10 @@ model's cache-row operations (copy, reset, truncate) leave a row as good as a fr
 
 from __future__ import annotations
 
-
 import pytest
+import torch
 from conftest import engine_tokens
 from conftest import run_engine as run_requests
-import torch
 
 from cerebras_gpt import GPT, GPTConfig, load_tokenizer
 from cerebras_gpt.generation import RowSampler, SamplingParams, generate, generate_ids
@@ -34,8 +33,16 @@ def run_engine(model, tokenizer, requests: list[SeqRequest], max_slots: int = 4)
 @torch.inference_mode()
 def reference_decode(model, req: SeqRequest, eos_id: int) -> tuple[list[int], list]:
     """One sequence alone: prefill, then one `RowSampler` step at a time through a one-row cache."""
-    sampler = RowSampler(req.params, req.prompt, model.config.vocab_size, "cpu", req.presence_penalty,
-                         req.frequency_penalty, req.logit_bias, req.logprobs)
+    sampler = RowSampler(
+        req.params,
+        req.prompt,
+        model.config.vocab_size,
+        "cpu",
+        req.presence_penalty,
+        req.frequency_penalty,
+        req.logit_bias,
+        req.logprobs,
+    )
     model.setup_kv_cache(1, len(req.prompt) + req.max_tokens)
     try:
         ids = torch.tensor([req.prompt])
@@ -64,17 +71,22 @@ def test_greedy_ragged_engine_batch_equals_stream_tokens_batch(model, tokenizer)
     assert [engine_tokens(e) for e in events] == expected
 
 
-@pytest.mark.parametrize("sampling", [
-    dict(temperature=0.8),
-    dict(temperature=1.3, top_k=7),
-    dict(temperature=0.9, top_p=0.6),
-    dict(temperature=1.0, repetition_penalty=1.4),
-    dict(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.2),
-])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        dict(temperature=0.8),
+        dict(temperature=1.3, top_k=7),
+        dict(temperature=0.9, top_p=0.6),
+        dict(temperature=1.0, repetition_penalty=1.4),
+        dict(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.2),
+    ],
+)
 def test_seeded_sampling_engine_equals_stream_tokens(model, tokenizer, sampling):
     prompts = [tokenizer.encode(p) for p in PROMPTS]
-    requests = [SeqRequest(p, 10, SamplingParams(max_new_tokens=10, seed=100 + i, stop_at_eos=False, **sampling))
-                for i, p in enumerate(prompts)]
+    requests = [
+        SeqRequest(p, 10, SamplingParams(max_new_tokens=10, seed=100 + i, stop_at_eos=False, **sampling))
+        for i, p in enumerate(prompts)
+    ]
     # stream_tokens on a one-prompt batch draws from the same seeded generator the engine gives the row.
     expected = [generate_ids(model, [r.prompt], r.params)[0] for r in requests]
     events = run_engine(model, tokenizer, requests)
@@ -85,12 +97,29 @@ def test_openai_options_engine_equals_single_row_decode(model, tokenizer):
     prompts = [tokenizer.encode(p) for p in PROMPTS]
     requests = [
         SeqRequest(prompts[0], 9, SamplingParams(max_new_tokens=9, seed=1, stop_at_eos=False), presence_penalty=1.5),
-        SeqRequest(prompts[1], 9, SamplingParams(max_new_tokens=9, seed=2, stop_at_eos=False), frequency_penalty=0.8,
-                   logprobs=3),
-        SeqRequest(prompts[2], 9, SamplingParams(max_new_tokens=9, temperature=0, stop_at_eos=False),
-                   logit_bias={11: 5.0, 13: 4.0}, logprobs=0),
-        SeqRequest(prompts[3], 9, SamplingParams(max_new_tokens=9, seed=4, top_k=5, stop_at_eos=False),
-                   presence_penalty=0.5, frequency_penalty=0.5, logit_bias={262: -100.0}, logprobs=2),
+        SeqRequest(
+            prompts[1],
+            9,
+            SamplingParams(max_new_tokens=9, seed=2, stop_at_eos=False),
+            frequency_penalty=0.8,
+            logprobs=3,
+        ),
+        SeqRequest(
+            prompts[2],
+            9,
+            SamplingParams(max_new_tokens=9, temperature=0, stop_at_eos=False),
+            logit_bias={11: 5.0, 13: 4.0},
+            logprobs=0,
+        ),
+        SeqRequest(
+            prompts[3],
+            9,
+            SamplingParams(max_new_tokens=9, seed=4, top_k=5, stop_at_eos=False),
+            presence_penalty=0.5,
+            frequency_penalty=0.5,
+            logit_bias={262: -100.0},
+            logprobs=2,
+        ),
     ]
     events = run_engine(model, tokenizer, requests)
     for req, evs in zip(requests, events):

@@ -14,9 +14,33 @@ import torch
 from cerebras_gpt import GPT, GPTConfig
 
 # What the extras in pyproject.toml install (and what they pull in that our code could import).
-OPTIONAL = ["fastapi", "uvicorn", "starlette", "prometheus_client", "zstandard", "pyarrow", "h5py", "datasets",
-            "lm_eval", "scipy", "matplotlib", "tensorboard", "gguf", "peft", "transformers", "rouge_score",
-            "openai", "httpx", "playwright", "schemathesis", "hypothesis", "optuna", "sqlalchemy", "alembic"]
+OPTIONAL = [
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "prometheus_client",
+    "zstandard",
+    "pyarrow",
+    "h5py",
+    "datasets",
+    "lm_eval",
+    "scipy",
+    "matplotlib",
+    "tensorboard",
+    "gguf",
+    "peft",
+    "transformers",
+    "rouge_score",
+    "openai",
+    "httpx",
+    "playwright",
+    "schemathesis",
+    "hypothesis",
+    "optuna",
+    "sqlalchemy",
+    "alembic",
+]
+
 
 # Every finder on sys.meta_path is wrapped so that it does not see the optional packages: imports of them
 # raise ModuleNotFoundError and importlib.util.find_spec returns None, exactly as when they are not installed.
@@ -49,8 +73,9 @@ CORE_ONLY = without(OPTIONAL)
 
 
 def run_core_only(*args: str, timeout: float = 120, blocked: list[str] = OPTIONAL) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", without(blocked), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", without(blocked), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_naming(proc: subprocess.CompletedProcess, extra: str) -> None:
@@ -71,8 +96,12 @@ def model_dir(tmp_path_factory):
 
 def test_the_blocker_blocks():
     check = "import importlib.util; assert importlib.util.find_spec('fastapi') is None; import fastapi"
-    proc = subprocess.run([sys.executable, "-c", CORE_ONLY.replace("from cerebras_gpt.cli import main", check)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", CORE_ONLY.replace("from cerebras_gpt.cli import main", check)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "ModuleNotFoundError: No module named 'fastapi'" in proc.stderr, proc.stderr
 
 
@@ -116,11 +145,31 @@ def test_lm_eval_tasks_name_the_eval_extra(model_dir):
 def test_train_runs_without_tensorboard_or_matplotlib_with_warnings(shared_data, tmp_path):
     from cerebras_gpt.data.prepare import prepare
 
-    prepare([str(shared_data / "tinyshakespeare.txt")], tmp_path / "data", paragraphs=True, val_fraction=0.05,
-            workers=1, progress=False)
+    prepare(
+        [str(shared_data / "tinyshakespeare.txt")],
+        tmp_path / "data",
+        paragraphs=True,
+        val_fraction=0.05,
+        workers=1,
+        progress=False,
+    )
     out = tmp_path / "run"
-    proc = run_core_only("train", "--model", "debug-tiny", "--data-dir", str(tmp_path / "data"), "--steps", "2",
-                         "--batch-size", "2", "--seq-len", "32", "--out", str(out), timeout=300)
+    proc = run_core_only(
+        "train",
+        "--model",
+        "debug-tiny",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--out",
+        str(out),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
@@ -132,10 +181,28 @@ def test_train_runs_without_tensorboard_or_matplotlib_with_warnings(shared_data,
 
 def test_mup_check_writes_its_tables_without_matplotlib_with_a_warning(tmp_path):
     out = tmp_path / "check"
-    proc = run_core_only("mup-check", "--widths", "16", "32", "--steps", "1", "--seq-len", "16", "--batch-size", "2",
-                         "--seeds", "1", "--n-layer", "1", "--out", str(out))
+    proc = run_core_only(
+        "mup-check",
+        "--widths",
+        "16",
+        "32",
+        "--steps",
+        "1",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--seeds",
+        "1",
+        "--n-layer",
+        "1",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert any(line.startswith("warning: the plot") and "pip install 'cerebras-gpt[train]'" in line
-               for line in proc.stderr.splitlines()), proc.stderr[-3000:]
+    assert any(
+        line.startswith("warning: the plot") and "pip install 'cerebras-gpt[train]'" in line
+        for line in proc.stderr.splitlines()
+    ), proc.stderr[-3000:]
     assert (out / "coord_check.csv").exists() and (out / "coord_check.json").exists()
     assert not (out / "coord_check.png").exists()

@@ -5,9 +5,14 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from cerebras_gpt import GPT, GPTConfig, SamplingParams, generate, generate_ids, load_tokenizer, stream_text
+from cerebras_gpt.decode_linear import (
+    DecodeLinear,
+    decode_linears,
+    packing_available,
+    release_packed_weights,
+    split_row_linear,
+)
 from cerebras_gpt.generation import TextStreamer, sample_next
-from cerebras_gpt.decode_linear import (DecodeLinear, decode_linears, packing_available, release_packed_weights,
-                                        split_row_linear)
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +29,10 @@ def test_greedy_tokens_equal_transformers_generate_for_64_tokens(pair, two_threa
     prompt = load_tokenizer().encode("The quick brown fox jumps over the lazy dog")
     mine = generate_ids(ours, [prompt], max_new_tokens=64, temperature=0, stop_at_eos=False)[0]
     with torch.no_grad():
-        ref = theirs.generate(torch.tensor([prompt]), max_new_tokens=64, min_new_tokens=64, do_sample=False,
-                              pad_token_id=50256)
-    assert len(mine) == 64 and mine == ref[0, len(prompt):].tolist()
+        ref = theirs.generate(
+            torch.tensor([prompt]), max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=50256
+        )
+    assert len(mine) == 64 and mine == ref[0, len(prompt) :].tolist()
 
 
 def test_ragged_batch_equals_transformers_left_padded_batch(pair):
@@ -38,8 +44,9 @@ def test_ragged_batch_equals_transformers_left_padded_batch(pair):
     ids = torch.tensor([[50256] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     with torch.no_grad():
-        ref = theirs.generate(ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16, do_sample=False,
-                              pad_token_id=50256)
+        ref = theirs.generate(
+            ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=50256
+        )
     assert mine == ref[:, width:].tolist()
 
 
@@ -51,7 +58,7 @@ def test_cached_and_uncached_greedy_decoding_agree(pair):
     with torch.no_grad():
         for _ in range(24):
             ids.append(int(ours(torch.tensor([ids]))[0, -1].argmax()))
-    assert cached == ids[len(prompt):]
+    assert cached == ids[len(prompt) :]
 
 
 def test_repetition_penalty_matches_transformers(pair):
@@ -59,9 +66,15 @@ def test_repetition_penalty_matches_transformers(pair):
     prompt = load_tokenizer().encode("la la la la la")
     mine = generate_ids(ours, [prompt], max_new_tokens=20, temperature=0, repetition_penalty=1.3, stop_at_eos=False)[0]
     with torch.no_grad():
-        ref = theirs.generate(torch.tensor([prompt]), max_new_tokens=20, min_new_tokens=20, do_sample=False,
-                              repetition_penalty=1.3, pad_token_id=50256)
-    assert mine == ref[0, len(prompt):].tolist()
+        ref = theirs.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=20,
+            min_new_tokens=20,
+            do_sample=False,
+            repetition_penalty=1.3,
+            pad_token_id=50256,
+        )
+    assert mine == ref[0, len(prompt) :].tolist()
 
 
 def test_seeded_sampling_is_reproducible_and_topk1_is_greedy(pair):
@@ -71,7 +84,8 @@ def test_seeded_sampling_is_reproducible_and_topk1_is_greedy(pair):
     b = generate_ids(ours, prompt, max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7, stop_at_eos=False)
     assert a == b
     assert generate_ids(ours, prompt, max_new_tokens=12, top_k=1, seed=3, stop_at_eos=False) == generate_ids(
-        ours, prompt, max_new_tokens=12, temperature=0, stop_at_eos=False)
+        ours, prompt, max_new_tokens=12, temperature=0, stop_at_eos=False
+    )
 
 
 def test_top_p_and_top_k_filter_the_distribution():
@@ -105,14 +119,17 @@ def test_streamer_holds_partial_characters_and_stop_prefixes():
     assert out == "ab🙂cd" and "\ufffd" not in out
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=-1), "temperature=-1"),
-    (dict(top_p=0), "top_p=0"),
-    (dict(top_k=0), "top_k=0"),
-    (dict(max_new_tokens=0), "max_new_tokens=0"),
-    (dict(repetition_penalty=0), "repetition_penalty=0"),
-    (dict(stop=[""]), "stop="),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-1), "temperature=-1"),
+        (dict(top_p=0), "top_p=0"),
+        (dict(top_k=0), "top_k=0"),
+        (dict(max_new_tokens=0), "max_new_tokens=0"),
+        (dict(repetition_penalty=0), "repetition_penalty=0"),
+        (dict(stop=[""]), "stop="),
+    ],
+)
 def test_out_of_range_sampling_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**kwargs)
@@ -122,7 +139,9 @@ def test_prompt_longer_than_context_errors_or_truncates(tiny_model):
     long_prompt = list(range(1, 200))  # debug-tiny has a 128-token context
     with pytest.raises(ValueError, match="prompt 0 has 199 tokens.*at most 118 fit"):
         generate_ids(tiny_model, [long_prompt], max_new_tokens=10)
-    out = generate_ids(tiny_model, [long_prompt], max_new_tokens=10, temperature=0, truncate_prompt=True, stop_at_eos=False)
+    out = generate_ids(
+        tiny_model, [long_prompt], max_new_tokens=10, temperature=0, truncate_prompt=True, stop_at_eos=False
+    )
     assert len(out[0]) == 10
     with pytest.raises(ValueError, match="leaves no room"):
         generate_ids(tiny_model, [[1]], max_new_tokens=128)
@@ -146,8 +165,9 @@ def test_split_row_linear_equals_linear(blocks, bias):
     linear = torch.nn.Linear(96, 201, bias=bias)  # 201 rows: a remainder for every block count
     x = torch.randn(96)
     with torch.inference_mode():
-        torch.testing.assert_close(split_row_linear(x, linear.weight, linear.bias, blocks), linear(x),
-                                   rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            split_row_linear(x, linear.weight, linear.bias, blocks), linear(x), rtol=1e-6, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("packed", [True, False])

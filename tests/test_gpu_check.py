@@ -21,8 +21,14 @@ SECTIONS = ["environment", "gpu_tests", "train", "decode_serve", "distributed"]
 def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--quick", "--budget-min", "5",
-                           "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--quick", "--budget-min", "5", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert set(SECTIONS) <= set(result) and result["seconds"] < 5 * 60
@@ -63,13 +69,21 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
         assert dist["runs"][key]["status"] == "ok" and len(dist["runs"][key]["losses"]) == 2
     assert abs(dist["runs"]["fsdp@1"]["first_loss_minus_ddp"]) < 1e-4  # the same first step either way
 
-    assert result["goals"] == {"train_mfu_1.3B_ge_50pct": None, "train_ge_1.1x_transformers_both_shapes": None,
-                               "decode_ge_1.3x_transformers": None}
+    assert result["goals"] == {
+        "train_mfu_1.3B_ge_50pct": None,
+        "train_ge_1.1x_transformers_both_shapes": None,
+        "decode_ge_1.3x_transformers": None,
+    }
 
 
 def test_gpu_check_rejects_a_bad_budget(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--budget-min", "0"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--budget-min", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "--budget-min 0.0 must be positive" in proc.stderr
 
 
@@ -116,10 +130,18 @@ def test_micro_batch_search_steps_down_on_oom_and_compile_falls_back(monkeypatch
 
     gpu_check = _load_gpu_check()
     fake = _FakeTrainer(limit=6, compiled_fails=compiled_fails)
-    monkeypatch.setattr(gpu_check, "build_trainer", lambda impl, preset, device, compile_blocks: (
-        (fake.model, fake.optimizer), fake.step, GPTConfig.from_name("debug-tiny")))
-    row = gpu_check.bench_train_impl("ours", "debug-tiny", 16, [16, 8, 4, 2], torch.device("cpu"),
-                                     compile_blocks=True, warmup=1, steps=2, peak=1e12)
+    monkeypatch.setattr(
+        gpu_check,
+        "build_trainer",
+        lambda impl, preset, device, compile_blocks: (
+            (fake.model, fake.optimizer),
+            fake.step,
+            GPTConfig.from_name("debug-tiny"),
+        ),
+    )
+    row = gpu_check.bench_train_impl(
+        "ours", "debug-tiny", 16, [16, 8, 4, 2], torch.device("cpu"), compile_blocks=True, warmup=1, steps=2, peak=1e12
+    )
     assert [t["micro_batch"] for t in row["search"]] == [16, 8, 4]
     assert [t["fits"] for t in row["search"]] == [False, False, True] and "out of memory" in row["search"][0]["error"]
     assert row["micro_batch"] == 4 and row["tokens_per_s"] > 0 and row["mfu"] > 0

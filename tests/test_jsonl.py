@@ -14,11 +14,14 @@ def test_round_trip_skips_blank_lines_and_names_each_record(tmp_path):
     assert [where for where, _ in jsonl.iterate(path)] == [f"{path}:1", f"{path}:2", f"{path}:5"]
 
 
-@pytest.mark.parametrize("line, reason", [
-    ('{"a": 1,', r"not valid JSON \(Expecting property name enclosed in double quotes at column 9\)"),
-    ("[1, 2]", "a JSON list, not an object"),
-    (b'{"a": "\xff"}', r"not UTF-8 text \(invalid start byte at byte 7\)"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"a": 1,', r"not valid JSON \(Expecting property name enclosed in double quotes at column 9\)"),
+        ("[1, 2]", "a JSON list, not an object"),
+        (b'{"a": "\xff"}', r"not UTF-8 text \(invalid start byte at byte 7\)"),
+    ],
+)
 def test_a_bad_line_is_named_by_file_and_line(tmp_path, line, reason):
     path = tmp_path / "r.jsonl"
     path.write_bytes(b'{"ok": true}\n' + (line if isinstance(line, bytes) else line.encode()) + b"\n")

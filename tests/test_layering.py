@@ -70,7 +70,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -83,14 +83,21 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycle_at_module_level():
-    graph = {name: {m for m in _imports(path, module_level_only=True)
-                    # a package's own __init__ importing its submodules is how packages work, not a cycle
-                    if not (path.name == "__init__.py" and m.startswith(name + "."))}
-             for name, path in MODULES.items()}
+    graph = {
+        name: {
+            m
+            for m in _imports(path, module_level_only=True)
+            # a package's own __init__ importing its submodules is how packages work, not a cycle
+            if not (path.name == "__init__.py" and m.startswith(name + "."))
+        }
+        for name, path in MODULES.items()
+    }
     assert not _cycles(graph), f"module-level import cycles: {_cycles(graph)}"
 
 
-@pytest.mark.parametrize("graph, expected", [({"a": {"b"}, "b": {"a"}}, [["a", "b", "a"]]), ({"a": {"b"}, "b": set()}, [])])
+@pytest.mark.parametrize(
+    "graph, expected", [({"a": {"b"}, "b": {"a"}}, [["a", "b", "a"]]), ({"a": {"b"}, "b": set()}, [])]
+)
 def test_the_cycle_finder_finds_cycles(graph, expected):
     assert _cycles(graph) == expected
 

@@ -10,9 +10,19 @@ from cerebras_gpt import GPT, GPTConfig
 
 
 def hf_config(c: GPTConfig) -> GPT2Config:
-    return GPT2Config(n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.ffn_dim,
-                      n_positions=c.block_size, vocab_size=c.vocab_size, activation_function="gelu",
-                      layer_norm_epsilon=1e-5, attn_pdrop=0.0, embd_pdrop=0.0, resid_pdrop=0.0)
+    return GPT2Config(
+        n_embd=c.n_embd,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_inner=c.ffn_dim,
+        n_positions=c.block_size,
+        vocab_size=c.vocab_size,
+        activation_function="gelu",
+        layer_norm_epsilon=1e-5,
+        attn_pdrop=0.0,
+        embd_pdrop=0.0,
+        resid_pdrop=0.0,
+    )
 
 
 def random_ids(n=2, t=24, vocab=50257, seed=0):
@@ -108,7 +118,9 @@ def test_strict_loading_lists_missing_and_unexpected(tmp_path):
     state.pop("transformer.h.1.mlp.c_fc.bias")
     state["transformer.h.9.extra.weight"] = torch.zeros(2)
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"missing \['transformer.h.1.mlp.c_fc.bias'\].*unexpected \['transformer.h.9.extra.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing \['transformer.h.1.mlp.c_fc.bias'\].*unexpected \['transformer.h.9.extra.weight'\]"
+    ):
         GPT.from_pretrained(tmp_path)
 
 
@@ -129,8 +141,11 @@ def test_hub_download_without_network_says_what_to_do(monkeypatch, tmp_path):
     import huggingface_hub.constants as c
 
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ValueError, match="'cerebras/Cerebras-GPT-111M': no such local directory, and it could not be "
-                                         "downloaded.*no network.*local directory"):
+    with pytest.raises(
+        ValueError,
+        match="'cerebras/Cerebras-GPT-111M': no such local directory, and it could not be "
+        "downloaded.*no network.*local directory",
+    ):
         GPT.from_pretrained("cerebras/Cerebras-GPT-111M")
     with pytest.raises(ValueError, match="no such local directory, and not a hub id"):
         GPT.from_pretrained("no/such/thing/here")
@@ -155,8 +170,9 @@ def test_ragged_rows_in_one_cache_match_separate_runs(tiny_model):
         tiny_model.setup_kv_cache(4, 16)
         tiny_model(ids[1:2, :5], torch.arange(5), cache_rows=torch.tensor([3]))
         tiny_model(ids[0:1, :9], torch.arange(9), cache_rows=torch.tensor([1]))
-        step = tiny_model(torch.stack([ids[0, 9:10], ids[1, 5:6]]), torch.tensor([[9], [5]]),
-                          cache_rows=torch.tensor([1, 3]))
+        step = tiny_model(
+            torch.stack([ids[0, 9:10], ids[1, 5:6]]), torch.tensor([[9], [5]]), cache_rows=torch.tensor([1, 3])
+        )
         tiny_model.clear_kv_cache()
     assert max_diff(step[0, 0], full[0, 9]) <= 1e-5 and max_diff(step[1, 0], full[1, 5]) <= 1e-5
 

@@ -15,17 +15,35 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 def btlm_config(config: GPTConfig, legacy: bool) -> dict:
     """config.json as the cerebras/Cerebras-GPT-*-muP repos hold it (facts file §1, [HFI])."""
     hf = {
-        "architectures": ["BTLMLMHeadModel"], "model_type": "btlm",
-        "auto_map": {"AutoConfig": "cerebras/btlm-3b-8k-base--configuration_btlm.BTLMConfig",
-                     "AutoModel": "cerebras/btlm-3b-8k-base--modeling_btlm.BTLMModel",
-                     "AutoModelForCausalLM": "cerebras/btlm-3b-8k-base--modeling_btlm.BTLMLMHeadModel"},
-        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": config.ffn_dim,
-        "n_positions": config.block_size, "vocab_size": config.vocab_size, "activation_function": "gelu",
-        "layer_norm_epsilon": 1e-5, "attn_pdrop": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0,
-        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-        "tie_word_embeddings": True, "position_embedding_type": "learned", "alibi_scaling": None,
-        "mup_embeddings_scale": config.mup_embeddings_scale, "mup_scale_qk_dot_by_d": True,
-        "bos_token_id": 50256, "eos_token_id": 50256, "torch_dtype": "float32",
+        "architectures": ["BTLMLMHeadModel"],
+        "model_type": "btlm",
+        "auto_map": {
+            "AutoConfig": "cerebras/btlm-3b-8k-base--configuration_btlm.BTLMConfig",
+            "AutoModel": "cerebras/btlm-3b-8k-base--modeling_btlm.BTLMModel",
+            "AutoModelForCausalLM": "cerebras/btlm-3b-8k-base--modeling_btlm.BTLMLMHeadModel",
+        },
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": config.ffn_dim,
+        "n_positions": config.block_size,
+        "vocab_size": config.vocab_size,
+        "activation_function": "gelu",
+        "layer_norm_epsilon": 1e-5,
+        "attn_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "resid_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "position_embedding_type": "learned",
+        "alibi_scaling": None,
+        "mup_embeddings_scale": config.mup_embeddings_scale,
+        "mup_scale_qk_dot_by_d": True,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "torch_dtype": "float32",
     }
     if not legacy:  # the first 111M-μP config (commit 898d006) had neither field
         hf["mup_width_scale"] = config.mup_base_width / config.n_embd
@@ -51,8 +69,12 @@ def write_btlm_checkpoint(model: GPT, directory, legacy: bool = False) -> None:
 
 
 def mup_model(base_width: int) -> GPT:
-    config = mup.to_mup(GPTConfig(n_layer=2, n_embd=64, n_head=4, block_size=64, vocab_size=1024),
-                        base_width=base_width, embeddings_scale=10.0, output_alpha=2.0 if base_width != 256 else 1.0)
+    config = mup.to_mup(
+        GPTConfig(n_layer=2, n_embd=64, n_head=4, block_size=64, vocab_size=1024),
+        base_width=base_width,
+        embeddings_scale=10.0,
+        output_alpha=2.0 if base_width != 256 else 1.0,
+    )
     torch.manual_seed(0)
     model = GPT(config)
     with torch.no_grad():  # move every tensor off its init (LayerNorms, biases) so each mapping is exercised

@@ -10,8 +10,9 @@ from scipy.stats import truncnorm
 from cerebras_gpt import GPT, GPTConfig, mup
 
 # ModelZoo release 2.0.2 (c1ef453), Cerebras-GPT-111M-muP; facts file §3.
-PUBLISHED_111M_MUP = dict(embedding_std=0.08, hidden_std=0.04619, out_proj_std=0.01033,
-                          output_logits_scale=0.3333, lr_adjust=0.3333)
+PUBLISHED_111M_MUP = dict(
+    embedding_std=0.08, hidden_std=0.04619, out_proj_std=0.01033, output_logits_scale=0.3333, lr_adjust=0.3333
+)
 
 
 def param_names(config: GPTConfig) -> list[str]:
@@ -63,9 +64,13 @@ def test_initialized_111m_mup_weights_have_the_published_stds():
     # Truncated normal at ±2σ (ModelZoo): the sample std is σ times that of a unit normal cut at ±2.
     shrink = truncnorm(-2, 2).std()
     h = model.transformer.h[4]
-    for tensor, sigma in [(model.transformer.wte.weight, 0.08), (h.attn.c_attn.weight, 0.04619),
-                          (h.mlp.c_fc.weight, 0.04619), (h.attn.c_proj.weight, 0.01033),
-                          (h.mlp.c_proj.weight, 0.01033)]:
+    for tensor, sigma in [
+        (model.transformer.wte.weight, 0.08),
+        (h.attn.c_attn.weight, 0.04619),
+        (h.mlp.c_fc.weight, 0.04619),
+        (h.attn.c_proj.weight, 0.01033),
+        (h.mlp.c_proj.weight, 0.01033),
+    ]:
         assert tensor.std().item() == pytest.approx(sigma * shrink, rel=0.01)
         assert tensor.abs().max().item() <= 2 * sigma * (1 + 1e-3)  # the ±2σ bound, σ from the rule
     assert torch.all(h.ln_1.weight == 1) and torch.all(h.attn.c_attn.bias == 0)
@@ -76,7 +81,8 @@ def test_to_mup_converts_an_sp_preset_and_keeps_base_values():
     converted = mup.to_mup(sp)
     assert converted.use_mup and converted.output_init_std is None
     assert dataclasses.replace(converted, name="") == dataclasses.replace(
-        GPTConfig.from_name("Cerebras-GPT-256M-muP"), name="")
+        GPTConfig.from_name("Cerebras-GPT-256M-muP"), name=""
+    )
     custom = mup.to_mup(sp, base_width=128, init_std=0.05, embeddings_scale=4.0, output_alpha=2.0)
     assert mup.width_multiplier(custom) == 1088 / 128
     assert custom.output_logits_scale == pytest.approx(2.0 * 128 / 1088)

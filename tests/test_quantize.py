@@ -14,8 +14,14 @@ import pytest
 import torch
 
 from cerebras_gpt import GPT, GPTConfig, generate_ids, quantize
-from cerebras_gpt.quantization import (BF16Linear, Int8Linear, check_precision, fbgemm_available, native_bf16_cpu,
-                                       precision_of)
+from cerebras_gpt.quantization import (
+    BF16Linear,
+    Int8Linear,
+    check_precision,
+    fbgemm_available,
+    native_bf16_cpu,
+    precision_of,
+)
 
 # Max |logit - fp32 logit| relative to the largest fp32 logit, on the trained-free debug-tiny model:
 # bf16 keeps 8 mantissa bits (~0.4% per weight), int8 ~1/254 of each row's range plus 7-bit inputs.
@@ -164,12 +170,24 @@ def run_cli(*args):
 def test_generate_and_eval_take_quantize(model, model_dir, tmp_path):
     from cerebras_gpt import load_tokenizer
 
-    out = run_cli("generate", "--model", str(model_dir), "--prompt", "Hello", "--max-new-tokens", "6",
-                  "--temperature", "0", "--quantize", "int8")
+    out = run_cli(
+        "generate",
+        "--model",
+        str(model_dir),
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--quantize",
+        "int8",
+    )
     assert out.returncode == 0, out.stderr
     tokenizer = load_tokenizer()
-    ids = generate_ids(quantize(copy.deepcopy(model), "int8"), [tokenizer.encode("Hello")], temperature=0,
-                       max_new_tokens=6)[0]
+    ids = generate_ids(
+        quantize(copy.deepcopy(model), "int8"), [tokenizer.encode("Hello")], temperature=0, max_new_tokens=6
+    )[0]
     assert out.stdout.rstrip("\n") == "Hello" + tokenizer.decode(ids)
 
     text = tmp_path / "t.txt"
@@ -188,9 +206,8 @@ def test_generate_and_eval_take_quantize(model, model_dir, tmp_path):
 def test_serve_quantize_shows_in_models(model_dir, monkeypatch):
     """`serve --quantize int8` (through the command's run) serves the int8 model and says so in /v1/models."""
     pytest.importorskip("uvicorn")
-    from fastapi.testclient import TestClient
-
     import uvicorn
+    from fastapi.testclient import TestClient
 
     from cerebras_gpt.commands import serve
 
@@ -200,6 +217,7 @@ def test_serve_quantize_shows_in_models(model_dir, monkeypatch):
     with TestClient(apps[0]) as client:
         models = client.get("/v1/models").json()["data"]
         assert models[0]["quantization"] == "int8"
-        reply = client.post("/v1/completions", json={"model": str(model_dir), "prompt": "Hi", "max_tokens": 4,
-                                                     "temperature": 0})
+        reply = client.post(
+            "/v1/completions", json={"model": str(model_dir), "prompt": "Hi", "max_tokens": 4, "temperature": 0}
+        )
         assert reply.status_code == 200, reply.text

@@ -40,7 +40,9 @@ SMALLER = {
     "--steps 200": "--steps 4",
     "steps=100": "steps=4",
     "lr=2.5e-3,5e-3,1e-2,2e-2,4e-2 model_overrides.n_embd=32,64,128": "lr=5e-3,2e-2 model_overrides.n_embd=32,64",
-    "--config configs/scaling/ladder-cpu.yaml": "--config configs/scaling/ladder-cpu.yaml --widths 16 24 32 48 --tokens-per-param 2",
+    "--config configs/scaling/ladder-cpu.yaml": (
+        "--config configs/scaling/ladder-cpu.yaml --widths 16 24 32 48 --tokens-per-param 2"
+    ),
     "--config configs/finetune/sentiment.yaml": "--config configs/finetune/sentiment.yaml --epochs 0.25",
     "--data my.jsonl": "--data my.jsonl --epochs 0.5",
     "--max-new-tokens 50": "--max-new-tokens 8",
@@ -63,7 +65,9 @@ NOT_RUN = {
     "torchrun --nnodes 2": "two machines",
     "--model Cerebras-GPT-111M-muP --data-dir data/pile": "a 111M run on the Pile",
     "--mup --fsdp ...": "elided arguments (tests/train/test_mup_train.py runs it under torchrun)",
-    "mup-check --out runs/mup-check": "a coordinate check of four widths: minutes (tests/experiments/test_mup_coord_check.py)",
+    "mup-check --out runs/mup-check": (
+        "a coordinate check of four widths: minutes (tests/experiments/test_mup_coord_check.py)"
+    ),
     "--device cuda": "a GPU",
     "configs/mup/proxy-sweep.yaml": "the paper's proxy search: hours",
     "path/to/a-mup-checkpoint-dir": "a Cerebras μP checkpoint (tests/test_mup_btlm.py builds one)",
@@ -167,10 +171,31 @@ def workspace(tmp_path_factory, shared_data) -> Path:
     (top / "shared").symlink_to(shared_data.parent)
     shutil.copytree(ROOT / "configs", ws / "configs")
     env = _env()
-    subprocess.run([str(BIN / "cerebras-gpt"), "demo", "--steps", "4", "--minutes", "1", "--out", "runs/demo"],
-                   cwd=ws, env=env, check=True, capture_output=True, timeout=600)
-    subprocess.run([str(BIN / "cerebras-gpt"), "prepare", "builtin:pydoc", "--out", "data/pydoc", "--val-fraction",
-                    "0.05", "--no-progress"], cwd=ws, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [str(BIN / "cerebras-gpt"), "demo", "--steps", "4", "--minutes", "1", "--out", "runs/demo"],
+        cwd=ws,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    subprocess.run(
+        [
+            str(BIN / "cerebras-gpt"),
+            "prepare",
+            "builtin:pydoc",
+            "--out",
+            "data/pydoc",
+            "--val-fraction",
+            "0.05",
+            "--no-progress",
+        ],
+        cwd=ws,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     for name in ("data/pile", "data/pile-prepared", "data/my-corpus"):
         (ws / name).symlink_to(ws / "data" / "pydoc")
     checkpoints = sorted((ws / "runs" / "demo" / "checkpoints").glob("step_*"))
@@ -181,8 +206,14 @@ def workspace(tmp_path_factory, shared_data) -> Path:
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1",
-                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
 
 
 class Servers:
@@ -193,8 +224,15 @@ class Servers:
 
     def start(self, command: str) -> None:
         self.stop_all()
-        proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=self.cwd, env=_env(), start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", "exec " + command],
+            cwd=self.cwd,
+            env=_env(),
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.procs.append(proc)
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -250,13 +288,18 @@ def test_the_readme_section_runs_as_written(section, workspace, tmp_path):
                     continue
                 if re.search(r"127\.0\.0\.1:8000", command):
                     servers.serve_first_again()
-                argv = ["bash", "-c", "set -eo pipefail\n" + command] if block.language == "bash" else \
-                    [sys.executable, "-c", command]
+                argv = (
+                    ["bash", "-c", "set -eo pipefail\n" + command]
+                    if block.language == "bash"
+                    else [sys.executable, "-c", command]
+                )
                 started = time.perf_counter()
                 proc = subprocess.run(argv, cwd=ws, env=_env(), capture_output=True, text=True, timeout=600)
                 print(f"{time.perf_counter() - started:6.1f} s  README.md:{block.line}  {command[:100]}")
                 where = f"README.md line {block.line} ({block.language} block), ran as:\n{command}\n"
-                assert proc.returncode == 0, where + f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+                assert proc.returncode == 0, (
+                    where + f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+                )
                 assert "Traceback" not in proc.stderr, where + proc.stderr[-3000:]
                 ran += 1
     finally:

@@ -13,8 +13,10 @@ from cerebras_gpt.train.optim import param_groups
 
 
 def test_wrapped_names_come_back_to_the_plain_models_names():
-    assert canonical_name("module._orig_mod.transformer.h.0._checkpoint_wrapped_module.attn.c_attn.weight") == \
-        "transformer.h.0.attn.c_attn.weight"
+    assert (
+        canonical_name("module._orig_mod.transformer.h.0._checkpoint_wrapped_module.attn.c_attn.weight")
+        == "transformer.h.0.attn.c_attn.weight"
+    )
     assert canonical_name("_orig_mod.module.transformer.wte.weight") == "transformer.wte.weight"
     assert canonical_name("_fsdp_wrapped_module.transformer.ln_f.bias") == "transformer.ln_f.bias"
     assert canonical_name("transformer.h.1.mlp.c_fc.weight") == "transformer.h.1.mlp.c_fc.weight"
@@ -37,5 +39,5 @@ def test_real_wrappers_checkpointing_and_compile_give_the_plain_names():
 
 def test_the_query_fold_is_mups_one_over_sqrt_head_dim():
     config = mup.to_mup(PRESETS["debug-tiny"], base_width=PRESETS["debug-tiny"].n_embd // 2)
-    assert abs(mup.query_fold_scale(config) - 1 / config.head_dim ** 0.5) < 1e-12
+    assert abs(mup.query_fold_scale(config) - 1 / config.head_dim**0.5) < 1e-12
     assert mup.query_fold_scale(PRESETS["debug-tiny"]) == 1.0

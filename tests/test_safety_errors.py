@@ -26,8 +26,13 @@ def run_cli(*args, **env) -> subprocess.CompletedProcess:
     """`python -m cerebras_gpt ARGS` with no network (offline hub and datasets) and extra env vars."""
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}
     environ["PYTHONPATH"] = os.pathsep.join([str(SRC), environ.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "cerebras_gpt", *map(str, args)], capture_output=True, text=True,
-                          env=environ, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "cerebras_gpt", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=180,
+    )
 
 
 def error_line(out) -> str:
@@ -86,8 +91,9 @@ def test_config_json_missing_a_field(model_dir, tmp_path):
 def test_yaml_numbers_written_as_strings_are_coerced_and_wrong_types_named(model_dir, tmp_path):
     config = tmp_path / "gen.yaml"
     # PyYAML (YAML 1.1) reads 1e-3 as the string "1e-3"; it is taken as the number it means.
-    config.write_text(f"model: {model_dir}\nprompt: hi\nsampling:\n  max_new_tokens: 3\n  temperature: 1e-3\n"
-                      "  stop_at_eos: false\n")
+    config.write_text(
+        f"model: {model_dir}\nprompt: hi\nsampling:\n  max_new_tokens: 3\n  temperature: 1e-3\n  stop_at_eos: false\n"
+    )
     out = run_cli("generate", "--config", config)
     assert out.returncode == 0, out.stderr
     config.write_text(f"model: {model_dir}\nprompt: hi\nsampling:\n  max_new_tokens: lots\n")
@@ -113,9 +119,11 @@ def test_hub_download_without_network():
 def test_lm_eval_dataset_download_without_network(model_dir, tmp_path):
     (tmp_path / "probe.yaml").write_text(
         "task: offline_probe\ndataset_path: someone/absent-dataset\noutput_type: loglikelihood\n"
-        "test_split: test\ndoc_to_text: '{{text}}'\ndoc_to_target: '{{label}}'\nmetric_list:\n  - metric: acc\n")
-    line = error_line(run_cli("eval", "--model", model_dir, "--tasks", "offline_probe", "--include-path", tmp_path,
-                              "--limit", "2"))
+        "test_split: test\ndoc_to_text: '{{text}}'\ndoc_to_target: '{{label}}'\nmetric_list:\n  - metric: acc\n"
+    )
+    line = error_line(
+        run_cli("eval", "--model", model_dir, "--tasks", "offline_probe", "--include-path", tmp_path, "--limit", "2")
+    )
     assert "lm-eval task(s) ['offline_probe']" in line and "the network cannot be reached" in line
 
 
@@ -129,16 +137,18 @@ def test_device_cuda_without_a_gpu(model_dir):
 
 def test_debug_flag_and_env_show_the_traceback(model_dir, tmp_path):
     typo = tmp_path / "nowhere"
-    for out in (run_cli("--debug", "generate", "--model", typo, "--prompt", "hi"),
-                run_cli("generate", "--model", typo, "--prompt", "hi", "--debug"),
-                run_cli("generate", "--model", typo, "--prompt", "hi", CEREBRAS_GPT_DEBUG="1")):
+    for out in (
+        run_cli("--debug", "generate", "--model", typo, "--prompt", "hi"),
+        run_cli("generate", "--model", typo, "--prompt", "hi", "--debug"),
+        run_cli("generate", "--model", typo, "--prompt", "hi", CEREBRAS_GPT_DEBUG="1"),
+    ):
         assert out.returncode != 0 and "Traceback" in out.stderr and "no such local directory" in out.stderr
 
 
 # ----------------------------------------------------------------------------- disks (in process)
-@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left on"),
-                                         (errno.EROFS, "read-only"),
-                                         (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize(
+    "code, words", [(errno.ENOSPC, "no space left on"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied")]
+)
 def test_disk_full_or_read_only_is_said_in_words(model_dir, tmp_path, monkeypatch, capsys, code, words):
     import safetensors.torch
 
@@ -154,11 +164,14 @@ def test_disk_full_or_read_only_is_said_in_words(model_dir, tmp_path, monkeypatc
     assert (previous / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("message", [
-    "[enforce fail at inline_container.cc:603] . unexpected pos 704 vs 598",
-    "PytorchStreamWriter failed writing file data/0: file write failed",
-    "basic_ios::clear: iostream error",  # the full-disk checkpoint of the issue
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "[enforce fail at inline_container.cc:603] . unexpected pos 704 vs 598",
+        "PytorchStreamWriter failed writing file data/0: file write failed",
+        "basic_ios::clear: iostream error",  # the full-disk checkpoint of the issue
+    ],
+)
 def test_torch_save_on_a_full_disk_is_said_in_words(message):
     """torch.save's C++ writer loses errno; the messages it raises on a full disk are recognised."""
     assert "the disk is probably full or read-only" in describe(RuntimeError(message))

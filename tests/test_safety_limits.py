@@ -19,8 +19,9 @@ from cerebras_gpt.hf import load_pretrained
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.mark.parametrize("overrides", [dict(n_layer=10**9), dict(n_embd=2**40, n_head=1), dict(vocab_size=10**15),
-                                       dict(block_size=2**50)])
+@pytest.mark.parametrize(
+    "overrides", [dict(n_layer=10**9), dict(n_embd=2**40, n_head=1), dict(vocab_size=10**15), dict(block_size=2**50)]
+)
 def test_absurd_sizes_are_refused_by_the_config(overrides):
     with pytest.raises(ValueError, match=r"parameters \(n_layer=.*\) is beyond any model this code builds"):
         GPTConfig.from_name("debug-tiny", **overrides)
@@ -33,7 +34,9 @@ def test_the_largest_preset_is_within_the_bound():
 def test_a_model_bigger_than_free_memory_is_refused_before_allocation(monkeypatch):
     config = GPTConfig.from_name("debug-tiny")
     monkeypatch.setattr(limits, "available_memory", lambda device: 1 << 20)  # 1 MiB free
-    with pytest.raises(ValueError, match=r"has [\d,]+ parameters: .* GiB in float32, more than the 0.0 GiB available on cpu"):
+    with pytest.raises(
+        ValueError, match=r"has [\d,]+ parameters: .* GiB in float32, more than the 0.0 GiB available on cpu"
+    ):
         GPT(config)
     with torch.device("meta"):  # nothing is allocated on meta: no check
         assert GPT(config, init_weights=False).config is config
@@ -59,7 +62,12 @@ def test_the_cli_refuses_absurd_configs_in_one_line(tmp_path):
         directory = tmp_path / f"width-{fields['n_embd']}"
         directory.mkdir()
         _config_dir(directory, **fields)
-        out = subprocess.run([sys.executable, "-m", "cerebras_gpt", "generate", "--model", str(directory), "--prompt",
-                              "hi"], capture_output=True, text=True, env=env, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "cerebras_gpt", "generate", "--model", str(directory), "--prompt", "hi"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert "parameters" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -15,10 +15,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_serve_api import MODEL, LiveServer, save_tiny
 
 from cerebras_gpt.generation import GREEDY_TEMPERATURE, SamplingParams, sample_next
-
-from test_serve_api import MODEL, LiveServer, save_tiny
 
 # A temperature and a top_p the API accepts (> 0) that are zero or overflow in float32.
 TINY_TEMPERATURE = 1e-45
@@ -32,11 +31,17 @@ def test_the_tiny_values_do_underflow_float32():
     assert torch.tensor(TINY_TOP_P, dtype=torch.float32) == 0  # `mass >= top_p` would drop every token
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(temperature=TINY_TEMPERATURE), dict(temperature=GREEDY_TEMPERATURE), dict(top_p=TINY_TOP_P),
-    dict(top_p=5e-324, temperature=2.0), dict(top_k=1, top_p=TINY_TOP_P, temperature=1e-3),
-    dict(temperature=1e-4, repetition_penalty=10.0),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(temperature=TINY_TEMPERATURE),
+        dict(temperature=GREEDY_TEMPERATURE),
+        dict(top_p=TINY_TOP_P),
+        dict(top_p=5e-324, temperature=2.0),
+        dict(top_k=1, top_p=TINY_TOP_P, temperature=1e-3),
+        dict(temperature=1e-4, repetition_penalty=10.0),
+    ],
+)
 def test_extreme_values_pick_the_argmax(kwargs):
     torch.manual_seed(0)
     logits = torch.randn(4, 1000) * 30
@@ -54,27 +59,37 @@ def test_infinite_logits_share_the_mass_and_nan_is_a_clear_error():
         sample_next(logits, SamplingParams())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=float("inf")), "temperature=inf must be a finite number"),
-    (dict(temperature=float("nan")), "temperature=nan must be a finite number"),
-    (dict(top_p=float("nan")), "top_p=nan must be a finite number"),
-    (dict(repetition_penalty=float("inf")), "repetition_penalty=inf must be a finite number"),
-    (dict(temperature="0.5"), "temperature='0.5' must be a number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=float("inf")), "temperature=inf must be a finite number"),
+        (dict(temperature=float("nan")), "temperature=nan must be a finite number"),
+        (dict(top_p=float("nan")), "top_p=nan must be a finite number"),
+        (dict(repetition_penalty=float("inf")), "repetition_penalty=inf must be a finite number"),
+        (dict(temperature="0.5"), "temperature='0.5' must be a number"),
+    ],
+)
 def test_non_finite_sampling_values_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**kwargs)
 
 
 # Every value the HTTP schema accepts (schemas._Sampling), the smallest floats included.
-_temperatures = st.one_of(st.just(0.0), st.floats(min_value=5e-324, max_value=2.0), st.sampled_from([1e-45, 1e-6, 1e-5]))
+_temperatures = st.one_of(
+    st.just(0.0), st.floats(min_value=5e-324, max_value=2.0), st.sampled_from([1e-45, 1e-6, 1e-5])
+)
 _top_ps = st.one_of(st.floats(min_value=5e-324, max_value=1.0, exclude_min=False), st.sampled_from([1e-46, 1.0]))
 
 
 @settings(max_examples=150, deadline=None)
-@given(temperature=_temperatures, top_p=_top_ps, top_k=st.one_of(st.none(), st.integers(1, 70)),
-       repetition_penalty=st.floats(min_value=1e-3, max_value=10.0),
-       scale=st.sampled_from([1e-3, 1.0, 100.0, 1e4, 1e30]), seed=st.integers(0, 2**32))
+@given(
+    temperature=_temperatures,
+    top_p=_top_ps,
+    top_k=st.one_of(st.none(), st.integers(1, 70)),
+    repetition_penalty=st.floats(min_value=1e-3, max_value=10.0),
+    scale=st.sampled_from([1e-3, 1.0, 100.0, 1e4, 1e30]),
+    seed=st.integers(0, 2**32),
+)
 def test_every_accepted_value_gives_a_valid_token(temperature, top_p, top_k, repetition_penalty, scale, seed):
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
     generator = torch.Generator().manual_seed(seed)
@@ -95,8 +110,7 @@ def server(tmp_path_factory):
 def _complete(server, max_tokens: int = 8, **kwargs):
     """(text, finish_reason) of one completion, or ("error", OpenAI error body) for a 500."""
     try:
-        out = server.client().completions.create(model=MODEL, prompt="The quick brown", max_tokens=max_tokens,
-                                                 **kwargs)
+        out = server.client().completions.create(model=MODEL, prompt="The quick brown", max_tokens=max_tokens, **kwargs)
     except openai.InternalServerError as e:
         return "error", e.body
     return out.choices[0].text, out.choices[0].finish_reason
@@ -153,8 +167,11 @@ NORMAL = [dict(temperature=0.0), dict(temperature=0.9, seed=1), dict(temperature
 def test_extreme_values_through_the_server_with_concurrent_requests(server, monkeypatch):
     expected = [_complete(server, **kw) for kw in NORMAL]
     greedy = expected[0]
-    extreme = [dict(temperature=TINY_TEMPERATURE), dict(top_p=TINY_TOP_P, seed=3),
-               dict(temperature=TINY_TEMPERATURE, top_p=TINY_TOP_P, presence_penalty=2.0, logit_bias={"5": -100.0})]
+    extreme = [
+        dict(temperature=TINY_TEMPERATURE),
+        dict(top_p=TINY_TOP_P, seed=3),
+        dict(temperature=TINY_TEMPERATURE, top_p=TINY_TOP_P, presence_penalty=2.0, logit_bias={"5": -100.0}),
+    ]
     results = _run_in_one_batch(server, monkeypatch, NORMAL + extreme)
     assert results[: len(NORMAL)] == expected
     # A tiny temperature or top_p is greedy.
@@ -178,9 +195,15 @@ def test_a_failing_request_ends_alone(server, monkeypatch):
 def test_cli_generate_with_a_tiny_temperature_and_top_p(tmp_path):
     model_dir = save_tiny(tmp_path / "model")
     args = ["--model", str(model_dir), "--prompt", "Hello", "--max-new-tokens", "6", "--no-stop-at-eos"]
-    runs = [subprocess.run([sys.executable, "-m", "cerebras_gpt", "generate", *args, *extra], capture_output=True,
-                           text=True, timeout=120)
-            for extra in (["--temperature", "0"], ["--temperature", "1e-45", "--top-p", "1e-46"])]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "cerebras_gpt", "generate", *args, *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for extra in (["--temperature", "0"], ["--temperature", "1e-45", "--top-p", "1e-46"])
+    ]
     for out in runs:
         assert out.returncode == 0, out.stderr
         assert "Traceback" not in out.stderr

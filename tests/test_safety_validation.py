@@ -20,23 +20,27 @@ def data_dir(tmp_path, shared_data) -> Path:
     from cerebras_gpt.data.prepare import prepare
 
     (tmp_path / "small.txt").write_text((shared_data / "tinyshakespeare.txt").read_text()[:20000])
-    prepare([str(tmp_path / "small.txt")], tmp_path / "data", paragraphs=True, val_fraction=0.1, workers=1,
-            progress=False)
+    prepare(
+        [str(tmp_path / "small.txt")], tmp_path / "data", paragraphs=True, val_fraction=0.1, workers=1, progress=False
+    )
     return tmp_path / "data"
 
 
-@pytest.mark.parametrize("field, value, named", [
-    ("lr", float("inf"), "--lr inf is out of range: it must be a finite number >= 0"),
-    ("lr", float("nan"), "--lr nan is out of range"),
-    ("min_lr_ratio", 1.5, "--min-lr-ratio 1.5 is out of range: it must be a finite number >= 0 and <= 1"),
-    ("checkpoint_interval", -1, "--checkpoint-interval -1 is out of range: it must be an integer >= 0"),
-    ("grad_clip", -1.0, "--grad-clip -1.0 is out of range"),
-    ("warmup_steps", -5, "--warmup-steps -5 is out of range"),
-    ("seq_len", 0, "--seq-len 0 is out of range: it must be an integer >= 1"),
-    ("steps", 2.5, "--steps 2.5 must be an integer >= 1"),
-    ("weight_decay", float("-inf"), "--weight-decay -inf is out of range"),
-    ("betas", (0.9, 1.5), "--betas [0.9, 1.5] must be two finite numbers >= 0 and < 1"),
-])
+@pytest.mark.parametrize(
+    "field, value, named",
+    [
+        ("lr", float("inf"), "--lr inf is out of range: it must be a finite number >= 0"),
+        ("lr", float("nan"), "--lr nan is out of range"),
+        ("min_lr_ratio", 1.5, "--min-lr-ratio 1.5 is out of range: it must be a finite number >= 0 and <= 1"),
+        ("checkpoint_interval", -1, "--checkpoint-interval -1 is out of range: it must be an integer >= 0"),
+        ("grad_clip", -1.0, "--grad-clip -1.0 is out of range"),
+        ("warmup_steps", -5, "--warmup-steps -5 is out of range"),
+        ("seq_len", 0, "--seq-len 0 is out of range: it must be an integer >= 1"),
+        ("steps", 2.5, "--steps 2.5 must be an integer >= 1"),
+        ("weight_decay", float("-inf"), "--weight-decay -inf is out of range"),
+        ("betas", (0.9, 1.5), "--betas [0.9, 1.5] must be two finite numbers >= 0 and < 1"),
+    ],
+)
 def test_each_bad_number_is_named_with_its_range(field, value, named):
     with pytest.raises(ValueError) as info:
         check_numbers(TrainConfig(**{field: value}))
@@ -61,9 +65,26 @@ def test_finetune_numbers_go_through_the_same_check():
 
 
 def test_cli_infinite_lr_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "train", "--model", "debug-tiny", "--lr", "inf", "--min-lr-ratio", "2",
-                           "--out", str(tmp_path / "run"), "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cerebras_gpt",
+            "train",
+            "--model",
+            "debug-tiny",
+            "--lr",
+            "inf",
+            "--min-lr-ratio",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--lr inf is out of range" in proc.stderr and "--min-lr-ratio 2.0" in proc.stderr
 
@@ -100,8 +121,16 @@ def test_hashes_are_computed_once_then_cached(data_dir, monkeypatch):
 
 def test_tokens_outside_the_vocabulary_are_an_error_not_an_index_error(tmp_path, data_dir):
     largest = max(verify.verify_prepared(data_dir).values())
-    cfg = TrainConfig(model="debug-tiny", model_overrides={"vocab_size": str(largest)}, data_dir=str(data_dir),
-                      steps=2, batch_size=2, seq_len=16, out_dir=str(tmp_path / "run"), progress=False,
-                      tensorboard=False)
+    cfg = TrainConfig(
+        model="debug-tiny",
+        model_overrides={"vocab_size": str(largest)},
+        data_dir=str(data_dir),
+        steps=2,
+        batch_size=2,
+        seq_len=16,
+        out_dir=str(tmp_path / "run"),
+        progress=False,
+        tensorboard=False,
+    )
     with pytest.raises(ValueError, match=f"token id {largest} is outside the model's vocabulary \\({largest} ids\\)"):
         train(cfg)

@@ -39,8 +39,7 @@ def worker(wrap: str, algorithm: str, out: str) -> None:
             fully_shard(block)
         fully_shard(model)
         assert is_dtensor(model.transformer.h[0].mlp.c_fc.weight)
-    cfg = SparsityConfig(sparsity=0.75, algorithm=algorithm, update_freq=2, init_method="magnitude",
-                         init_sparsity=0.25)
+    cfg = SparsityConfig(sparsity=0.75, algorithm=algorithm, update_freq=2, init_method="magnitude", init_sparsity=0.25)
     sp = Sparsifier(cfg, model, 8)
     sp.apply(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -79,8 +78,19 @@ def _free_port() -> int:
 @pytest.mark.parametrize("wrap, algorithm", [("ddp", "set"), ("fsdp", "rigl"), ("fsdp", "gmp")])
 def test_masks_agree_across_two_gloo_ranks(tmp_path, wrap, algorithm):
     out = tmp_path / "masks.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-           str(WORKER), wrap, algorithm, str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        str(WORKER),
+        wrap,
+        algorithm,
+        str(out),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     masks = torch.load(out)

@@ -96,7 +96,9 @@ def test_exact_sparsity_and_zero_state_through_training(algorithm, scope):
 def test_selection_defaults_and_unwrapped_names():
     model, _, sp = _setup(SparsityConfig(sparsity=0.5))
     assert sorted(sp.masks) == sorted(
-        f"transformer.h.{i}.{m}.weight" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+        f"transformer.h.{i}.{m}.weight"
+        for i in range(2)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
     )
     # A DDP-style wrapper prefixes names with `module.`; the same masks are found.
     wrapper = torch.nn.Module()
@@ -143,7 +145,9 @@ def test_gmp_follows_cubic_schedule():
     assert seen[1] == round(0.2 * n) and seen[11] == seen[12] == round(0.8 * n)
     # Pruned stays pruned: zero counts never fall.
     assert all(previous[s] <= previous[s + 1] for s in range(1, STEPS))
-    assert gmp_sparsity(2, 0.2, 0.8, 2, 10) == pytest.approx(0.2) and gmp_sparsity(10, 0.2, 0.8, 2, 10) == pytest.approx(0.8)
+    assert gmp_sparsity(2, 0.2, 0.8, 2, 10) == pytest.approx(0.2) and gmp_sparsity(
+        10, 0.2, 0.8, 2, 10
+    ) == pytest.approx(0.8)
     assert gmp_sparsity(6, 0.2, 0.8, 2, 10) == pytest.approx(0.8 - 0.6 * 0.5**3)
 
 
@@ -158,8 +162,14 @@ def _one_update(algorithm: str, grad_fn, seed: int = 0):
     """One drop/grow update on a model whose gradient we choose; returns (old, new masks, weights)."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig.from_name("debug-tiny", vocab_size=512))
-    cfg = SparsityConfig(sparsity=0.75, algorithm=algorithm, update_freq=1, drop_fraction=0.25,
-                         drop_fraction_schedule="constant", param_filter=["*mlp.c_fc.weight"])
+    cfg = SparsityConfig(
+        sparsity=0.75,
+        algorithm=algorithm,
+        update_freq=1,
+        drop_fraction=0.25,
+        drop_fraction_schedule="constant",
+        param_filter=["*mlp.c_fc.weight"],
+    )
     sp = Sparsifier(cfg, model, 100)
     sp.apply(model)
     for p in model.parameters():
@@ -276,19 +286,25 @@ def test_report_counts_flops_as_cerebras():
     with torch.device("meta"):
         big = GPT(GPTConfig.from_name("cerebras-gpt-1.3b"), init_weights=False)
     # Only the counting matters here; masks of the meta model are built from shapes.
-    zeros = sum(round(0.75 * p.numel()) for n, p in big.named_parameters()
-                if n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")))
+    zeros = sum(
+        round(0.75 * p.numel())
+        for n, p in big.named_parameters()
+        if n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+    )
     dense = big.config.flops_per_token(2048)
     assert dense / (dense - 6 * zeros) == pytest.approx(2.5, abs=0.05)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(sparsity=1.0), "sparsity=1.0"),
-    (dict(sparsity=0.5, algorithm="magic"), "algorithm"),
-    (dict(sparsity=0.5, scope="global", param_sparsity={"*c_fc*": 0.9}), "per_param"),
-    (dict(sparsity=0.5, algorithm="gmp", init_sparsity=0.7), "GMP only prunes"),
-    (dict(sparsity=0.5, update_freq=0), "update_freq"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(sparsity=1.0), "sparsity=1.0"),
+        (dict(sparsity=0.5, algorithm="magic"), "algorithm"),
+        (dict(sparsity=0.5, scope="global", param_sparsity={"*c_fc*": 0.9}), "per_param"),
+        (dict(sparsity=0.5, algorithm="gmp", init_sparsity=0.7), "GMP only prunes"),
+        (dict(sparsity=0.5, update_freq=0), "update_freq"),
+    ],
+)
 def test_config_errors_name_the_value(bad, match):
     with pytest.raises(ValueError, match=match):
         SparsityConfig(**bad)
@@ -324,9 +340,16 @@ def test_shipped_configs_are_valid(path):
 def test_q_k_v_each_at_target_inside_packed_c_attn(algorithm):
     # The ModelZoo sparsifies proj_q/k/v_dense_layer as three weights (facts §5), so each of Q, K and V holds
     # the target inside our packed c_attn, and SET/RigL cannot move density between them.
-    cfg = SparsityConfig(sparsity=0.6, algorithm=algorithm, update_freq=2, stop_step=10, end_step=8,
-                         init_method="magnitude" if algorithm == "gmp" else "random",
-                         drop_fraction=0.5, drop_fraction_schedule="constant")
+    cfg = SparsityConfig(
+        sparsity=0.6,
+        algorithm=algorithm,
+        update_freq=2,
+        stop_step=10,
+        end_step=8,
+        init_method="magnitude" if algorithm == "gmp" else "random",
+        drop_fraction=0.5,
+        drop_fraction_schedule="constant",
+    )
     model, opt, sp = _setup(cfg)
     with torch.no_grad():  # scale Q up so a mask over the whole c_attn would keep mostly Q
         for block in model.transformer.h:

@@ -26,7 +26,7 @@ class ByteLoader:
             g = torch.Generator().manual_seed(self.position)
             starts = torch.randint(0, self.stream.numel() - self.seq_len - 1, (self.batch_size,), generator=g)
             self.position += 1
-            yield torch.stack([self.stream[s:s + self.seq_len + 1] for s in starts.tolist()])
+            yield torch.stack([self.stream[s : s + self.seq_len + 1] for s in starts.tolist()])
 
     def __len__(self) -> int:
         return 10_000
@@ -39,9 +39,21 @@ class ByteLoader:
 
 
 def _cfg(out, sparsity: SparsityConfig, **kw) -> TrainConfig:
-    return TrainConfig(model="debug-tiny", model_overrides={"vocab_size": "256"}, steps=STEPS, batch_size=4,
-                       seq_len=32, lr=3e-3, warmup_steps=2, out_dir=str(out), tensorboard=False, progress=False,
-                       device="cpu", sparsity=sparsity, **kw)
+    return TrainConfig(
+        model="debug-tiny",
+        model_overrides={"vocab_size": "256"},
+        steps=STEPS,
+        batch_size=4,
+        seq_len=32,
+        lr=3e-3,
+        warmup_steps=2,
+        out_dir=str(out),
+        tensorboard=False,
+        progress=False,
+        device="cpu",
+        sparsity=sparsity,
+        **kw,
+    )
 
 
 def _final_state(result) -> dict:
@@ -73,8 +85,10 @@ def test_train_keeps_exact_sparsity_and_resumes_exactly(tmp_path, algorithm):
 
 def test_densify_trains_the_zeros_of_a_sparse_checkpoint(tmp_path):
     sparse = loop.train(_cfg(tmp_path / "sparse", SparsityConfig(sparsity=0.75)), train_loader=ByteLoader())
-    dense = loop.train(_cfg(tmp_path / "dense", SparsityConfig(sparsity=0.75, densify=True),
-                            init_from=sparse["model_dir"]), train_loader=ByteLoader())
+    dense = loop.train(
+        _cfg(tmp_path / "dense", SparsityConfig(sparsity=0.75, densify=True), init_from=sparse["model_dir"]),
+        train_loader=ByteLoader(),
+    )
     assert "sparsity" not in dense
     from cerebras_gpt.hf import load_pretrained
 

@@ -85,7 +85,9 @@ def test_default_vocabulary_is_our_package_data_with_gpt2_hashes_and_license():
     assert str(vocab_file).startswith(package_dir) and str(merges_file).startswith(package_dir)
     # The sha256 tiktoken checks for OpenAI's gpt2 encoder.json / vocab.bpe.
     assert hashlib.sha256(vocab_file.read_bytes()).hexdigest() == (
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783")
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+    )
     assert hashlib.sha256(merges_file.read_bytes()).hexdigest() == (
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5")
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+    )
     assert "Copyright (c) 2019 OpenAI" in (vocab_file.parent / "LICENSE").read_text(encoding="utf-8")

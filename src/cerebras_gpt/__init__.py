@@ -14,12 +14,21 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PRESETS": "config", "RECIPES": "config", "GPTConfig": "config", "PaperRecipe": "config", "recipe_for": "config",
-    "SamplingParams": "generation", "generate": "generation", "generate_ids": "generation",
-    "stream_text": "generation", "stream_tokens": "generation",
-    "GPT": "model", "KVCache": "model",
+    "PRESETS": "config",
+    "RECIPES": "config",
+    "GPTConfig": "config",
+    "PaperRecipe": "config",
+    "recipe_for": "config",
+    "SamplingParams": "generation",
+    "generate": "generation",
+    "generate_ids": "generation",
+    "stream_text": "generation",
+    "stream_tokens": "generation",
+    "GPT": "model",
+    "KVCache": "model",
     "quantize": "quantization",
-    "Tokenizer": "tokenizer", "load_tokenizer": "tokenizer",
+    "Tokenizer": "tokenizer",
+    "load_tokenizer": "tokenizer",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
@@ -44,6 +53,20 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "GPT", "GPTConfig", "KVCache", "PRESETS", "RECIPES", "PaperRecipe", "SamplingParams", "Tokenizer",
-    "generate", "generate_ids", "load_tokenizer", "quantize", "recipe_for", "stream_text", "stream_tokens", "__version__",
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "PRESETS",
+    "RECIPES",
+    "PaperRecipe",
+    "SamplingParams",
+    "Tokenizer",
+    "generate",
+    "generate_ids",
+    "load_tokenizer",
+    "quantize",
+    "recipe_for",
+    "stream_text",
+    "stream_tokens",
+    "__version__",
 ]

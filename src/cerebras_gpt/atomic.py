@@ -29,16 +29,23 @@ TMP_SUFFIX = ".tmp-"
 
 def describe_os_error(error: OSError) -> str:
     """The condition in words ("no space left on device", "read-only file system", ...)."""
-    words = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
-             errno.EACCES: "permission denied (read-only?)", errno.EPERM: "permission denied (read-only?)",
-             errno.EDQUOT: "disk quota exceeded"}
+    words = {
+        errno.ENOSPC: "no space left on device",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied (read-only?)",
+        errno.EPERM: "permission denied (read-only?)",
+        errno.EDQUOT: "disk quota exceeded",
+    }
     return words.get(error.errno, error.strerror or str(error))
 
 
 def write_failed(error: OSError, target: str | Path, what: str) -> OSError:
     """A one-line `OSError` for a failed write of ``target``: the condition in words, the file and the fix."""
-    return OSError(error.errno, f"cannot write {what} {str(target)!r}: {describe_os_error(error)}; "
-                                "free space or choose a writable directory (nothing already there was changed)")
+    return OSError(
+        error.errno,
+        f"cannot write {what} {str(target)!r}: {describe_os_error(error)}; "
+        "free space or choose a writable directory (nothing already there was changed)",
+    )
 
 
 def _is_worded(error: OSError) -> bool:
@@ -167,6 +174,19 @@ def copy_dir(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
-__all__ = ["building_dir", "copy_dir", "describe_os_error", "fsync_dir", "fsync_tree", "recover_dir",
-           "replace_dir", "temp_dir_for", "write_bytes", "write_failed", "write_json", "write_text", "write_via_path",
-           "write_with"]
+__all__ = [
+    "building_dir",
+    "copy_dir",
+    "describe_os_error",
+    "fsync_dir",
+    "fsync_tree",
+    "recover_dir",
+    "replace_dir",
+    "temp_dir_for",
+    "write_bytes",
+    "write_failed",
+    "write_json",
+    "write_text",
+    "write_via_path",
+    "write_with",
+]

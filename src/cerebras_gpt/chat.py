@@ -19,8 +19,8 @@ exported model directories carry it as ``chat_template`` in tokenizer_config.jso
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Mapping, Sequence
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 STOP = ["\nUser:", "\nSystem:"]
@@ -55,8 +55,9 @@ def _compiled_template():
 def apply_template(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool) -> str:
     """`CHAT_TEMPLATE` rendered for ``messages`` (checked first)."""
     _check(messages)
-    return _compiled_template().render(messages=[dict(m) for m in messages],
-                                       add_generation_prompt=add_generation_prompt)
+    return _compiled_template().render(
+        messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt
+    )
 
 
 def _check(messages: Sequence[Mapping[str, str]]) -> None:

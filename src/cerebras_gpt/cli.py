@@ -29,9 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
-    return (f"usage: cerebras-gpt <command> [options]   (cerebras-gpt <command> --help for its options)\n\n"
-            f"commands:\n{rows}\n\n"
-            "Errors are one line (exit code 2); --debug or CEREBRAS_GPT_DEBUG=1 shows their traceback.\n")
+    return (
+        f"usage: cerebras-gpt <command> [options]   (cerebras-gpt <command> --help for its options)\n\n"
+        f"commands:\n{rows}\n\n"
+        "Errors are one line (exit code 2); --debug or CEREBRAS_GPT_DEBUG=1 shows their traceback.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 from cerebras_gpt import mup
 
-
 # A sane bound on model size, 100x the largest Cerebras-GPT (13B): absurd depths or widths from a
 # config.json are refused with their numbers instead of overflowing a tensor size or the machine.
 MAX_PARAMS = 100 * 13 * 10**9
@@ -89,9 +88,11 @@ class GPTConfig:
         if self.output_init_std is not None and not self.output_init_std > 0:
             problems.append(f"output_init_std={self.output_init_std!r} must be > 0 or None")
         if not problems and self.num_params() > MAX_PARAMS:
-            problems.append(f"{self.num_params():,} parameters (n_layer={self.n_layer}, n_embd={self.n_embd}, "
-                            f"vocab_size={self.vocab_size}, block_size={self.block_size}) is beyond any model this "
-                            f"code builds (at most {MAX_PARAMS:,}); check the sizes")
+            problems.append(
+                f"{self.num_params():,} parameters (n_layer={self.n_layer}, n_embd={self.n_embd}, "
+                f"vocab_size={self.vocab_size}, block_size={self.block_size}) is beyond any model this "
+                f"code builds (at most {MAX_PARAMS:,}); check the sizes"
+            )
         if problems:
             raise ValueError("invalid GPTConfig: " + "; ".join(problems))
 
@@ -159,7 +160,7 @@ class GPTConfig:
 
     # ----- construction ---------------------------------------------------------------
     @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "GPTConfig":
+    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
         """A preset by (case-insensitive) Hugging Face name, e.g. ``"cerebras-gpt-111m"``."""
         key = _lookup(name)
         return dataclasses.replace(PRESETS[key], **overrides)
@@ -168,7 +169,7 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GPTConfig":
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -209,8 +210,12 @@ _HUB = "cerebras/"
 
 def _sp(n_layer: int, n_embd: int, n_head: int, output_init_std: float, name: str) -> GPTConfig:
     return GPTConfig(
-        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_inner=4 * n_embd,
-        output_init_std=output_init_std, name=name,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_inner=4 * n_embd,
+        output_init_std=output_init_std,
+        name=name,
     )
 
 
@@ -232,9 +237,7 @@ _SP_SHAPES = {
     "Cerebras-GPT-13B": (40, 5120, 40, 0.0025),
 }
 
-PRESETS: dict[str, GPTConfig] = {
-    name: _sp(L, d, h, std, name) for name, (L, d, h, std) in _SP_SHAPES.items()
-}
+PRESETS: dict[str, GPTConfig] = {name: _sp(L, d, h, std, name) for name, (L, d, h, std) in _SP_SHAPES.items()}
 
 # μP variants: same shapes, μP init/LR/multipliers with the paper's tuned base values (σ_base 0.08, m_emb 10,
 # α 1, base 256). The μP checkpoints are published under https://huggingface.co/cerebras/Cerebras-GPT-Intermediate
@@ -249,15 +252,19 @@ for _size in ("111M", "256M", "590M", "1.3B", "2.7B"):
     )
 
 # Small presets for tests, demos and scaling ladders on a CPU. Same architecture, GPT-2 vocab.
-PRESETS.update({
-    "debug-tiny": GPTConfig(n_layer=2, n_embd=32, n_head=2, block_size=128, name="debug-tiny"),
-    "debug-small": GPTConfig(n_layer=4, n_embd=128, n_head=4, block_size=256, name="debug-small"),
-    "debug-medium": GPTConfig(n_layer=6, n_embd=256, n_head=4, block_size=512, name="debug-medium"),
-    "debug-tiny-muP": GPTConfig(n_layer=2, n_embd=32, n_head=2, block_size=128, use_mup=True,
-                                name="debug-tiny-muP"),
-    "debug-small-muP": GPTConfig(n_layer=4, n_embd=128, n_head=4, block_size=256, use_mup=True,
-                                 name="debug-small-muP"),
-})
+PRESETS.update(
+    {
+        "debug-tiny": GPTConfig(n_layer=2, n_embd=32, n_head=2, block_size=128, name="debug-tiny"),
+        "debug-small": GPTConfig(n_layer=4, n_embd=128, n_head=4, block_size=256, name="debug-small"),
+        "debug-medium": GPTConfig(n_layer=6, n_embd=256, n_head=4, block_size=512, name="debug-medium"),
+        "debug-tiny-muP": GPTConfig(
+            n_layer=2, n_embd=32, n_head=2, block_size=128, use_mup=True, name="debug-tiny-muP"
+        ),
+        "debug-small-muP": GPTConfig(
+            n_layer=4, n_embd=128, n_head=4, block_size=256, use_mup=True, name="debug-small-muP"
+        ),
+    }
+)
 
 # The μP proxy from the ModelZoo (configs/muP/params_gpt3_40M.yaml): width 256, 24 layers, 4 heads.
 PRESETS["Cerebras-GPT-40M-muP-proxy"] = GPTConfig(
@@ -266,8 +273,17 @@ PRESETS["Cerebras-GPT-40M-muP-proxy"] = GPTConfig(
 
 
 def _recipe(lr, bs, warmup, steps, tokens, decay, eps, loss, flops) -> PaperRecipe:
-    return PaperRecipe(peak_lr=lr, batch_size=bs, warmup_steps=warmup, total_steps=steps, tokens=tokens,
-                       decay=decay, adam_eps=eps, pile_test_loss=loss, training_flops=flops)
+    return PaperRecipe(
+        peak_lr=lr,
+        batch_size=bs,
+        warmup_steps=warmup,
+        total_steps=steps,
+        tokens=tokens,
+        decay=decay,
+        adam_eps=eps,
+        pile_test_loss=loss,
+        training_flops=flops,
+    )
 
 
 # Facts file §1-§2: peak LR, batch (seqs), warmup, steps, tokens, decay [CFG], eps, Pile test xent [MZR], FLOPs.
@@ -282,7 +298,8 @@ RECIPES: dict[str, PaperRecipe] = {
     # 116223 resumed at step 38,000 = 57,000 x 720/1080) [CFG][MZR]: 135,223 optimizer steps in all.
     "Cerebras-GPT-13B": dataclasses.replace(
         _recipe(1.2e-4, 720, 254, 57000 + 78223, 2.57e11, "cosine", 1e-9, 1.572, 2.3e22),
-        batch_schedule="720,1080@57000"),
+        batch_schedule="720,1080@57000",
+    ),
 }
 # μP runs: peak 6e-3 (η_base, scaled per group by mup.py) decaying to 6e-4; same batches, steps, warmups.
 # The 1.3B/2.7B μP configs use cosine; [P2] lists all μP runs as linear: we follow the configs.
@@ -313,9 +330,7 @@ def _lookup(name: str) -> str:
         return _CANONICAL[key]
     close = difflib.get_close_matches(key, list(_CANONICAL), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(_CANONICAL[c] for c in close)}?" if close else ""
-    raise ValueError(
-        f"unknown preset {name!r}{hint} (run `cerebras-gpt info` to list all {len(PRESETS)} presets)"
-    )
+    raise ValueError(f"unknown preset {name!r}{hint} (run `cerebras-gpt info` to list all {len(PRESETS)} presets)")
 
 
 def preset_names() -> list[str]:

@@ -88,11 +88,14 @@ def _nest_flat_keys(data: dict[str, Any], fields: dict[str, Any], hints: dict[st
 
 def _flat_sections(fields: dict[str, Any], hints: dict[str, Any]) -> dict[str, set[str]]:
     """The nested sections whose flags carry no prefix, with their members' names."""
-    return {name: {f.name for f in dataclasses.fields(_strip_annotated(hint))}
-            for name, hint in hints.items()
-            if name in fields and typing.get_origin(hint) is typing.Annotated
-            and any("OmitArgPrefixes" in repr(meta) for meta in typing.get_args(hint)[1:])
-            and dataclasses.is_dataclass(_strip_annotated(hint))}
+    return {
+        name: {f.name for f in dataclasses.fields(_strip_annotated(hint))}
+        for name, hint in hints.items()
+        if name in fields
+        and typing.get_origin(hint) is typing.Annotated
+        and any("OmitArgPrefixes" in repr(meta) for meta in typing.get_args(hint)[1:])
+        and dataclasses.is_dataclass(_strip_annotated(hint))
+    }
 
 
 def _has_flag(cls: type, name: str) -> bool:
@@ -150,8 +153,12 @@ _log = logging.getLogger("cerebras_gpt")
 
 
 def _deprecated(old: str, new: str) -> None:
-    _log.warning("note: %s is the old spelling of %s; it still works but will be removed in cerebras-gpt %s",
-                 old, new, REMOVED_IN)
+    _log.warning(
+        "note: %s is the old spelling of %s; it still works but will be removed in cerebras-gpt %s",
+        old,
+        new,
+        REMOVED_IN,
+    )
 
 
 def _output_flag(cls: type) -> str | None:
@@ -161,8 +168,11 @@ def _output_flag(cls: type) -> str | None:
     if spelling is None:
         return None
     hint = typing.get_type_hints(cls, include_extras=True)[spelling[0]]
-    renamed = [m.name for m in typing.get_args(hint)[1:] if getattr(m, "name", None)] \
-        if typing.get_origin(hint) is typing.Annotated else []
+    renamed = (
+        [m.name for m in typing.get_args(hint)[1:] if getattr(m, "name", None)]
+        if typing.get_origin(hint) is typing.Annotated
+        else []
+    )
     return "--" + (renamed[0] if renamed else spelling[0]).replace("_", "-")
 
 
@@ -172,8 +182,7 @@ def _accept_either_output_flag(cls: type, argv: list[str]) -> list[str]:
     if ours is None:
         return argv
     other = "--out-dir" if ours == "--out" else "--out"
-    fixed = [ours if arg == other else ours + arg[len(other):] if arg.startswith(other + "=") else arg
-             for arg in argv]
+    fixed = [ours if arg == other else ours + arg[len(other) :] if arg.startswith(other + "=") else arg for arg in argv]
     if fixed != argv and other == "--out-dir":
         _deprecated("--out-dir", "--out")
     return fixed
@@ -272,9 +281,14 @@ def parse_args(cls: type[T], argv: list[str], prog: str) -> T:
     if where is not None or settings:
         label = " + ".join(filter(None, [where, "--set" if settings else None]))
         default = from_mapping(cls, _merge(data, settings), label, partial=True)
-    return tyro.cli(cls, args=argv, prog=prog, default=default,
-                    description=(cls.__doc__ or "") + "\n\nAll options can also come from --config FILE.yaml "
-                    "and --set KEY=VALUE (dotted for sections: --set model_overrides.n_embd=64).")
+    return tyro.cli(
+        cls,
+        args=argv,
+        prog=prog,
+        default=default,
+        description=(cls.__doc__ or "") + "\n\nAll options can also come from --config FILE.yaml "
+        "and --set KEY=VALUE (dotted for sections: --set model_overrides.n_embd=64).",
+    )
 
 
 __all__ = ["from_mapping", "load_yaml", "parse_args"]

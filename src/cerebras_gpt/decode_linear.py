@@ -30,7 +30,7 @@ import contextlib
 import logging
 import os
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -119,8 +119,9 @@ class DecodeLinear(nn.Module):
         if rows == 1 and self.splittable and (threads := torch.get_num_threads()) > 1:
             y = split_row_linear(x.reshape(self.in_features), self.weight, self.bias, threads)
         elif self.packed is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, self.in_features), self.packed, self.bias,
-                                                   "none", [], "")
+            y = torch.ops.mkldnn._linear_pointwise(
+                x.reshape(rows, self.in_features), self.packed, self.bias, "none", [], ""
+            )
         else:
             return F.linear(x, self.weight, self.bias)
         return y.view(*x.shape[:-1], self.out_features)
@@ -138,8 +139,7 @@ def _available_memory_bytes() -> int | None:
 
 def _swappable(module: nn.Module) -> bool:
     # Exactly nn.Linear: LoRA wrappers, sparse-kernel modules and the like keep their own forward.
-    return (type(module) is nn.Linear and module.weight.device.type == "cpu"
-            and module.weight.dtype == torch.float32)
+    return type(module) is nn.Linear and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32
 
 
 @contextlib.contextmanager
@@ -156,8 +156,11 @@ def decode_linears(model: nn.Module, max_rows: int | None = None) -> Iterator[in
     targets = {name: mod for name, mod in model.named_modules() if _swappable(mod)}
     pack = (max_rows is None or 1 < max_rows <= PACKED_MAX_ROWS) and packing_available()
     if pack:
-        new = {id(mod.weight): mod.weight for mod in targets.values()
-               if _cached_packing(mod, _weight_key(mod.weight)) is None}
+        new = {
+            id(mod.weight): mod.weight
+            for mod in targets.values()
+            if _cached_packing(mod, _weight_key(mod.weight)) is None
+        }
         need = sum(w.numel() * w.element_size() for w in new.values())
         available = _available_memory_bytes()
         if available is not None and need > available // 4:
@@ -183,5 +186,11 @@ def _restore(model: nn.Module, swapped: dict[str, nn.Module]) -> None:
     swapped.clear()
 
 
-__all__ = ["PACKED_MAX_ROWS", "DecodeLinear", "decode_linears", "packing_available", "release_packed_weights",
-           "split_row_linear"]
+__all__ = [
+    "PACKED_MAX_ROWS",
+    "DecodeLinear",
+    "decode_linears",
+    "packing_available",
+    "release_packed_weights",
+    "split_row_linear",
+]

@@ -43,10 +43,14 @@ def is_network_error(exc: BaseException) -> bool:
         seen.add(id(exc))
         name = type(exc).__name__
         module = type(exc).__module__ or ""
-        if isinstance(exc, (ConnectionError, TimeoutError)) or name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError"):
+        if isinstance(exc, (ConnectionError, TimeoutError)) or name in (
+            "OfflineModeIsEnabled",
+            "LocalEntryNotFoundError",
+        ):
             return True
-        if module.startswith(("httpx", "requests", "urllib3", "socket")) and ("Connect" in name or "Timeout" in name
-                                                                                  or "Resolution" in name):
+        if module.startswith(("httpx", "requests", "urllib3", "socket")) and (
+            "Connect" in name or "Timeout" in name or "Resolution" in name
+        ):
             return True
         if "offline" in str(exc).lower() and ("HF_" in str(exc) or "hub" in str(exc).lower()):
             return True
@@ -56,9 +60,11 @@ def is_network_error(exc: BaseException) -> bool:
 
 def network_message(what: str, exc: BaseException) -> str:
     """One line for a download that failed for want of a network: what needed it, why, and the fix."""
-    return (f"{what} needs a download, and the network cannot be reached ({type(exc).__name__}: "
-            f"{one_line(exc)}). With no network, download it on a connected machine into the Hugging Face "
-            "cache (or pass a local copy); HF_HUB_OFFLINE=1 makes such downloads fail at once")
+    return (
+        f"{what} needs a download, and the network cannot be reached ({type(exc).__name__}: "
+        f"{one_line(exc)}). With no network, download it on a connected machine into the Hugging Face "
+        "cache (or pass a local copy); HF_HUB_OFFLINE=1 makes such downloads fail at once"
+    )
 
 
 def describe(exc: BaseException) -> str | None:
@@ -80,10 +86,14 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, RuntimeError):
         text = str(exc)
         # torch.save's C++ writer loses errno: a full disk reads "basic_ios::clear" or "unexpected pos".
-        if any(sign in text for sign in ("basic_ios::clear", "PytorchStreamWriter failed", "file write failed",
-                                         "unexpected pos")):
-            return (f"writing a file failed ({one_line(exc)}): the disk is probably full or read-only; "
-                    "free some space or write elsewhere")
+        if any(
+            sign in text
+            for sign in ("basic_ios::clear", "PytorchStreamWriter failed", "file write failed", "unexpected pos")
+        ):
+            return (
+                f"writing a file failed ({one_line(exc)}): the disk is probably full or read-only; "
+                "free some space or write elsewhere"
+            )
         if "CUDA" in text and ("not compiled" in text or "no CUDA GPUs" in text or "driver" in text.lower()):
             return f"no usable CUDA GPU here ({one_line(exc)}): use --device cpu (or auto)"
     return None
@@ -110,11 +120,15 @@ def require_device(device) -> None:
 
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: this machine has no usable CUDA GPU (torch {torch.__version__}, "
-                             "torch.cuda.is_available() is False); use --device cpu or auto")
+            raise ValueError(
+                f"--device {device}: this machine has no usable CUDA GPU (torch {torch.__version__}, "
+                "torch.cuda.is_available() is False); use --device cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
-                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); choose one of them")
+            raise ValueError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); choose one of them"
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu or auto")
 

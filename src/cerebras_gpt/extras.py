@@ -45,20 +45,22 @@ def require_extra(extra: str, *modules: str, feature: str | None = None) -> None
     missing = _missing(modules)
     if missing:
         verb = "is" if len(missing) == 1 else "are"
-        raise MissingExtraError(f"{feature or extra}: {', '.join(missing)} {verb} not installed; "
-                                f"{install_hint(extra)}", name=missing[0])
+        raise MissingExtraError(
+            f"{feature or extra}: {', '.join(missing)} {verb} not installed; {install_hint(extra)}", name=missing[0]
+        )
 
 
 def missing_extra(extra: str, error: ModuleNotFoundError, feature: str | None = None) -> MissingExtraError:
     """The one-line error for a failed top-of-module import of an optional package::
 
-        try:
-            from fastapi import FastAPI
-        except ModuleNotFoundError as e:
-            raise missing_extra("serve", e) from None
+    try:
+        from fastapi import FastAPI
+    except ModuleNotFoundError as e:
+        raise missing_extra("serve", e) from None
     """
-    return MissingExtraError(f"{feature or extra}: {error.name} is not installed; {install_hint(extra)}",
-                             name=error.name)
+    return MissingExtraError(
+        f"{feature or extra}: {error.name} is not installed; {install_hint(extra)}", name=error.name
+    )
 
 
 def have_extra(extra: str, *modules: str, skipped: str) -> bool:
@@ -66,6 +68,7 @@ def have_extra(extra: str, *modules: str, skipped: str) -> bool:
     missing = _missing(modules)
     if missing:
         verb = "is" if len(missing) == 1 else "are"
-        log.warning("warning: %s skipped: %s %s not installed; %s", skipped, ", ".join(missing), verb,
-                    install_hint(extra))
+        log.warning(
+            "warning: %s skipped: %s %s not installed; %s", skipped, ", ".join(missing), verb, install_hint(extra)
+        )
     return not missing

@@ -32,8 +32,10 @@ def paper_flops_per_token(config: GPTConfig, seq_len: int | None = None) -> floa
     T = seq_len or config.block_size
     d, L = config.n_embd, config.n_layer
     block_matrices = L * (3 * d * d + d * d + 2 * d * config.ffn_dim)
-    return float(MATRIX_FLOPS_PER_PARAM * (block_matrices + config.vocab_size * d)
-                 + ATTENTION_FLOPS_PER_LAYER_TOKEN_WIDTH * L * T * d)
+    return float(
+        MATRIX_FLOPS_PER_PARAM * (block_matrices + config.vocab_size * d)
+        + ATTENTION_FLOPS_PER_LAYER_TOKEN_WIDTH * L * T * d
+    )
 
 
 def paper_training_flops(config: GPTConfig, tokens: float, seq_len: int | None = None) -> float:
@@ -43,8 +45,12 @@ def paper_training_flops(config: GPTConfig, tokens: float, seq_len: int | None =
     covers the rounding of the published token counts); otherwise `paper_flops_per_token` x ``tokens``.
     """
     recipe = recipe_for(config)
-    if (recipe is not None and recipe.training_flops is not None and (seq_len or 2048) == recipe.seq_len
-            and abs(tokens / recipe.tokens - 1) < 0.01):
+    if (
+        recipe is not None
+        and recipe.training_flops is not None
+        and (seq_len or 2048) == recipe.seq_len
+        and abs(tokens / recipe.tokens - 1) < 0.01
+    ):
         return float(recipe.training_flops)
     return paper_flops_per_token(config, seq_len) * float(tokens)
 

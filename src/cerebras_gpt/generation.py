@@ -16,13 +16,13 @@ Layers, after litgpt's `generate/base.py`:
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 
-from cerebras_gpt.model import GPT
 from cerebras_gpt.decode_linear import decode_linears
+from cerebras_gpt.model import GPT
 from cerebras_gpt.validation import finite_range_problem
 
 # Below this temperature sampling is greedy (vLLM's _SAMPLING_EPS): with logits a few units apart,
@@ -83,8 +83,12 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return torch.where(seen, penalized, logits)
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None,
-                seen: torch.Tensor | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | None = None,
+    seen: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Next token ids (B,) from logits (B, V), for every value `SamplingParams` accepts.
 
     The normalisation runs in float64 log space, so a tiny temperature or top_p cannot underflow the
@@ -92,8 +96,10 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     +inf samples among its +inf tokens. NaN logits (a broken model) raise `ValueError`.
     """
     if torch.isnan(logits).any():
-        raise ValueError("the model produced NaN logits; its weights are probably corrupt (check the model "
-                         "files, or load in float32)")
+        raise ValueError(
+            "the model produced NaN logits; its weights are probably corrupt (check the model "
+            "files, or load in float32)"
+        )
     logits = logits.double()
     if params.repetition_penalty != 1.0 and seen is not None:
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
@@ -153,8 +159,9 @@ class DecodeState:
     def prefill_all(self, prompt: Sequence[int], row: int) -> torch.Tensor:
         """Write one prompt into cache row ``row``; logits at every prompt position (T, V)."""
         ids = torch.tensor([list(prompt)], device=self.device)
-        return self.model(ids, torch.arange(ids.shape[1], device=self.device),
-                          cache_rows=torch.tensor([row], device=self.device))[0]
+        return self.model(
+            ids, torch.arange(ids.shape[1], device=self.device), cache_rows=torch.tensor([row], device=self.device)
+        )[0]
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Decode ``tokens`` (n,) into cache rows 0..n-1 at ``positions``; logits (n, V).
@@ -192,9 +199,17 @@ class RowSampler:
         logprobs: report this many top alternatives with each token (None: no log probabilities).
     """
 
-    def __init__(self, params: SamplingParams, prompt: Sequence[int], vocab: int, device: torch.device | str,
-                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 logit_bias: dict[int, float] | None = None, logprobs: int | None = None) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        prompt: Sequence[int],
+        vocab: int,
+        device: torch.device | str,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
+        logprobs: int | None = None,
+    ) -> None:
         self.params, self.logprobs = params, logprobs
         self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
         seed = params.seed if params.seed is not None else secrets.randbits(63)
@@ -241,8 +256,10 @@ def check_prompt_lengths(prompts: list[list[int]], params: SamplingParams, block
     """Validate (or, with ``truncate_prompt``, left-truncate) prompts to fit the context."""
     room = block_size - params.max_new_tokens
     if room < 1:
-        raise ValueError(f"max_new_tokens={params.max_new_tokens} leaves no room for a prompt in the "
-                         f"{block_size}-token context; lower max_new_tokens")
+        raise ValueError(
+            f"max_new_tokens={params.max_new_tokens} leaves no room for a prompt in the "
+            f"{block_size}-token context; lower max_new_tokens"
+        )
     out = []
     for i, ids in enumerate(prompts):
         if not ids:
@@ -260,8 +277,9 @@ def check_prompt_lengths(prompts: list[list[int]], params: SamplingParams, block
 
 
 @torch.inference_mode()
-def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                  eos_id: int | None = 50256) -> Iterator[list[int | None]]:
+def stream_tokens(
+    model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams, eos_id: int | None = 50256
+) -> Iterator[list[int | None]]:
     """Yield, per decoding step, one new token id per prompt (None once that row has finished).
 
     Prompts may differ in length: each row is written to the KV cache at its own positions, so no
@@ -310,8 +328,13 @@ def stream_tokens(model: GPT, prompts: Sequence[Sequence[int]], params: Sampling
             state.close()
 
 
-def generate_ids(model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
-                 eos_id: int | None = 50256, **sampling) -> list[list[int]]:
+def generate_ids(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams | None = None,
+    eos_id: int | None = 50256,
+    **sampling,
+) -> list[list[int]]:
     """New token ids for each prompt (EOS not included)."""
     params = params or SamplingParams(**sampling)
     outputs: list[list[int]] = [[] for _ in prompts]
@@ -342,12 +365,12 @@ class TextStreamer:
             cut = text.find(s, max(0, self.emitted - len(s)))
             if cut != -1:
                 self.stopped = True
-                chunk, self.emitted = text[self.emitted:cut], cut
+                chunk, self.emitted = text[self.emitted : cut], cut
                 return chunk
         # Hold back a tail that could still grow into a stop string.
         hold = max((_overlap(text, s) for s in self.stop), default=0)
         safe = len(text) - hold
-        chunk = text[self.emitted:safe] if safe > self.emitted else ""
+        chunk = text[self.emitted : safe] if safe > self.emitted else ""
         self.emitted = max(self.emitted, safe)
         return chunk
 
@@ -356,7 +379,7 @@ class TextStreamer:
         if self.stopped:
             return ""
         text = self.tokenizer.decode(self.ids)
-        chunk, self.emitted = text[self.emitted:], len(text)
+        chunk, self.emitted = text[self.emitted :], len(text)
         return chunk
 
 
@@ -365,7 +388,17 @@ def _incomplete_utf8(raw: bytes) -> bool:
     for back in range(1, min(4, len(raw)) + 1):
         byte = raw[-back]
         if byte & 0xC0 != 0x80:  # a lead byte (or ASCII): does the character need more bytes?
-            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            need = (
+                1
+                if byte < 0x80
+                else 2
+                if byte >> 5 == 0b110
+                else 3
+                if byte >> 4 == 0b1110
+                else 4
+                if byte >> 3 == 0b11110
+                else 1
+            )
             return need > back
     return False
 
@@ -395,8 +428,9 @@ def stream_text(model: GPT, tokenizer, prompt: str, params: SamplingParams | Non
         yield tail
 
 
-def generate(model: GPT, tokenizer, prompt: str | Sequence[str], params: SamplingParams | None = None,
-             **sampling) -> str | list[str]:
+def generate(
+    model: GPT, tokenizer, prompt: str | Sequence[str], params: SamplingParams | None = None, **sampling
+) -> str | list[str]:
     """Generated text (without the prompt) for one prompt or a batch of prompts."""
     params = params or SamplingParams(**sampling)
     single = isinstance(prompt, str)

@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Non-parameter buffers old GPT-2 checkpoints carry.
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 # ----------------------------------------------------------------------------- locate files
@@ -46,32 +51,38 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike, revision: str | None = 
     if path.is_dir():
         return path
     if path.is_file():
-        raise ValueError(f"model {str(path)!r} is a file; pass the model directory that holds it "
-                         f"({str(path.parent)!r}) instead")
+        raise ValueError(
+            f"model {str(path)!r} is a file; pass the model directory that holds it ({str(path.parent)!r}) instead"
+        )
     repo_id = str(path_or_hub_id)
     if repo_id.lower() in {p.lower() for p in PRESETS} and "/" not in repo_id:
         repo_id = "cerebras/" + next(p for p in PRESETS if p.lower() == repo_id.lower())
     if not _HUB_ID.fullmatch(repo_id) or path.parent.is_dir() and str(path.parent) not in ("", "."):
         # A mistyped path (not owner/name, or owner/name whose "owner" is a local directory): say so
         # rather than asking the hub for it.
-        raise ValueError(f"model {str(path_or_hub_id)!r}: no such local directory{_near_paths(path)}, and not a "
-                         "hub id like 'cerebras/Cerebras-GPT-111M'; check the path")
+        raise ValueError(
+            f"model {str(path_or_hub_id)!r}: no such local directory{_near_paths(path)}, and not a "
+            "hub id like 'cerebras/Cerebras-GPT-111M'; check the path"
+        )
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:
         raise RuntimeError("downloading from the hub needs huggingface_hub: pip install 'cerebras-gpt[hf]'") from e
     try:
         local = snapshot_download(
-            repo_id, revision=revision,
+            repo_id,
+            revision=revision,
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.bin"],
         )
     except Exception as e:  # network errors come in many types (OSError, requests, httpx, hub errors)
         from cerebras_gpt.errors import is_network_error, one_line
 
         if type(e).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
-            raise ValueError(f"model {repo_id!r}: no such local directory, and the Hugging Face hub has no "
-                             f"repository (or revision) by that name you can read; check the path or the "
-                             f"name") from e
+            raise ValueError(
+                f"model {repo_id!r}: no such local directory, and the Hugging Face hub has no "
+                f"repository (or revision) by that name you can read; check the path or the "
+                f"name"
+            ) from e
         why = "no network or offline mode" if is_network_error(e) else f"{type(e).__name__}: {one_line(e)}"
         raise ValueError(
             f"model {repo_id!r}: no such local directory, and it could not be downloaded from the Hugging "
@@ -86,7 +97,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 
 
 def _near_paths(path: Path) -> str:
-    """" (did you mean ...?)" naming siblings of ``path`` with similar names, or ""."""
+    """ " (did you mean ...?)" naming siblings of ``path`` with similar names, or ""."""
     import difflib
 
     parent = path.parent if str(path.parent) else Path(".")
@@ -105,8 +116,10 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
         raise ValueError(f"config.json must hold a JSON object, not {type(hf).__name__}")
     missing = [key for key in ("n_layer", "n_embd", "n_head") if key not in hf]
     if missing:
-        raise ValueError(f"config.json lacks {', '.join(missing)}: it is not a complete GPT-2 config; "
-                         "re-save the model (save_pretrained) or add the missing fields")
+        raise ValueError(
+            f"config.json lacks {', '.join(missing)}: it is not a complete GPT-2 config; "
+            "re-save the model (save_pretrained) or add the missing fields"
+        )
     model_type = hf.get("model_type", "gpt2")
     if model_type not in ("gpt2", "btlm"):
         raise ValueError(f"config.json has model_type={model_type!r}; only GPT-2 (and Cerebras' BTLM μP) models load")
@@ -124,8 +137,12 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
         raise ValueError("unsupported config.json: " + "; ".join(problems))
     n_embd = hf["n_embd"]
     fields: dict[str, Any] = dict(
-        n_layer=hf["n_layer"], n_embd=n_embd, n_head=hf["n_head"], n_inner=hf.get("n_inner") or 4 * n_embd,
-        block_size=hf.get("n_positions", 1024), vocab_size=hf.get("vocab_size", 50257),
+        n_layer=hf["n_layer"],
+        n_embd=n_embd,
+        n_head=hf["n_head"],
+        n_inner=hf.get("n_inner") or 4 * n_embd,
+        block_size=hf.get("n_positions", 1024),
+        vocab_size=hf.get("vocab_size", 50257),
         layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
         tie_word_embeddings=hf.get("tie_word_embeddings", True),
         init_std=hf.get("initializer_range", 0.02),
@@ -137,9 +154,12 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
         width_scale = hf.get("mup_width_scale") or 256 / n_embd  # the first 111M-μP config lacks it
         if hf.get("mup_scale_qk_dot_by_d") is False:
             raise ValueError("BTLM config with mup_scale_qk_dot_by_d=false is not supported")
-        fields.update(use_mup=True, mup_embeddings_scale=float(hf.get("mup_embeddings_scale", 10.0)),
-                      mup_output_alpha=float(hf.get("mup_output_alpha", 1.0)),
-                      mup_base_width=int(round(n_embd * width_scale)))
+        fields.update(
+            use_mup=True,
+            mup_embeddings_scale=float(hf.get("mup_embeddings_scale", 10.0)),
+            mup_output_alpha=float(hf.get("mup_output_alpha", 1.0)),
+            mup_base_width=int(round(n_embd * width_scale)),
+        )
     return GPTConfig(**fields)
 
 
@@ -148,8 +168,10 @@ def read_config(config_path: Path) -> GPTConfig:
     try:
         hf = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(config_path)!r} is not valid JSON ({e}); the file is corrupt or truncated: "
-                         "re-save or re-download the model") from e
+        raise ValueError(
+            f"{str(config_path)!r} is not valid JSON ({e}); the file is corrupt or truncated: "
+            "re-save or re-download the model"
+        ) from e
     try:
         return config_from_hf(hf)
     except (ValueError, TypeError) as e:
@@ -159,15 +181,30 @@ def read_config(config_path: Path) -> GPTConfig:
 def config_to_hf(config: GPTConfig, tie_word_embeddings: bool, dtype: torch.dtype) -> dict[str, Any]:
     """A plain GPT-2 config.json (after the μP fold the model is plain GPT-2)."""
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": config.ffn_dim,
-        "n_positions": config.block_size, "n_ctx": config.block_size, "vocab_size": config.vocab_size,
-        "activation_function": "gelu", "layer_norm_epsilon": config.layer_norm_epsilon,
-        "attn_pdrop": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0,
-        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-        "tie_word_embeddings": tie_word_embeddings, "initializer_range": config.init_std,
-        "bos_token_id": 50256, "eos_token_id": 50256, "use_cache": True,
-        "torch_dtype": str(dtype).removeprefix("torch."), "dtype": str(dtype).removeprefix("torch."),
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": config.ffn_dim,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "vocab_size": config.vocab_size,
+        "activation_function": "gelu",
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "attn_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "resid_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": tie_word_embeddings,
+        "initializer_range": config.init_std,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "use_cache": True,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "dtype": str(dtype).removeprefix("torch."),
         # Our own record: the preset and whether μP multipliers were folded into these weights.
         "cerebras_gpt": {"name": config.name, "mup_folded": config.use_mup, "architecture": config.to_dict()},
     }
@@ -183,8 +220,10 @@ def _read_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
             try:
                 shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{str(path)!r} is not a valid weight index (needs a \"weight_map\" object); "
-                                 "re-save or re-download the model") from e
+                raise ValueError(
+                    f'{str(path)!r} is not a valid weight index (needs a "weight_map" object); '
+                    "re-save or re-download the model"
+                ) from e
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
                 state.update(_read_weight_file(model_dir / shard))
@@ -207,14 +246,19 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         raise
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):  # bad bytes, not a refusal
-            raise ValueError(f"{str(path)!r} is corrupt or truncated ({_short(e)}); download or export the "
-                             "model again") from e
+            raise ValueError(
+                f"{str(path)!r} is corrupt or truncated ({_short(e)}); download or export the model again"
+            ) from e
         # weights_only refused something other than tensors
-        raise ValueError(f"{str(path)!r} holds more than tensors ({_short(e)}); it is not loaded, as that could "
-                         "run code. Convert it to safetensors where it came from, or use another copy") from e
+        raise ValueError(
+            f"{str(path)!r} holds more than tensors ({_short(e)}); it is not loaded, as that could "
+            "run code. Convert it to safetensors where it came from, or use another copy"
+        ) from e
     except Exception as e:  # safetensors' SafetensorError, torch's RuntimeError/EOFError on bad bytes
-        raise ValueError(f"{str(path)!r} is corrupt or truncated ({type(e).__name__}: {_short(e)}); "
-                         "download or export the model again") from e
+        raise ValueError(
+            f"{str(path)!r} is corrupt or truncated ({type(e).__name__}: {_short(e)}); "
+            "download or export the model again"
+        ) from e
 
 
 def _short(e: BaseException, limit: int = 200) -> str:
@@ -245,8 +289,12 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> 
     return out
 
 
-def load_pretrained(path_or_hub_id: str | os.PathLike, device: torch.device | str = "cpu",
-                    dtype: torch.dtype | None = torch.float32, revision: str | None = None) -> GPT:
+def load_pretrained(
+    path_or_hub_id: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = torch.float32,
+    revision: str | None = None,
+) -> GPT:
     """A GPT from a model directory or hub id; strict: missing/unexpected tensors are listed."""
     model_dir = resolve_model_dir(path_or_hub_id, revision)
     config_path = model_dir / "config.json"
@@ -262,8 +310,13 @@ def load_pretrained(path_or_hub_id: str | os.PathLike, device: torch.device | st
     return model_from_state_dict(config, state, f"weights in {str(model_dir)!r}", device=device, dtype=dtype)
 
 
-def model_from_state_dict(config: GPTConfig, state: dict[str, torch.Tensor], what: str,
-                          device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> GPT:
+def model_from_state_dict(
+    config: GPTConfig,
+    state: dict[str, torch.Tensor],
+    what: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> GPT:
     """A GPT (eval mode) holding ``state``'s tensors themselves: no random init, no second copy.
 
     The one build-and-check behind every loader (HF directories here, sparse directories in
@@ -286,8 +339,9 @@ def model_from_state_dict(config: GPTConfig, state: dict[str, torch.Tensor], wha
         expected.discard("lm_head.weight")
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"{what} do not match the config: missing {missing or 'none'}; "
-                         f"unexpected {unexpected or 'none'}")
+        raise ValueError(
+            f"{what} do not match the config: missing {missing or 'none'}; unexpected {unexpected or 'none'}"
+        )
     for key, tensor in state.items():
         if tensor.shape != shapes[key]:
             raise ValueError(f"tensor {key!r} has shape {tuple(tensor.shape)}, config says {tuple(shapes[key])}")
@@ -337,11 +391,14 @@ def save_pretrained(model: GPT, directory: str | Path, tokenizer=None, safe_seri
     if safe_serialization:
         from safetensors.torch import save_file
 
-        atomic.write_via_path(directory / "model.safetensors", lambda tmp: save_file(
-            {k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"}))
+        atomic.write_via_path(
+            directory / "model.safetensors",
+            lambda tmp: save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"}),
+        )
     else:
-        atomic.write_with(directory / "pytorch_model.bin",
-                          lambda f: torch.save({k: v.cpu() for k, v in state.items()}, f))
+        atomic.write_with(
+            directory / "pytorch_model.bin", lambda f: torch.save({k: v.cpu() for k, v in state.items()}, f)
+        )
     hf_config = config_to_hf(model.config, tie_word_embeddings=tied, dtype=dtype)
     atomic.write_json(directory / "config.json", hf_config)  # each file replaced whole (cerebras_gpt.atomic)
     generation = {"bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256}
@@ -362,8 +419,9 @@ def _tokenizer_config_for_model(directory: Path, config: GPTConfig) -> None:
     path.write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
 
-def load_model_and_tokenizer(path_or_hub_id: str | os.PathLike, device: torch.device | str = "cpu",
-                             dtype: torch.dtype | None = torch.float32):
+def load_model_and_tokenizer(
+    path_or_hub_id: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float32
+):
     """(model, tokenizer) from a model directory, a training checkpoint's model directory, or a hub id.
 
     A training checkpoint (see train/checkpoint.py) keeps its model directory in ``model/``.

@@ -13,6 +13,7 @@ import os
 
 import torch
 
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes that can still be allocated on ``device`` (None where it cannot be told)."""
     if device.type == "cuda":

@@ -32,15 +32,23 @@ class KVCache(nn.Module):
     position ``p`` attends to slots ``0..p`` of its own row and never sees stale slots beyond.
     """
 
-    def __init__(self, batch_size: int, max_seq_len: int, n_head: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        max_seq_len: int,
+        n_head: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         shape = (batch_size, n_head, max_seq_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int,
-               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, nh, T, hd) at positions (T,) or (B, T); return keys/values to attend to.
 
         Returns slots ``0..span-1`` of the batch's rows. ``rows`` (B,) selects which cache rows the
@@ -80,9 +88,15 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                mask: torch.Tensor | None = None, cache_rows: torch.Tensor | None = None,
-                span: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+        cache_rows: torch.Tensor | None = None,
+        span: int | None = None,
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
@@ -91,8 +105,13 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is None:
             # mask: None (plain causal) or the block-diagonal causal mask of packed segments (B, 1, T, T).
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
-                dropout_p=self.dropout if self.training else 0.0
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                is_causal=mask is None,
+                scale=self.scale,
+                dropout_p=self.dropout if self.training else 0.0,
             )
         else:
             # Only the slots some query can see: 0..max position (span).
@@ -123,8 +142,14 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, input_pos: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                cache_rows: torch.Tensor | None = None, span: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache_rows: torch.Tensor | None = None,
+        span: int | None = None,
+    ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), input_pos, self.kv_cache, mask, cache_rows, span)
         return x + self.mlp(self.ln_2(x))
 
@@ -149,13 +174,15 @@ class GPT(nn.Module):
         # Refuse a config too big for this machine before the first layer is allocated.
         check_model_fits(config, torch.get_default_dtype(), torch.get_default_device())
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+            )
+        )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
@@ -188,9 +215,14 @@ class GPT(nn.Module):
                 nn.init.zeros_(p)
 
     # ----- forward ----------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, input_pos: torch.Tensor | None = None,
-                logits_index: int | torch.Tensor | None = None,
-                cache_rows: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        logits_index: int | torch.Tensor | None = None,
+        cache_rows: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits for ``input_ids`` (B, T).
 
         Args:
@@ -209,8 +241,10 @@ class GPT(nn.Module):
         B, T = input_ids.shape
         caching = self.transformer.h[0].kv_cache is not None
         if segment_ids is not None and (caching or input_pos is not None):
-            raise ValueError("segment_ids sets the positions itself and needs no KV cache: "
-                             "pass neither input_pos nor a set-up KV cache with it")
+            raise ValueError(
+                "segment_ids sets the positions itself and needs no KV cache: "
+                "pass neither input_pos nor a set-up KV cache with it"
+            )
         if segment_ids is not None and segment_ids.shape != input_ids.shape:
             raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)}; it needs input_ids' {(B, T)}")
         if input_pos is None:
@@ -252,16 +286,27 @@ class GPT(nn.Module):
         return logits
 
     # ----- KV cache ---------------------------------------------------------------------
-    def setup_kv_cache(self, batch_size: int, max_seq_len: int | None = None,
-                       device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def setup_kv_cache(
+        self,
+        batch_size: int,
+        max_seq_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         """Allocate a cache of ``batch_size`` rows x ``max_seq_len`` positions in every block."""
         max_seq_len = max_seq_len or self.config.block_size
         if max_seq_len > self.config.block_size:
             raise ValueError(f"max_seq_len={max_seq_len} exceeds the context ({self.config.block_size})")
         param = self.transformer.wte.weight
         for block in self.transformer.h:
-            block.kv_cache = KVCache(batch_size, max_seq_len, self.config.n_head, self.config.head_dim,
-                                     device=device or param.device, dtype=dtype or param.dtype)
+            block.kv_cache = KVCache(
+                batch_size,
+                max_seq_len,
+                self.config.n_head,
+                self.config.head_dim,
+                device=device or param.device,
+                dtype=dtype or param.dtype,
+            )
 
     def clear_kv_cache(self) -> None:
         for block in self.transformer.h:
@@ -282,8 +327,9 @@ class GPT(nn.Module):
         k = self._caches()[0].k
         return k.shape[0], k.shape[2]
 
-    def copy_cache_rows(self, dst: torch.Tensor | list[int], src: torch.Tensor | list[int],
-                        length: int | None = None) -> None:
+    def copy_cache_rows(
+        self, dst: torch.Tensor | list[int], src: torch.Tensor | list[int], length: int | None = None
+    ) -> None:
         """Copy cache rows ``src`` into rows ``dst`` (equal-length index lists), every layer.
 
         Only positions ``0..length-1`` are copied (default: all). The source rows are read before any
@@ -316,7 +362,7 @@ class GPT(nn.Module):
 
     # ----- I/O (Hugging Face GPT-2 format; see hf.py) ----------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **kwargs) -> "GPT":
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **kwargs) -> GPT:
         """Load a model directory or Hugging Face hub id (e.g. ``cerebras/Cerebras-GPT-111M``)."""
         from cerebras_gpt import hf  # I/O lives in hf.py; imported lazily to keep the model lean
 

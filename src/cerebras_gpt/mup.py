@@ -82,8 +82,10 @@ def fold_query_rows(tensor: Any, config: Any, *, unfold: bool = False) -> Any:
 
 
 def _is_matrix(name: str) -> bool:
-    return name.endswith(".weight") and not name.endswith(EMBEDDING_SUFFIXES) and (
-        ".ln_" not in name and not name.startswith("ln_") and "ln_f" not in name
+    return (
+        name.endswith(".weight")
+        and not name.endswith(EMBEDDING_SUFFIXES)
+        and (".ln_" not in name and not name.startswith("ln_") and "ln_f" not in name)
     )
 
 
@@ -129,8 +131,14 @@ def group(name: str) -> str:
     return "vector"
 
 
-def to_mup(config: Any, *, base_width: int | None = None, init_std: float | None = None,
-           embeddings_scale: float | None = None, output_alpha: float | None = None) -> Any:
+def to_mup(
+    config: Any,
+    *,
+    base_width: int | None = None,
+    init_std: float | None = None,
+    embeddings_scale: float | None = None,
+    output_alpha: float | None = None,
+) -> Any:
     """A copy of ``config`` with μP switched on; unset base values keep the config's (the paper's by default).
 
     As ModelZoo's `convert_config_to_mup.py` does for an SP config: the SP residual-projection std is
@@ -139,8 +147,12 @@ def to_mup(config: Any, *, base_width: int | None = None, init_std: float | None
     changes: dict[str, Any] = {"use_mup": True}
     if hasattr(config, "output_init_std"):
         changes["output_init_std"] = None
-    for field, value in (("mup_base_width", base_width), ("mup_init_std", init_std),
-                         ("mup_embeddings_scale", embeddings_scale), ("mup_output_alpha", output_alpha)):
+    for field, value in (
+        ("mup_base_width", base_width),
+        ("mup_init_std", init_std),
+        ("mup_embeddings_scale", embeddings_scale),
+        ("mup_output_alpha", output_alpha),
+    ):
         if value is not None:
             changes[field] = value
     return dataclasses.replace(config, **changes)

@@ -57,9 +57,11 @@ def check_precision(precision: str | None) -> str:
     name = "fp32" if precision is None else str(precision).lower()
     name = "fp32" if name in ("none", "float32") else "bf16" if name == "bfloat16" else name
     if name == "int4":
-        raise ValueError("quantize='int4' is not supported: no CPU int4 kernel available to this PyTorch build was "
-                         "faster than int8 here (see cerebras_gpt/quantization.py); use 'int8' (4x smaller weights "
-                         "than fp32, fastest measured) or 'bf16'")
+        raise ValueError(
+            "quantize='int4' is not supported: no CPU int4 kernel available to this PyTorch build was "
+            "faster than int8 here (see cerebras_gpt/quantization.py); use 'int8' (4x smaller weights "
+            "than fp32, fastest measured) or 'bf16'"
+        )
     if name not in PRECISIONS:
         raise ValueError(f"unknown quantize precision {precision!r}; choose one of none, bf16, int8")
     return name
@@ -87,14 +89,18 @@ class BF16Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.bfloat16, device=device),
-                                   requires_grad=False)
-        self.bias = (nn.Parameter(torch.empty(out_features, dtype=torch.bfloat16, device=device), requires_grad=False)
-                     if bias else None)
+        self.weight = nn.Parameter(
+            torch.empty(out_features, in_features, dtype=torch.bfloat16, device=device), requires_grad=False
+        )
+        self.bias = (
+            nn.Parameter(torch.empty(out_features, dtype=torch.bfloat16, device=device), requires_grad=False)
+            if bias
+            else None
+        )
         self._packed: torch.Tensor | None = None  # W in oneDNN's layout; `weight` is None while it is set
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> "BF16Linear":
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> BF16Linear:
         out_features, in_features = weight.shape
         module = cls(in_features, out_features, bias is not None, device=weight.device)
         with torch.no_grad():
@@ -153,7 +159,7 @@ class Int8Linear(nn.Module):
         self._packed: tuple[int, object] | None = None  # (weight data_ptr, FBGEMM packed weight)
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> "Int8Linear":
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> Int8Linear:
         out_features, in_features = weight.shape
         module = cls(in_features, out_features, bias is not None, device=weight.device)
         w = weight.detach().float()
@@ -176,8 +182,8 @@ class Int8Linear(nn.Module):
             with warnings.catch_warnings():  # quantized tensors are deprecated; FBGEMM's packing needs one
                 warnings.simplefilter("ignore", UserWarning)
                 q = torch._make_per_channel_quantized_tensor(
-                    self.weight_int8, self.weight_scale.double(),
-                    torch.zeros(self.out_features, dtype=torch.long), 0)
+                    self.weight_int8, self.weight_scale.double(), torch.zeros(self.out_features, dtype=torch.long), 0
+                )
                 packed = torch.ops.quantized.linear_prepack(q, self.bias)
             self._packed = (ptr, packed)
         return self._packed[1]
@@ -260,12 +266,10 @@ def save_quantized(model: GPT, directory: str | Path, tokenizer=None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": "pt", PRECISION_KEY: precision,
-                CONFIG_KEY: json.dumps(dataclasses.asdict(model.config))}
+    metadata = {"format": "pt", PRECISION_KEY: precision, CONFIG_KEY: json.dumps(dataclasses.asdict(model.config))}
     atomic.write_via_path(directory / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata=metadata))
     # config.json for tools that read the shape (info, tokenizer limits); the exact GPTConfig is in the metadata.
-    hf_config = hf.config_to_hf(model.config, tie_word_embeddings=model.config.tie_word_embeddings,
-                                dtype=torch.float32)
+    hf_config = hf.config_to_hf(model.config, tie_word_embeddings=model.config.tie_word_embeddings, dtype=torch.float32)
     hf_config[PRECISION_KEY] = precision
     atomic.write_json(directory / "config.json", hf_config)
     (tokenizer or load_tokenizer()).save_pretrained(directory)
@@ -285,8 +289,10 @@ def saved_precision(model_dir: Path) -> str | None:
     except OSError:
         raise
     except Exception as e:  # safetensors' SafetensorError on a cut or damaged header
-        raise ValueError(f"{str(path)!r} is corrupt or truncated ({type(e).__name__}: {' '.join(str(e).split())}); "
-                         "download or export the model again") from e
+        raise ValueError(
+            f"{str(path)!r} is corrupt or truncated ({type(e).__name__}: {' '.join(str(e).split())}); "
+            "download or export the model again"
+        ) from e
 
 
 def load_quantized(model_dir: str | Path, device: torch.device | str = "cpu") -> GPT:
@@ -299,19 +305,35 @@ def load_quantized(model_dir: str | Path, device: torch.device | str = "cpu") ->
         metadata = f.metadata() or {}
     precision = check_precision(metadata.get(PRECISION_KEY))
     if precision == "fp32" or CONFIG_KEY not in metadata:
-        raise ValueError(f"{str(path)!r} is not a quantized model (metadata {PRECISION_KEY!r}/{CONFIG_KEY!r} "
-                         "missing); load it with GPT.from_pretrained")
+        raise ValueError(
+            f"{str(path)!r} is not a quantized model (metadata {PRECISION_KEY!r}/{CONFIG_KEY!r} "
+            "missing); load it with GPT.from_pretrained"
+        )
     config = GPTConfig(**json.loads(metadata[CONFIG_KEY]))
     model = _empty_quantized(config, precision)
     state = load_file(str(path))
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"weights in {str(path)!r} do not match a {precision} model of its config: "
-                         f"missing {missing or 'none'}; unexpected {unexpected or 'none'}")
+        raise ValueError(
+            f"weights in {str(path)!r} do not match a {precision} model of its config: "
+            f"missing {missing or 'none'}; unexpected {unexpected or 'none'}"
+        )
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 
 
-__all__ = ["CHOICES", "PRECISIONS", "BF16Linear", "Int8Linear", "apply_quantize", "check_precision", "fbgemm_available",
-           "load_quantized", "precision_of", "quantize", "save_quantized", "saved_precision"]
+__all__ = [
+    "CHOICES",
+    "PRECISIONS",
+    "BF16Linear",
+    "Int8Linear",
+    "apply_quantize",
+    "check_precision",
+    "fbgemm_available",
+    "load_quantized",
+    "precision_of",
+    "quantize",
+    "save_quantized",
+    "saved_precision",
+]

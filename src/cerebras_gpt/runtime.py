@@ -18,14 +18,22 @@ def resolve_device_dtype(device: str, dtype: str):
     from cerebras_gpt.errors import require_device
 
     try:
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+        dev = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+        )
     except RuntimeError as e:
         raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N or auto") from e
     require_device(dev)
     if dtype == "auto":
         return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
-    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-               "float16": torch.float16, "fp16": torch.float16}
+    choices = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in choices:
         raise ValueError(f"--dtype {dtype!r} is not one of {sorted(choices)}")
     return dev, choices[dtype]
@@ -83,5 +91,13 @@ def full_tensor(t):
     return t.full_tensor() if is_dtensor(t) else t
 
 
-__all__ = ["WRAPPER_PARTS", "autocast_context", "canonical_name", "full_tensor", "is_dtensor", "local_tensor",
-           "resolve_device_dtype", "unwrap_model"]
+__all__ = [
+    "WRAPPER_PARTS",
+    "autocast_context",
+    "canonical_name",
+    "full_tensor",
+    "is_dtensor",
+    "local_tensor",
+    "resolve_device_dtype",
+    "unwrap_model",
+]

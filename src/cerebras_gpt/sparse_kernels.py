@@ -52,16 +52,17 @@ class CSRLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features).to(self.weight.dtype)  # (N, in)
         y = torch.empty(x2.shape[0], self.out_features, dtype=x2.dtype)  # (N, out)
         for start in range(0, x2.shape[0], self.chunk_rows):
-            chunk = x2[start:start + self.chunk_rows]
+            chunk = x2[start : start + self.chunk_rows]
             # W (out, in) @ chunk^T (in, n) -> (out, n); MKL reads the transposed view without a copy.
-            y[start:start + self.chunk_rows] = torch.sparse.mm(self.weight, chunk.t()).t()
+            y[start : start + self.chunk_rows] = torch.sparse.mm(self.weight, chunk.t()).t()
         if self.bias is not None:
             y += self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         nnz = self.weight.values().numel()
-        return f"in={self.in_features}, out={self.out_features}, density={nnz / (self.in_features * self.out_features):.3f}"
+        density = nnz / (self.in_features * self.out_features)
+        return f"in={self.in_features}, out={self.out_features}, density={density:.3f}"
 
 
 class SemiStructuredLinear(nn.Module):
@@ -129,8 +130,13 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
-def sparsify_for_inference(model: nn.Module, mode: Literal["auto", "always", "off"] = "auto",
-                           min_sparsity: float = 0.5, calib_tokens: int = 512, repeats: int = 5) -> list[KernelChoice]:
+def sparsify_for_inference(
+    model: nn.Module,
+    mode: Literal["auto", "always", "off"] = "auto",
+    min_sparsity: float = 0.5,
+    calib_tokens: int = 512,
+    repeats: int = 5,
+) -> list[KernelChoice]:
     """Swap the sparse linears of ``model``'s transformer blocks for sparse-kernel modules, in place.
 
     Args:
@@ -169,8 +175,10 @@ def sparsify_for_inference(model: nn.Module, mode: Literal["auto", "always", "of
                 key = (kernel, tuple(w.shape), round(sparsity * 100))
                 if key not in timed:
                     x = torch.randn(calib_tokens, linear.in_features, device=w.device, dtype=w.dtype)
-                    timed[key] = (_median_ms(functools.partial(linear, x), repeats),
-                                  _median_ms(functools.partial(replacement, x), repeats))
+                    timed[key] = (
+                        _median_ms(functools.partial(linear, x), repeats),
+                        _median_ms(functools.partial(replacement, x), repeats),
+                    )
                 choice.dense_ms, choice.sparse_ms = timed[key]
                 faster = choice.sparse_ms < choice.dense_ms
             if faster:
@@ -188,8 +196,12 @@ def _eligible_kernel(w: torch.Tensor, sparsity: float, min_sparsity: float) -> s
         return None
     if w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64):
         return "csr"
-    if (w.device.type == "cuda" and w.dtype in (torch.float16, torch.bfloat16)
-            and torch.cuda.get_device_capability(w.device)[0] >= 8 and is_2to4(w)):
+    if (
+        w.device.type == "cuda"
+        and w.dtype in (torch.float16, torch.bfloat16)
+        and torch.cuda.get_device_capability(w.device)[0] >= 8
+        and is_2to4(w)
+    ):
         return "2:4"
     return None
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 # Attention QKV and output projections and both FFN matrices; never embeddings, LayerNorms or biases.
 DEFAULT_PARAM_FILTER = ["*attn.c_attn.weight", "*attn.c_proj.weight", "*mlp.c_fc.weight", "*mlp.c_proj.weight"]
-
 
 
 @dataclass
@@ -106,11 +106,15 @@ class SparsityConfig:
         if self.scope == "global" and self.param_sparsity:
             problems.append("param_sparsity sets per-parameter targets: use scope=per_param with it")
         if not self.param_filter:
-            problems.append("param_filter is empty: give at least one glob (default: the QKV, out-proj and FFN weights)")
+            problems.append(
+                "param_filter is empty: give at least one glob (default: the QKV, out-proj and FFN weights)"
+            )
         if not 0.0 <= self.init_sparsity < 1.0:
             problems.append(f"init_sparsity={self.init_sparsity!r} must be in [0, 1)")
         if self.algorithm == "gmp" and self.init_sparsity > self.sparsity:
-            problems.append(f"init_sparsity={self.init_sparsity} exceeds the final sparsity={self.sparsity}: GMP only prunes")
+            problems.append(
+                f"init_sparsity={self.init_sparsity} exceeds the final sparsity={self.sparsity}: GMP only prunes"
+            )
         if self.update_freq < 1:
             problems.append(f"update_freq={self.update_freq!r} must be >= 1")
         if not 0.0 <= self.drop_fraction <= 1.0:
@@ -120,8 +124,9 @@ class SparsityConfig:
         if self.begin_step < 0:
             problems.append(f"begin_step={self.begin_step!r} must be >= 0")
         if self.drop_fraction_half_period is not None and self.drop_fraction_half_period < 1:
-            problems.append(f"drop_fraction_half_period={self.drop_fraction_half_period!r} must be >= 1 (or None: "
-                            "the stop step)")
+            problems.append(
+                f"drop_fraction_half_period={self.drop_fraction_half_period!r} must be >= 1 (or None: the stop step)"
+            )
         if self.end_step is not None and self.end_step <= self.begin_step:
             problems.append(f"end_step={self.end_step!r} must be after begin_step={self.begin_step}")
         if problems:
@@ -247,9 +252,7 @@ class Sparsifier:
             )
         if not chosen:
             names = [canonical_name(n) for n, _ in model.named_parameters()][:8]
-            raise ValueError(
-                f"param_filter {self.cfg.param_filter} matches no parameter; names look like {names}"
-            )
+            raise ValueError(f"param_filter {self.cfg.param_filter} matches no parameter; names look like {names}")
         return chosen
 
     def _params(self, model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -281,13 +284,15 @@ class Sparsifier:
         self.masks = {name: m for (name, _), m in zip(params, masks)}
         self._local_pruned.clear()
 
-    def _masks_from_scores(self, scores: list[torch.Tensor], targets: list[float],
-                           names: list[str]) -> list[torch.Tensor]:
+    def _masks_from_scores(
+        self, scores: list[torch.Tensor], targets: list[float], names: list[str]
+    ) -> list[torch.Tensor]:
         """Keep the top-scoring entries: per logical matrix (Q, K, V apart), or over all matrices together
         (global scope)."""
         if self.cfg.scope == "per_param":
-            return [_keep_top_per_block(s, t, logical_blocks(n, tuple(s.shape)))
-                    for s, t, n in zip(scores, targets, names)]
+            return [
+                _keep_top_per_block(s, t, logical_blocks(n, tuple(s.shape))) for s, t, n in zip(scores, targets, names)
+            ]
         flat = torch.cat([s.flatten().to(scores[0].device) for s in scores])
         keep = _keep_top(flat, flat.numel() - round(targets[0] * flat.numel()))
         return [m.view(s.shape).to(s.device) for m, s in zip(keep.split([s.numel() for s in scores]), scores)]
@@ -387,7 +392,9 @@ class Sparsifier:
             old = old.to(weight.device)
             if self.cfg.algorithm == "rigl":
                 if p.grad is None:
-                    raise ValueError(f"RigL needs the dense gradient of {name} at step {step}; call update() after backward()")
+                    raise ValueError(
+                        f"RigL needs the dense gradient of {name} at step {step}; call update() after backward()"
+                    )
                 grow_score = full_tensor(p.grad.detach()).abs().float()
             else:
                 gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 7919 + index)
@@ -419,17 +426,26 @@ class Sparsifier:
         for name, m in self.masks.items():
             bits = np.packbits(m.cpu().numpy().reshape(-1), bitorder="little")
             masks[name] = {"shape": list(m.shape), "bits": torch.from_numpy(bits)}
-        return {"enabled": True, "algorithm": self.cfg.algorithm, "last_update_step": self.last_update_step,
-                "masks": masks}
+        return {
+            "enabled": True,
+            "algorithm": self.cfg.algorithm,
+            "last_update_step": self.last_update_step,
+            "masks": masks,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore masks saved by `state_dict` (ignored when sparsity is off or densifying)."""
         if not self.enabled or not state.get("enabled", False):
             return
-        missing, unexpected = sorted(set(self.masks) - set(state["masks"])), sorted(set(state["masks"]) - set(self.masks))
+        missing, unexpected = (
+            sorted(set(self.masks) - set(state["masks"])),
+            sorted(set(state["masks"]) - set(self.masks)),
+        )
         if missing or unexpected:
-            raise ValueError(f"sparsity state does not match the model: missing {missing or 'none'}; "
-                             f"unexpected {unexpected or 'none'} (was param_filter changed?)")
+            raise ValueError(
+                f"sparsity state does not match the model: missing {missing or 'none'}; "
+                f"unexpected {unexpected or 'none'} (was param_filter changed?)"
+            )
         for name, entry in state["masks"].items():
             shape = tuple(entry["shape"])
             if shape != self.shapes[name]:
@@ -455,13 +471,23 @@ class Sparsifier:
             n, nnz = m.numel(), int(m.sum())
             layers[name] = {"sparsity": (n - nnz) / n, "params": n, "nonzero": nnz}
             total, zeros = total + n, zeros + n - nnz
-        out: dict[str, Any] = {"enabled": True, "algorithm": self.cfg.algorithm, "sparsity": zeros / total,
-                               "sparse_params": total, "zero_params": zeros, "layers": layers}
+        out: dict[str, Any] = {
+            "enabled": True,
+            "algorithm": self.cfg.algorithm,
+            "sparsity": zeros / total,
+            "sparse_params": total,
+            "zero_params": zeros,
+            "layers": layers,
+        }
         if self._config is not None:
             dense = self._config.flops_per_token(seq_len)
             saved = 3 * 2 * zeros  # 2 FLOPs per multiply-add, forward + two backward matmuls
-            out.update(dense_flops_per_token=dense, sparse_flops_per_token=dense - saved,
-                       flops_saved_per_token=saved, flops_saved_fraction=saved / dense)
+            out.update(
+                dense_flops_per_token=dense,
+                sparse_flops_per_token=dense - saved,
+                flops_saved_per_token=saved,
+                flops_saved_fraction=saved / dense,
+            )
         return out
 
 
@@ -497,7 +523,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_PARAM_FILTER", "SparsityConfig", "Sparsifier", "canonical_name", "drop_fraction_at", "gmp_sparsity",
-    "logical_blocks", "measure_sparsity",
-    "load_sparse", "save_sparse",  # from cerebras_gpt.export.sparse
+    "DEFAULT_PARAM_FILTER",
+    "SparsityConfig",
+    "Sparsifier",
+    "canonical_name",
+    "drop_fraction_at",
+    "gmp_sparsity",
+    "logical_blocks",
+    "measure_sparsity",
+    "load_sparse",
+    "save_sparse",  # from cerebras_gpt.export.sparse
 ]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOS_ID = 50256
@@ -28,8 +28,15 @@ _GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 class Tokenizer:
     """GPT-2 BPE: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``, ``eos_id``."""
 
-    def __init__(self, *, vocab_file: Path | None = None, merges_file: Path | None = None,
-                 tokenizer_file: Path | None = None, name: str = "gpt2", hf_tokenizer=None) -> None:
+    def __init__(
+        self,
+        *,
+        vocab_file: Path | None = None,
+        merges_file: Path | None = None,
+        tokenizer_file: Path | None = None,
+        name: str = "gpt2",
+        hf_tokenizer=None,
+    ) -> None:
         self.name = name
         self.vocab_file, self.merges_file, self.tokenizer_file = vocab_file, merges_file, tokenizer_file
         self._tiktoken = None
@@ -101,14 +108,24 @@ class Tokenizer:
             shutil.copyfile(self.vocab_file, directory / "vocab.json")
             shutil.copyfile(self.merges_file, directory / "merges.txt")
         # GPT2Tokenizer defaults (facts file §1): bos = eos = unk = <|endoftext|>, no pad token.
-        config = {"tokenizer_class": "GPT2Tokenizer", "bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT,
-                  "unk_token": ENDOFTEXT, "model_max_length": 2048, "add_prefix_space": False}
+        config = {
+            "tokenizer_class": "GPT2Tokenizer",
+            "bos_token": ENDOFTEXT,
+            "eos_token": ENDOFTEXT,
+            "unk_token": ENDOFTEXT,
+            "model_max_length": 2048,
+            "add_prefix_space": False,
+        }
         (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def identity(self) -> dict:
         """What prepared data records about the tokenizer that produced it."""
-        return {"name": self.name, "vocab_size": self.vocab_size, "eos_id": self.eos_id,
-                "backend": "tiktoken" if self._tiktoken else "tokenizers"}
+        return {
+            "name": self.name,
+            "vocab_size": self.vocab_size,
+            "eos_id": self.eos_id,
+            "backend": "tiktoken" if self._tiktoken else "tokenizers",
+        }
 
     def __repr__(self) -> str:
         return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
@@ -119,8 +136,13 @@ def _build_tiktoken(vocab_file: Path, merges_file: Path, name: str):
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(merges_file), encoder_json_file=str(vocab_file))
-    return tiktoken.Encoding(name=f"cerebras-gpt-{name}", pat_str=_GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: GPT2_EOS_ID}, explicit_n_vocab=50257)
+    return tiktoken.Encoding(
+        name=f"cerebras-gpt-{name}",
+        pat_str=_GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: GPT2_EOS_ID},
+        explicit_n_vocab=50257,
+    )
 
 
 def _build_hf_from_vocab_merges(vocab_file: Path, merges_file: Path, vocab: dict):
@@ -177,8 +199,10 @@ def load_tokenizer(path: str | Path | None = None) -> Tokenizer:
     if directory.is_file() and directory.name == "tokenizer.json":
         return Tokenizer(tokenizer_file=directory, name=directory.parent.name)
     if not directory.is_dir():
-        raise ValueError(f"tokenizer {str(path)!r} is not a directory: pass a model or tokenizer directory, or a "
-                         f"built-in name ({', '.join(BUILTIN_TOKENIZERS)})")
+        raise ValueError(
+            f"tokenizer {str(path)!r} is not a directory: pass a model or tokenizer directory, or a "
+            f"built-in name ({', '.join(BUILTIN_TOKENIZERS)})"
+        )
     if (directory / "vocab.json").exists() and (directory / "merges.txt").exists():
         return Tokenizer(vocab_file=directory / "vocab.json", merges_file=directory / "merges.txt", name=directory.name)
     if (directory / "tokenizer.json").exists():

@@ -15,8 +15,9 @@ def _is_number(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def finite_range_problem(name: str, value, lo: float | None = None, hi: float | None = None,
-                         lo_open: bool = False, hi_open: bool = False) -> str | None:
+def finite_range_problem(
+    name: str, value, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False
+) -> str | None:
     """The problem with ``value`` as option ``name`` (None when it is a finite number in the range).
 
     ``lo``/``hi`` bound the range (None: unbounded on that side); ``lo_open``/``hi_open`` exclude the bound.
@@ -28,14 +29,16 @@ def finite_range_problem(name: str, value, lo: float | None = None, hi: float | 
         return f"{name}={value!r} must be a number in {bounds}"
     if not math.isfinite(value):
         return f"{name}={value!r} must be a finite number in {bounds}"
-    if (lo is not None and (value <= lo if lo_open else value < lo)) or \
-            (hi is not None and (value >= hi if hi_open else value > hi)):
+    if (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi)
+    ):
         return f"{name}={value!r} must be in {bounds}"
     return None
 
 
-def require_finite_range(name: str, value, lo: float | None = None, hi: float | None = None,
-                         lo_open: bool = False, hi_open: bool = False):
+def require_finite_range(
+    name: str, value, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False
+):
     """``value`` if it is a finite number in the range, else a `ValueError` naming ``name`` and the range."""
     problem = finite_range_problem(name, value, lo, hi, lo_open, hi_open)
     if problem:

@@ -12,8 +12,9 @@ from cerebras_gpt.cli import COMMANDS, main
 
 
 def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "cerebras_gpt", *args], capture_output=True, text=True,
-                          input=stdin, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cerebras_gpt", *args], capture_output=True, text=True, input=stdin, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,24 @@ def test_info_lists_presets(capsys):
 def test_generate_from_flags_config_and_stdin(model_dir, tmp_path):
     model = GPT.from_pretrained(model_dir)
     expected = generate(model, load_tokenizer(model_dir), "Hello", max_new_tokens=8, temperature=0, stop_at_eos=False)
-    out = run_cli("generate", "--model", str(model_dir), "--prompt", "Hello", "--max-new-tokens", "8",
-                  "--temperature", "0", "--no-stop-at-eos")
+    out = run_cli(
+        "generate",
+        "--model",
+        str(model_dir),
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--no-stop-at-eos",
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "Hello" + expected + "\n"
     config = tmp_path / "gen.yaml"
-    config.write_text(f"model: {model_dir}\nstream: true\nsampling:\n  max_new_tokens: 8\n  temperature: 0\n  stop_at_eos: false\n")
+    config.write_text(
+        f"model: {model_dir}\nstream: true\nsampling:\n  max_new_tokens: 8\n  temperature: 0\n  stop_at_eos: false\n"
+    )
     out = run_cli("generate", "--config", str(config), stdin="Hello\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "Hello" + expected + "\n"
@@ -86,8 +99,10 @@ def test_generate_with_sparse_kernels_matches_dense(tmp_path):
 
 def test_importing_the_package_does_not_import_torch():
     # Tokenizing workers of `prepare` import cerebras_gpt.data.*; torch would cost them seconds each.
-    code = ("import sys, cerebras_gpt, cerebras_gpt.config, cerebras_gpt.data.prepare; "
-            "assert 'torch' not in sys.modules, 'torch imported'; "
-            "from cerebras_gpt import generate, GPT; import cerebras_gpt.generation; "
-            "assert callable(generate) and cerebras_gpt.generate is generate and GPT.__name__ == 'GPT'")
+    code = (
+        "import sys, cerebras_gpt, cerebras_gpt.config, cerebras_gpt.data.prepare; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "from cerebras_gpt import generate, GPT; import cerebras_gpt.generation; "
+        "assert callable(generate) and cerebras_gpt.generate is generate and GPT.__name__ == 'GPT'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -34,8 +34,9 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path):
 
 
 def test_skip_bad_skips_and_counts(tmp_path):
-    path = lines(tmp_path / "c.jsonl", [{"text": "one"}, "{not json", {"text": "two"}, "[1, 2]",
-                                        {"text": 5}, {"text": "three"}])
+    path = lines(
+        tmp_path / "c.jsonl", [{"text": "one"}, "{not json", {"text": "two"}, "[1, 2]", {"text": 5}, {"text": "three"}]
+    )
     meta = prepare([path], tmp_path / "o", skip_bad=True, **KW)
     assert meta["stats"]["bad_lines"] == 3 and decoded(tmp_path / "o") == ["one", "two", "three"]
 
@@ -59,8 +60,11 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         meta = prepare([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")], tmp_path / "o", **KW)
     assert meta["stats"]["invalid_utf8"] == 5  # \xe9, \xff, \xfe, \xc3, and the surrogate
-    assert decoded(tmp_path / "o") == ["caf\ufffd ok \ufffd\ufffd end \ufffd kept", "bad \ufffd byte",
-                                      "lone \ufffd surrogate"]
+    assert decoded(tmp_path / "o") == [
+        "caf\ufffd ok \ufffd\ufffd end \ufffd kept",
+        "bad \ufffd byte",
+        "lone \ufffd surrogate",
+    ]
     assert "5 invalid UTF-8 sequences were replaced" in caplog.text
 
 
@@ -77,21 +81,27 @@ def test_empty_documents_are_skipped_and_counted(tmp_path):
     assert decoded(tmp_path / "o") == ["real", "also real"]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: lines(d / "c.jsonl", [{"body": "x"}]), r"c\.jsonl:1: no field 'text'.*--text-key"),
-    (lambda d: _parquet(d, {"body": ["x"]}), r"no column 'text' \(columns: \['body'\]\).*--text-key"),
-    (lambda d: lines(d / "c.jsonl", [{"text": ""}, {"text": " "}]), r"no documents in the inputs \(2 read, 2 empty"),
-    (lambda d: str(d / "missing.jsonl"), r"'.*missing\.jsonl': no such file"),
-    (lambda d: _write(d / "x.csv", b"a,b"), r"unsupported file type"),
-    (lambda d: _mkdir(d / "empty_dir"), r"holds no supported files"),
-    (lambda d: str(d / "*.jsonl.zst"), r"matches no files"),
-    (lambda d: _symlink(d / "gone.jsonl"), r"cannot read input"),
-    (lambda d: _write(d / "bad.jsonl.gz", b"not gzip at all"), r"cannot read input .*bad\.jsonl\.gz"),
-    (lambda d: _write(d / "bad.jsonl.zst", b"not zstd at all"), r"cannot read input .*bad\.jsonl\.zst"),
-    (lambda d: _write(d / "bad.parquet", b"PAR1 garbage"), r"cannot read input .*bad\.parquet.* as Parquet"),
-    (lambda d: "builtin:nope", r"unknown built-in corpus.*builtin:pydoc"),
-    (lambda d: "hf:a:b:c:d", r"hf:NAME\[:CONFIG\[:SPLIT\]\]"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: lines(d / "c.jsonl", [{"body": "x"}]), r"c\.jsonl:1: no field 'text'.*--text-key"),
+        (lambda d: _parquet(d, {"body": ["x"]}), r"no column 'text' \(columns: \['body'\]\).*--text-key"),
+        (
+            lambda d: lines(d / "c.jsonl", [{"text": ""}, {"text": " "}]),
+            r"no documents in the inputs \(2 read, 2 empty",
+        ),
+        (lambda d: str(d / "missing.jsonl"), r"'.*missing\.jsonl': no such file"),
+        (lambda d: _write(d / "x.csv", b"a,b"), r"unsupported file type"),
+        (lambda d: _mkdir(d / "empty_dir"), r"holds no supported files"),
+        (lambda d: str(d / "*.jsonl.zst"), r"matches no files"),
+        (lambda d: _symlink(d / "gone.jsonl"), r"cannot read input"),
+        (lambda d: _write(d / "bad.jsonl.gz", b"not gzip at all"), r"cannot read input .*bad\.jsonl\.gz"),
+        (lambda d: _write(d / "bad.jsonl.zst", b"not zstd at all"), r"cannot read input .*bad\.jsonl\.zst"),
+        (lambda d: _write(d / "bad.parquet", b"PAR1 garbage"), r"cannot read input .*bad\.parquet.* as Parquet"),
+        (lambda d: "builtin:nope", r"unknown built-in corpus.*builtin:pydoc"),
+        (lambda d: "hf:a:b:c:d", r"hf:NAME\[:CONFIG\[:SPLIT\]\]"),
+    ],
+)
 def test_clear_errors(tmp_path, make, message):
     with pytest.raises(ValueError, match=message):
         prepare([make(tmp_path)], tmp_path / "o", **KW)
@@ -112,8 +122,12 @@ def test_truncated_gzip_is_a_clear_error(tmp_path):
 
 
 def test_bad_options(tmp_path):
-    for kw, message in ((dict(val_fraction=1.0), "val_fraction"), (dict(format="csv"), "format"),
-                        (dict(seq_len=0), "seq_len"), (dict(block_size=10), "block_size")):
+    for kw, message in (
+        (dict(val_fraction=1.0), "val_fraction"),
+        (dict(format="csv"), "format"),
+        (dict(seq_len=0), "seq_len"),
+        (dict(block_size=10), "block_size"),
+    ):
         with pytest.raises(ValueError, match=message):
             prepare(["builtin:pydoc"], tmp_path / "o", **{**KW, **kw})
     with pytest.raises(ValueError, match="all 79 documents went to the validation split"):

@@ -24,16 +24,19 @@ def prepared(tmp_path_factory):
 
 def _stream(data_dir, split):
     meta = json.loads((data_dir / "meta.json").read_text())
-    return np.concatenate([np.fromfile(data_dir / s["file"], dtype=meta["dtype"])
-                           for s in meta["splits"][split]["shards"]]).astype(np.int64)
+    return np.concatenate(
+        [np.fromfile(data_dir / s["file"], dtype=meta["dtype"]) for s in meta["splits"][split]["shards"]]
+    ).astype(np.int64)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_each_window_once_per_epoch_across_ranks(prepared, world_size):
     stream = _stream(prepared, "train")
     n_windows = (len(stream) - 1) // T
-    loaders = [TokenWindowLoader(prepared, "train", seq_len=T, batch_size=B, seed=3, rank=r, world_size=world_size)
-               for r in range(world_size)]
+    loaders = [
+        TokenWindowLoader(prepared, "train", seq_len=T, batch_size=B, seed=3, rank=r, world_size=world_size)
+        for r in range(world_size)
+    ]
     assert all(len(lo) == n_windows // (B * world_size) for lo in loaders)
     seen = []
     for lo in loaders:
@@ -42,7 +45,7 @@ def test_each_window_once_per_epoch_across_ranks(prepared, world_size):
             batch = next(it)
             assert batch.shape == (B, T + 1) and batch.dtype == torch.long
             idx = lo.indices(0, k)
-            expected = np.stack([stream[i * T:i * T + T + 1] for i in idx])
+            expected = np.stack([stream[i * T : i * T + T + 1] for i in idx])
             assert torch.equal(batch, torch.from_numpy(expected))
             seen += idx.tolist()
     assert len(seen) == len(set(seen)) == len(loaders[0]) * B * world_size  # no overlap, no repeat
@@ -58,7 +61,7 @@ def test_windows_cross_shard_boundaries(prepared):
     got = torch.cat(batches)
     n = (len(stream) - 1) // T
     assert got.shape == (n, T + 1)
-    assert torch.equal(got, torch.from_numpy(np.stack([stream[i * T:i * T + T + 1] for i in range(n)])))
+    assert torch.equal(got, torch.from_numpy(np.stack([stream[i * T : i * T + T + 1] for i in range(n)])))
 
 
 def test_epochs_reshuffle_deterministically(prepared):
@@ -114,7 +117,7 @@ def test_validation_covers_split_once(prepared, world_size):
         rows += [r for b in batches for r in b]
     assert len(rows) == n
     got = sorted(tuple(r.tolist()) for r in rows)
-    assert got == sorted(tuple(stream[i * T:i * T + T + 1].tolist()) for i in range(n))
+    assert got == sorted(tuple(stream[i * T : i * T + T + 1].tolist()) for i in range(n))
     assert len(list(iter_validation(prepared, T, 3, max_batches=2))) == 2
 
 

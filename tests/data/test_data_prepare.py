@@ -32,11 +32,13 @@ def docs():
 def split_docs(out, split, tok):
     """The documents of a split, decoded: the token stream cut at EOS."""
     meta = json.loads((out / "meta.json").read_text())
-    stream = np.concatenate([np.fromfile(out / s["file"], dtype=meta["dtype"]) for s in meta["splits"][split]["shards"]]
-                            or [np.empty(0, dtype=meta["dtype"])])
+    stream = np.concatenate(
+        [np.fromfile(out / s["file"], dtype=meta["dtype"]) for s in meta["splits"][split]["shards"]]
+        or [np.empty(0, dtype=meta["dtype"])]
+    )
     assert len(stream) == 0 or stream[-1] == tok.eos_id
     cuts = np.flatnonzero(stream == tok.eos_id)
-    return [tok.decode(stream[a + 1 if i else 0:b].tolist()) for i, (a, b) in enumerate(zip([0, *cuts[:-1]], cuts))]
+    return [tok.decode(stream[a + 1 if i else 0 : b].tolist()) for i, (a, b) in enumerate(zip([0, *cuts[:-1]], cuts))]
 
 
 def write_jsonl(path, texts, key="text", opener=open):
@@ -81,6 +83,7 @@ def test_every_input_format(tmp_path, docs, tok):
         run.n += 1
         prepare(inputs, out, val_fraction=0, workers=1, progress=False, block_size=4096, **kw)
         return split_docs(out, "train", tok)
+
     run.n = 0
 
     assert run([str(src / "a.jsonl")]) == a
@@ -102,8 +105,9 @@ def test_every_input_format(tmp_path, docs, tok):
 
 def test_config_object_and_keywords_prepare_the_same(tmp_path, docs):
     write_jsonl(tmp_path / "c.jsonl", docs[:100])
-    config = PrepareConfig([str(tmp_path / "c.jsonl")], str(tmp_path / "a"), val_fraction=0.1, workers=1,
-                           progress=False)
+    config = PrepareConfig(
+        [str(tmp_path / "c.jsonl")], str(tmp_path / "a"), val_fraction=0.1, workers=1, progress=False
+    )
     by_config = prepare(config)
     by_keywords = prepare([str(tmp_path / "c.jsonl")], tmp_path / "b", val_fraction=0.1, workers=1, progress=False)
     assert by_config["signature"] == by_keywords["signature"] and by_config["splits"] == by_keywords["splits"]
@@ -141,8 +145,17 @@ def test_one_and_four_workers_give_identical_bytes(tmp_path, docs):
     metas = []
     for workers, threads in ((1, 1), (4, 1), (2, 3)):
         out = tmp_path / f"w{workers}t{threads}"
-        meta = prepare([str(tmp_path / "c.jsonl")], out, val_fraction=0.05, dedup=True, workers=workers,
-                       threads=threads, progress=False, block_size=8192, shard_tokens=30_000)
+        meta = prepare(
+            [str(tmp_path / "c.jsonl")],
+            out,
+            val_fraction=0.05,
+            dedup=True,
+            workers=workers,
+            threads=threads,
+            progress=False,
+            block_size=8192,
+            shard_tokens=30_000,
+        )
         meta.pop("command")
         metas.append((meta, {p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))}))
     assert len(metas[0][1]) > 2  # several shards per split
@@ -164,8 +177,14 @@ def test_uint32_for_a_vocabulary_past_65536(tmp_path, tok):
     (tmp_path / "tok").mkdir()
     hf.save(str(tmp_path / "tok" / "tokenizer.json"))
     (tmp_path / "a.txt").write_text("hello <extra_19000> world")
-    meta = prepare([str(tmp_path / "a.txt")], tmp_path / "o", tokenizer=str(tmp_path / "tok"), val_fraction=0,
-                   workers=1, progress=False)
+    meta = prepare(
+        [str(tmp_path / "a.txt")],
+        tmp_path / "o",
+        tokenizer=str(tmp_path / "tok"),
+        val_fraction=0,
+        workers=1,
+        progress=False,
+    )
     assert meta["dtype"] == "uint32" and meta["tokenizer"]["vocab_size"] == 70_000
     ids = np.fromfile(tmp_path / "o" / "train_00000.bin", dtype=np.uint32)
     assert 50_257 + 19_000 in ids.tolist() and ids[-1] == meta["eos_id"]
@@ -194,15 +213,24 @@ def test_hdf5_export_reads_back(tmp_path, docs):
     data = np.concatenate(data)
     n_full = (len(stream) - 1) // T
     for i in (0, 1, n_full - 1):  # input_ids, mask, labels = window[:-1], 1s, window[1:]
-        assert np.array_equal(data[i, 0], stream[i * T:i * T + T]) and np.array_equal(data[i, 2], stream[i * T + 1:i * T + T + 1])
+        assert np.array_equal(data[i, 0], stream[i * T : i * T + T]) and np.array_equal(
+            data[i, 2], stream[i * T + 1 : i * T + T + 1]
+        )
         assert data[i, 1].all()
     tail = len(stream) - n_full * T - 1  # the padded remainder example
-    assert len(data) == n_full + 1 and data[-1, 1].sum() == tail and np.array_equal(data[-1, 0, :tail], stream[n_full * T:-1])
+    assert (
+        len(data) == n_full + 1
+        and data[-1, 1].sum() == tail
+        and np.array_equal(data[-1, 0, :tail], stream[n_full * T : -1])
+    )
     # The loader gives the same batches from HDF5 as from the flat shards.
     a = iter(TokenWindowLoader(tmp_path / "bin", seq_len=T, batch_size=4, seed=5))
     b = iter(TokenWindowLoader(tmp_path / "h5", seq_len=T, batch_size=4, seed=5))
     assert all(torch.equal(next(a), next(b)) for _ in range(10))
-    assert torch.equal(torch.cat(list(iter_validation(tmp_path / "bin", T, 8))), torch.cat(list(iter_validation(tmp_path / "h5", T, 8))))
+    assert torch.equal(
+        torch.cat(list(iter_validation(tmp_path / "bin", T, 8))),
+        torch.cat(list(iter_validation(tmp_path / "h5", T, 8))),
+    )
     with pytest.raises(ValueError, match="seq_len=64"):
         TokenWindowLoader(tmp_path / "h5", seq_len=32, batch_size=4)
 
@@ -216,8 +244,9 @@ def test_rerun_on_a_complete_directory(tmp_path, docs):
     with pytest.raises(ValueError, match="already holds prepared data.*--overwrite"):
         prepare([str(tmp_path / "c.jsonl")], tmp_path / "o", val_fraction=0.5, workers=1, progress=False)
     assert json.loads((tmp_path / "o" / "meta.json").read_text()) == first
-    again = prepare([str(tmp_path / "c.jsonl")], tmp_path / "o", val_fraction=0.5, overwrite=True, workers=1,
-                    progress=False)
+    again = prepare(
+        [str(tmp_path / "c.jsonl")], tmp_path / "o", val_fraction=0.5, overwrite=True, workers=1, progress=False
+    )
     assert again["options"]["val_fraction"] == 0.5
 
 
@@ -225,8 +254,26 @@ def test_command_line(tmp_path, docs, capsys):
     from cerebras_gpt.cli import main
 
     write_jsonl(tmp_path / "c.jsonl", docs[:40], key="content")
-    assert main(["prepare", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "o"), "--text-key", "content",
-                 "--val-fraction", "0", "--no-progress", "--workers", "1", "--format", "bin"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(tmp_path / "c.jsonl"),
+                "--out",
+                str(tmp_path / "o"),
+                "--text-key",
+                "content",
+                "--val-fraction",
+                "0",
+                "--no-progress",
+                "--workers",
+                "1",
+                "--format",
+                "bin",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((tmp_path / "o" / "meta.json").read_text())
     assert meta["documents"] == 40 and "--text-key content" in meta["command"]
     assert main(["prepare", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "p")]) == 2

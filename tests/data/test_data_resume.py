@@ -21,7 +21,9 @@ def corpus(tmp_path_factory):
     import zstandard
 
     d = tmp_path_factory.mktemp("corpus")
-    paras = [p for k in sorted(pydoc_data.topics.topics) for p in pydoc_data.topics.topics[k].split("\n\n") if p.strip()]
+    paras = [
+        p for k in sorted(pydoc_data.topics.topics) for p in pydoc_data.topics.topics[k].split("\n\n") if p.strip()
+    ]
     rows = [json.dumps({"text": f"{i % 5000}: {paras[i % len(paras)]}"}) for i in range(40_000)]
     with open(d / "a.jsonl.zst", "wb") as raw, zstandard.ZstdCompressor().stream_writer(raw) as f:
         f.write(("\n".join(rows) + "\n").encode())
@@ -31,8 +33,21 @@ def corpus(tmp_path_factory):
 
 def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus):
     out = tmp_path / "out"
-    args = [str(corpus / "a.jsonl.zst"), str(corpus / "b.txt"), "--paragraphs", "--dedup", "--val-fraction", "0.05",
-            "--shard-tokens", "200000", "--block-size", "16384", "--workers", "1", "--no-progress"]
+    args = [
+        str(corpus / "a.jsonl.zst"),
+        str(corpus / "b.txt"),
+        "--paragraphs",
+        "--dedup",
+        "--val-fraction",
+        "0.05",
+        "--shard-tokens",
+        "200000",
+        "--block-size",
+        "16384",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "cerebras_gpt", "prepare", *args, "--out", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     state = out / ".prepare" / "state.json"
@@ -53,8 +68,17 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus):
     assert not (out / ".prepare").exists()
 
     # The reference: one uninterrupted run, in-process, with two worker processes.
-    fresh = prepare([str(corpus / "a.jsonl.zst"), str(corpus / "b.txt")], tmp_path / "fresh", paragraphs=True,
-                    dedup=True, val_fraction=0.05, shard_tokens=200_000, block_size=16384, workers=2, progress=False)
+    fresh = prepare(
+        [str(corpus / "a.jsonl.zst"), str(corpus / "b.txt")],
+        tmp_path / "fresh",
+        paragraphs=True,
+        dedup=True,
+        val_fraction=0.05,
+        shard_tokens=200_000,
+        block_size=16384,
+        workers=2,
+        progress=False,
+    )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["stats"]["duplicates"] > 0 and len(meta["splits"]["train"]["shards"]) > 1
     assert {k: v for k, v in meta.items() if k != "command"} == {k: v for k, v in fresh.items() if k != "command"}
@@ -65,8 +89,18 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus):
 
 def test_concurrent_runs_on_one_directory_agree(tmp_path):
     """Every torchrun rank may call prepare on the same directory: one works, the others wait and reuse it."""
-    cmd = [sys.executable, "-m", "cerebras_gpt", "prepare", "builtin:pydoc", "--out", str(tmp_path / "o"),
-           "--val-fraction", "0.05", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cerebras_gpt",
+        "prepare",
+        "builtin:pydoc",
+        "--out",
+        str(tmp_path / "o"),
+        "--val-fraction",
+        "0.05",
+        "--no-progress",
+    ]
     procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [p.communicate()[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from cerebras_gpt.evaluate.perplexity import evaluate_perplexity, evaluate_prepared, sliding_windows
 from cerebras_gpt.tokenizer import load_tokenizer
 
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
-        "First Citizen:\nYou are all resolved rather to die than to famish?\n")
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def test_sliding_windows_score_every_token_once():
     ids = list(range(50))
     for context, stride in ((8, 8), (8, 3), (8, 1), (64, 5)):
         windows = list(sliding_windows(ids, context, stride))
-        targets = [t for w in windows for t in w.tokens[-w.score:]]
+        targets = [t for w in windows for t in w.tokens[-w.score :]]
         assert targets == ids[1:]
         assert all(len(w.tokens) - 1 <= context and 1 <= w.score <= context for w in windows)
         # Past the first window, the model sees a full context and the first scored token context - stride + 1.
@@ -62,8 +64,9 @@ def test_perplexity_is_exp_mean_loss_by_hand(tiny_model, tok, text_file):
 def test_sliding_window_equals_full_context_when_text_fits(tiny_model, tok, text_file):
     full = evaluate_perplexity(tiny_model, tok, [text_file], show_progress=False).metrics
     for stride in (1, 7, 32):
-        slid = evaluate_perplexity(tiny_model, tok, [text_file], stride=stride, batch_size=3,
-                                   show_progress=False).metrics
+        slid = evaluate_perplexity(
+            tiny_model, tok, [text_file], stride=stride, batch_size=3, show_progress=False
+        ).metrics
         assert slid["loss"] == pytest.approx(full["loss"], rel=1e-6)
         assert slid["tokens"] == full["tokens"]
 
@@ -80,14 +83,15 @@ def test_matches_transformers(tiny_model, tok, text_file, long_text, tmp_path):
     assert ours["loss"] == pytest.approx(hf_loss, rel=1e-5)
     # Long text, sliding window (context 128, stride 48): transformers' logits on the same windows.
     (tmp_path / "long.txt").write_text(long_text)
-    ours = evaluate_perplexity(tiny_model, tok, [tmp_path / "long.txt"], context=128, stride=48, batch_size=5,
-                               show_progress=False).metrics
+    ours = evaluate_perplexity(
+        tiny_model, tok, [tmp_path / "long.txt"], context=128, stride=48, batch_size=5, show_progress=False
+    ).metrics
     nll, count = 0.0, 0
     for w in sliding_windows([tok.eos_id, *tok.encode(long_text)], 128, 48):
         x = torch.tensor([w.tokens])
         with torch.no_grad():
-            logits = hf(x[:, :-1]).logits[0, -w.score:]
-        nll += F.cross_entropy(logits, x[0, -w.score:], reduction="sum").item()
+            logits = hf(x[:, :-1]).logits[0, -w.score :]
+        nll += F.cross_entropy(logits, x[0, -w.score :], reduction="sum").item()
         count += w.score
     assert ours["tokens"] == count
     assert ours["loss"] == pytest.approx(nll / count, rel=1e-5)
@@ -100,7 +104,7 @@ def test_prepared_directory(tiny_model, tok, tmp_path, long_text):
     from cerebras_gpt.data.prepare import prepare
 
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": long_text[i:i + 500]}) + "\n" for i in range(0, 6000, 500)))
+    docs.write_text("".join(json.dumps({"text": long_text[i : i + 500]}) + "\n" for i in range(0, 6000, 500)))
     prepare([str(docs)], tmp_path / "prep", val_fraction=0.5, workers=1, progress=False)
     totals = evaluate_prepared(tiny_model, tok, tmp_path / "prep", context=64, batch_size=4)
     nll, n, nbytes = 0.0, 0, 0
@@ -119,8 +123,21 @@ def test_eval_command(tiny_model, tmp_path, text_file, capsys):
 
     tiny_model.save_pretrained(tmp_path / "model")
     out = tmp_path / "ppl.json"
-    assert main(["eval", "--model", str(tmp_path / "model"), "--data", str(text_file), "--output", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "model"),
+                "--data",
+                str(text_file),
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["perplexity"]["perplexity"] == pytest.approx(math.exp(report["perplexity"]["loss"]))
     assert main(["eval", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "nope.txt")]) == 2
@@ -132,8 +149,9 @@ def test_max_batches_cuts_a_text_short_and_counts_the_bytes_scored(tiny_model, t
     path = tmp_path / "long.txt"
     path.write_text(long_text)
     full = evaluate_perplexity(tiny_model, tok, [path], context=64, batch_size=2, show_progress=False).metrics
-    cut = evaluate_perplexity(tiny_model, tok, [path], context=64, batch_size=2, max_batches=3,
-                              show_progress=False).metrics
+    cut = evaluate_perplexity(
+        tiny_model, tok, [path], context=64, batch_size=2, max_batches=3, show_progress=False
+    ).metrics
     assert cut["windows"] == 6 and cut["tokens"] == 6 * 64 < full["tokens"]
     ids = tok.encode(long_text)
-    assert cut["bytes"] == len(tok.decode_bytes(ids[:cut["tokens"]]))  # the scored targets' bytes
+    assert cut["bytes"] == len(tok.decode_bytes(ids[: cut["tokens"]]))  # the scored targets' bytes

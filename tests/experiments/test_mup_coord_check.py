@@ -29,8 +29,26 @@ def test_growth_is_the_log_log_slope_per_4x():
 
 def test_mup_check_command_writes_table_png_csv_json(tmp_path, capsys):
     out = tmp_path / "check"
-    rc = cli_main(["mup-check", "--widths", "16", "32", "--steps", "1", "--seq-len", "16", "--batch-size", "2",
-                   "--seeds", "1", "--n-layer", "1", "--out", str(out)])
+    rc = cli_main(
+        [
+            "mup-check",
+            "--widths",
+            "16",
+            "32",
+            "--steps",
+            "1",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "2",
+            "--seeds",
+            "1",
+            "--n-layer",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     table = capsys.readouterr().out
     assert "growth/4x" in table and "logits" in table and "h.0.attn" in table

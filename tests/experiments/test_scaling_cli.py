@@ -24,11 +24,30 @@ def test_plan(capsys):
 def test_fit_csv_and_paper(tmp_path, capsys):
     law = PowerLaw(alpha=0.09, c0=1e16, l_inf=1.2)
     csv = tmp_path / "points.csv"
-    csv.write_text("name,flops,loss\n" + "".join(f"r{i},{c:.6g},{law(c):.6f}\n"
-                                                 for i, c in enumerate([1e10, 3e10, 1e11, 3e11, 1e12, 3e12])))
+    csv.write_text(
+        "name,flops,loss\n"
+        + "".join(f"r{i},{c:.6g},{law(c):.6f}\n" for i, c in enumerate([1e10, 3e10, 1e11, 3e11, 1e12, 3e12]))
+    )
     out = tmp_path / "fit.json"
-    assert main(["scaling", "fit", "--points", str(csv), "--target", "1e14", "--holdout", "1",
-                 "--plot", str(tmp_path / "fit.png"), "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "scaling",
+                "fit",
+                "--points",
+                str(csv),
+                "--target",
+                "1e14",
+                "--holdout",
+                "1",
+                "--plot",
+                str(tmp_path / "fit.png"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["alpha"] == pytest.approx(0.09, rel=1e-3)
     assert report["target"]["loss"] == pytest.approx(law(1e14), rel=1e-4)
@@ -51,19 +70,46 @@ def test_run_trains_a_ladder_and_resumes(tmp_path, shared_data):
     from cerebras_gpt.experiments.scaling import read_runs
 
     # Byte-level data (vocabulary 257) keeps the runs tiny: GPT-2's 50,257-row LM head would dominate them.
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord))},
-                               merges=[]))
+    tok = Tokenizer(
+        models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord))}, merges=[])
+    )
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(["<|endoftext|>"])
     (tmp_path / "tok").mkdir()
     tok.save(str(tmp_path / "tok" / "tokenizer.json"))
     (tmp_path / "text.txt").write_text((shared_data / "tinyshakespeare.txt").read_text()[:60_000])
-    prepare([str(tmp_path / "text.txt")], tmp_path / "data", tokenizer=str(tmp_path / "tok"), val_fraction=0.1,
-            paragraphs=True, workers=1, progress=False)
-    argv = ["scaling", "run", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "ladder"), "--n-layer", "1",
-            "--head-dim", "8", "--block-size", "32", "--batch-size", "8", "--tokens-per-param", "2", "--holdout", "0",
-            "--device", "cpu"]
+    prepare(
+        [str(tmp_path / "text.txt")],
+        tmp_path / "data",
+        tokenizer=str(tmp_path / "tok"),
+        val_fraction=0.1,
+        paragraphs=True,
+        workers=1,
+        progress=False,
+    )
+    argv = [
+        "scaling",
+        "run",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "ladder"),
+        "--n-layer",
+        "1",
+        "--head-dim",
+        "8",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--tokens-per-param",
+        "2",
+        "--holdout",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert main(argv + ["--widths", "8"]) == 0
     weights = tmp_path / "ladder" / "runs" / "ladder-L1-d8" / "model" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns

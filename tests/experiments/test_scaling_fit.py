@@ -9,8 +9,16 @@ import pytest
 
 from cerebras_gpt import GPTConfig
 from cerebras_gpt.experiments.scaling import (
-    PAPER_LAW, PAPER_POINTS, PowerLaw, build_ladder, fit_power_law, heldout_check, plan_budget, plan_presets,
-    plot_fit, run_ladder,
+    PAPER_LAW,
+    PAPER_POINTS,
+    PowerLaw,
+    build_ladder,
+    fit_power_law,
+    heldout_check,
+    plan_budget,
+    plan_presets,
+    plot_fit,
+    run_ladder,
 )
 
 
@@ -58,8 +66,13 @@ def test_plot_and_heldout(tmp_path):
     # The paper says its projection from 111M-6.7B came within 0.5% of the 13B loss; from the card FLOPs and
     # published losses alone a least-squares fit on those six points overshoots 13B by 1.57% (1.597 vs 1.572).
     assert 0.5 < check["checks"][0]["error_pct"] < 2.0
-    png = plot_fit(check["fit"], tmp_path / "fit.png", target_flops=1e23,
-                   heldout=[(r["name"], r["flops"], r["loss"]) for r in rows[-1:]], reference=PAPER_LAW)
+    png = plot_fit(
+        check["fit"],
+        tmp_path / "fit.png",
+        target_flops=1e23,
+        heldout=[(r["name"], r["flops"], r["loss"]) for r in rows[-1:]],
+        reference=PAPER_LAW,
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -71,8 +84,11 @@ def test_plans():
     plan = plan_budget(1e20)
     shape = plan["shape"]
     assert 0.5 < shape["flops"] / 1e20 < 2  # the closest width of the family
-    assert shape["tokens_at_budget"] * GPTConfig(n_layer=shape["n_layer"], n_embd=shape["n_embd"],
-                                                 n_head=shape["n_head"]).flops_per_token() <= 1e20
+    assert (
+        shape["tokens_at_budget"]
+        * GPTConfig(n_layer=shape["n_layer"], n_embd=shape["n_embd"], n_head=shape["n_head"]).flops_per_token()
+        <= 1e20
+    )
     assert plan["analytic"]["tokens"] == pytest.approx(20 * plan["analytic"]["params"], rel=1e-6)
     with pytest.raises(ValueError, match="budget"):
         plan_budget(-1)

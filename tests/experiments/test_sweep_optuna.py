@@ -42,9 +42,11 @@ def data_dir(tmp_path_factory, shared_data) -> Path:
     return out / "prepared"
 
 
-def _sweep_cmd(base: Path, out: Path, data_dir: Path, grid: str) -> list[str]:
-    return [sys.executable, "-m", "cerebras_gpt", "sweep", "--base", str(base), "--out", str(out),
-            "--set", f"data_dir={data_dir}", "--grid", grid]
+def _sweep_cmd(base: Path, out: Path, data_dir: Path, grid: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "cerebras_gpt", "sweep", "--base", str(base), "--out", str(out),
+        "--set", f"data_dir={data_dir}", "--grid", grid, *extra,
+    ]  # fmt: skip
 
 
 def _study(out: Path):
@@ -62,8 +64,9 @@ def test_worker_killed_mid_trial_is_retried_with_its_settings_and_nothing_runs_t
     out = tmp_path / "sweep"
     grid = "lr=1e-3,2e-3,4e-3"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(_sweep_cmd(base, out, data_dir, grid), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        _sweep_cmd(base, out, data_dir, grid), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     # Kill once the second trial has written a checkpoint: it is mid-run, RUNNING in the study.
     cfg = SweepConfig(out=str(out), base=str(base), set=[f"data_dir={data_dir}"], grid=[grid])
     ids = [trial_id(s) for s in trial_settings(cfg)]
@@ -82,8 +85,7 @@ def test_worker_killed_mid_trial_is_retried_with_its_settings_and_nothing_runs_t
     killed = running[0]
     done_dir_files = sorted(p.name for p in (out / "trials" / first_done[0]).rglob("*"))
 
-    rerun = subprocess.run(_sweep_cmd(base, out, data_dir, grid), capture_output=True, text=True, env=env,
-                           timeout=600)
+    rerun = subprocess.run(_sweep_cmd(base, out, data_dir, grid), capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     study = _study(out)
     failed = [trial_id(t.params) for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))]
@@ -105,8 +107,17 @@ def test_two_workers_share_one_sqlite_study(tmp_path, data_dir):
     out = tmp_path / "sweep"
     grid = "lr=1e-3,2e-3,3e-3,4e-3,5e-3,6e-3"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    workers = [subprocess.Popen(_sweep_cmd(base, out, data_dir, grid), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            # At most 3 trials each, so that neither can take all 6 before the other starts.
+            _sweep_cmd(base, out, data_dir, grid, "--max-trials", "3"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     for w in workers:
         _, err = w.communicate(timeout=600)
         assert w.returncode == 0, err[-2000:]
@@ -122,13 +133,22 @@ def test_two_workers_share_one_sqlite_study(tmp_path, data_dir):
 
 def test_storage_study_and_tpe_sampler(tmp_path):
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    cfg = SweepConfig(out=str(tmp_path / "sweep"), random=["lr=loguniform:1e-4:1e-1", "width=choice:32,64"],
-                      trials=6, sampler="tpe", storage=url, study="my-study", seed=3, heartbeat=2)
+    cfg = SweepConfig(
+        out=str(tmp_path / "sweep"),
+        random=["lr=loguniform:1e-4:1e-1", "width=choice:32,64"],
+        trials=6,
+        sampler="tpe",
+        storage=url,
+        study="my-study",
+        seed=3,
+        heartbeat=2,
+    )
     seen = []
 
     def fake_trial(settings, trial_dir):  # a quick objective with its minimum at lr = 1e-2
         seen.append(settings)
         import math
+
         return {"val_loss": (math.log10(settings["lr"]) + 2) ** 2 + settings["width"] / 1000}
 
     result = run_sweep(cfg, trial_fn=fake_trial, progress=False)
@@ -142,11 +162,14 @@ def test_storage_study_and_tpe_sampler(tmp_path):
     assert again.ran == [] and len(seen) == 6
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"grid": ["lr=1,2"], "sampler": "tpe"}, "needs --random axes"),
-    ({"random": ["lr=uniform:1:2"], "trials": 2, "sampler": "grid"}, "--grid axes only"),
-    ({"grid": ["lr=1,2"], "heartbeat": 0}, "heartbeat=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"grid": ["lr=1,2"], "sampler": "tpe"}, "needs --random axes"),
+        ({"random": ["lr=uniform:1:2"], "trials": 2, "sampler": "grid"}, "--grid axes only"),
+        ({"grid": ["lr=1,2"], "heartbeat": 0}, "heartbeat=0"),
+    ],
+)
 def test_bad_sampler_settings_are_clear(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SweepConfig(**kwargs).validate()

@@ -44,8 +44,12 @@ def test_sweep_killed_then_resumed_does_not_redo_finished_trials(tmp_path, data_
     base.write_text(BASE)
     out = tmp_path / "sweep"
     argv = ["--base", str(base), "--out", str(out), "--set", f"data_dir={data_dir}", "--grid", "lr=1e-3,2e-3,4e-3"]
-    proc = subprocess.Popen([sys.executable, "-m", "cerebras_gpt", "sweep", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cerebras_gpt", "sweep", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     results = out / "results.jsonl"
     deadline = time.time() + 240
     while not (results.exists() and results.read_text().count("\n") >= 1) and proc.poll() is None:
@@ -77,8 +81,9 @@ def test_sweep_killed_then_resumed_does_not_redo_finished_trials(tmp_path, data_
 def test_max_trials_spreads_a_sweep_over_invocations(tmp_path, data_dir):
     base = tmp_path / "base.yaml"
     base.write_text(BASE.replace("steps: 3", "steps: 1").replace("checkpoint_interval: 1", "checkpoint_interval: 0"))
-    cfg = SweepConfig(out=str(tmp_path / "sweep"), base=str(base), set=[f"data_dir={data_dir}"],
-                      grid=["lr=1e-3,3e-3"], max_trials=1)
+    cfg = SweepConfig(
+        out=str(tmp_path / "sweep"), base=str(base), set=[f"data_dir={data_dir}"], grid=["lr=1e-3,3e-3"], max_trials=1
+    )
     first = run_sweep(cfg, progress=False)
     assert len(first.ran) == 1 and len(first.pending) == 1 and first.skipped == []
     second = run_sweep(cfg, progress=False)

@@ -8,7 +8,14 @@ import pytest
 
 from cerebras_gpt import GPTConfig
 from cerebras_gpt.experiments.sweep import (
-    SweepConfig, apply_overrides, best_trial, curves, read_results, trial_id, trial_settings, write_table,
+    SweepConfig,
+    apply_overrides,
+    best_trial,
+    curves,
+    read_results,
+    trial_id,
+    trial_settings,
+    write_table,
 )
 
 
@@ -31,8 +38,12 @@ def test_grid_is_the_cartesian_product_in_order():
 
 
 def test_random_search_is_reproducible_and_within_bounds():
-    cfg = SweepConfig(random=["lr=loguniform:1e-4:1e-2", "steps=intuniform:5:9", "mup=choice:true,false"],
-                      trials=20, seed=3, grid=["model.n_layer=1,2"])
+    cfg = SweepConfig(
+        random=["lr=loguniform:1e-4:1e-2", "steps=intuniform:5:9", "mup=choice:true,false"],
+        trials=20,
+        seed=3,
+        grid=["model.n_layer=1,2"],
+    )
     trials = trial_settings(cfg)
     assert trials == trial_settings(dataclasses.replace(cfg))  # same seed, same trials: resumable
     assert len(trials) == 40 and trials != trial_settings(dataclasses.replace(cfg, seed=4))
@@ -46,15 +57,18 @@ def test_trial_ids_are_stable_and_ignore_key_order():
     assert trial_id({"lr": 0.001}).startswith("lr0.001-")
 
 
-@pytest.mark.parametrize("cfg,message", [
-    (SweepConfig(), "nothing to sweep"),
-    (SweepConfig(random=["lr=loguniform:1e-4:1e-2"]), "--trials"),
-    (SweepConfig(grid=["lr"]), "KEY=VALUE"),
-    (SweepConfig(grid=["lr=1", "lr=2"]), "appears twice"),
-    (SweepConfig(random=["lr=gauss:1:2"], trials=2), "unknown distribution"),
-    (SweepConfig(random=["lr=loguniform:0:1"], trials=2), "LOW > 0"),
-    (SweepConfig(random=["lr=uniform:2:1"], trials=2), "LOW < HIGH"),
-])
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        (SweepConfig(), "nothing to sweep"),
+        (SweepConfig(random=["lr=loguniform:1e-4:1e-2"]), "--trials"),
+        (SweepConfig(grid=["lr"]), "KEY=VALUE"),
+        (SweepConfig(grid=["lr=1", "lr=2"]), "appears twice"),
+        (SweepConfig(random=["lr=gauss:1:2"], trials=2), "unknown distribution"),
+        (SweepConfig(random=["lr=loguniform:0:1"], trials=2), "LOW > 0"),
+        (SweepConfig(random=["lr=uniform:2:1"], trials=2), "LOW < HIGH"),
+    ],
+)
 def test_bad_sweeps_are_clear(cfg, message):
     with pytest.raises(ValueError, match=message):
         cfg.validate()
@@ -65,9 +79,14 @@ def test_settings_apply_to_nested_run_configs_with_types_checked():
     run = apply_overrides(RunLike(), {"lr": 1, "steps": 20.0, "mup": True, "model.n_embd": 64, "name": None})
     assert run.lr == 1.0 and isinstance(run.lr, float) and run.steps == 20 and run.mup is True
     assert run.model.n_embd == 64 and run.model.n_layer == 2 and RunLike().model.n_embd == 32
-    for bad, message in [({"lrate": 1}, "unknown setting 'lrate'.*valid keys"), ({"mup": 1}, "true or false"),
-                         ({"lr": "fast"}, "must be a number"), ({"steps": 2.5}, "integer"),
-                         ({"lr.x": 1}, "not a section"), ({"model.n_embd": 33}, "not divisible")]:
+    for bad, message in [
+        ({"lrate": 1}, "unknown setting 'lrate'.*valid keys"),
+        ({"mup": 1}, "true or false"),
+        ({"lr": "fast"}, "must be a number"),
+        ({"steps": 2.5}, "integer"),
+        ({"lr.x": 1}, "not a section"),
+        ({"model.n_embd": 33}, "not divisible"),
+    ]:
         with pytest.raises(ValueError, match=message):
             apply_overrides(RunLike(), bad)
 
@@ -76,8 +95,13 @@ def test_table_ranks_trials_and_names_the_best(tmp_path):
     rows = [
         {"trial": "a", "settings": {"lr": 1e-3, "width": 64}, "status": "ok", "metrics": {"val_loss": 3.2, "step": 9}},
         {"trial": "b", "settings": {"lr": 4e-3, "width": 64}, "status": "ok", "metrics": {"val_loss": 2.9, "step": 9}},
-        {"trial": "c", "settings": {"lr": 1.6e-2, "width": 64}, "status": "failed", "metrics": {},
-         "error": "val_loss is nan (diverged)"},
+        {
+            "trial": "c",
+            "settings": {"lr": 1.6e-2, "width": 64},
+            "status": "failed",
+            "metrics": {},
+            "error": "val_loss is nan (diverged)",
+        },
         {"trial": "d", "settings": {"lr": 1e-3, "width": 128}, "status": "ok", "metrics": {"val_loss": 3.0, "step": 9}},
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"trial": "e", "sett')

@@ -32,12 +32,24 @@ def _expected(model: GPT) -> dict[str, np.ndarray]:
     """llama.cpp's names for our (μP-folded) weights, in (out, in) layout."""
     c = model.config
     state, tied = folded_state_dict(model)  # HF layout: Conv1D weights are (in, out)
-    sd = {k: (v.t() if k.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")) else v).float().numpy()
-          for k, v in state.items()}
-    out = {"token_embd.weight": sd["transformer.wte.weight"], "position_embd.weight": sd["transformer.wpe.weight"],
-           "output_norm.weight": sd["transformer.ln_f.weight"], "output_norm.bias": sd["transformer.ln_f.bias"]}
-    ours = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
-            "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    sd = {
+        k: (v.t() if k.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")) else v).float().numpy()
+        for k, v in state.items()
+    }
+    out = {
+        "token_embd.weight": sd["transformer.wte.weight"],
+        "position_embd.weight": sd["transformer.wpe.weight"],
+        "output_norm.weight": sd["transformer.ln_f.weight"],
+        "output_norm.bias": sd["transformer.ln_f.bias"],
+    }
+    ours = {
+        "ln_1": "attn_norm",
+        "attn.c_attn": "attn_qkv",
+        "attn.c_proj": "attn_output",
+        "ln_2": "ffn_norm",
+        "mlp.c_fc": "ffn_up",
+        "mlp.c_proj": "ffn_down",
+    }
     for i in range(c.n_layer):
         for src, dst in ours.items():
             for kind in ("weight", "bias"):
@@ -93,8 +105,10 @@ def test_gguf_f32_metadata_tokenizer_and_exact_tensors(model_dir, tmp_path):
 def test_gguf_f16_and_q8_0_types_and_values(model_dir, tmp_path):
     model = GPT.from_pretrained(model_dir)
     expected = _expected(model)
-    for outtype, qtype, ftype in (("f16", gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
-                                  ("q8_0", gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)):
+    for outtype, qtype, ftype in (
+        ("f16", gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+        ("q8_0", gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    ):
         reader = _export(model_dir, tmp_path / f"m-{outtype}.gguf", outtype)
         assert _field(reader, "general.file_type") == int(ftype)
         for t in reader.tensors:

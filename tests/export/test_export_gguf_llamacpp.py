@@ -16,8 +16,10 @@ from cerebras_gpt.export import export_model
 from cerebras_gpt.generation import generate_ids
 
 llama_cpp = pytest.importorskip(
-    "llama_cpp", reason="llama-cpp-python is not installed (a source build: "
-                        "CMAKE_BUILD_PARALLEL_LEVEL=2 pip install llama-cpp-python==0.3.36)")
+    "llama_cpp",
+    reason="llama-cpp-python is not installed (a source build: "
+    "CMAKE_BUILD_PARALLEL_LEVEL=2 pip install llama-cpp-python==0.3.36)",
+)
 
 PROMPTS = ["First Citizen:\nBefore we proceed", "ROMEO:\nI will", "The king"]
 NEW_TOKENS = 24
@@ -37,7 +39,7 @@ def trained_dir(tmp_path_factory, shared_data):
     generator = torch.Generator().manual_seed(0)
     for _ in range(60):
         starts = torch.randint(0, len(ids) - 65, (8,), generator=generator)
-        batch = torch.stack([ids[s:s + 65] for s in starts])
+        batch = torch.stack([ids[s : s + 65] for s in starts])
         logits = model(batch[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
         optimizer.zero_grad()

@@ -103,8 +103,10 @@ def test_prune_2to4_pattern():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8,
-                    reason="2:4 semi-structured kernels need an Ampere or newer GPU")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8,
+    reason="2:4 semi-structured kernels need an Ampere or newer GPU",
+)
 def test_2to4_kernels_on_cuda():
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_name("debug-medium")).to("cuda", torch.float16).eval()

@@ -10,15 +10,26 @@ import torch
 import torch.nn.functional as F
 
 from cerebras_gpt import load_tokenizer
-from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, collate, document_ids, encode_record,
-                                        pack_examples, read_records, split_records, val_batches)
+from cerebras_gpt.finetune.data import (
+    FinetuneLoader,
+    build_examples,
+    collate,
+    document_ids,
+    encode_record,
+    pack_examples,
+    read_records,
+    split_records,
+    val_batches,
+)
 
 TOK = load_tokenizer()
 
 
 def test_prompt_tokens_contribute_no_loss(tiny_model):
-    records = [{"prompt": "Review: a fine film\nSentiment:", "completion": " positive"},
-               {"prompt": "Translate: the cat sat on the mat =", "completion": " le chat"}]
+    records = [
+        {"prompt": "Review: a fine film\nSentiment:", "completion": " positive"},
+        {"prompt": "Translate: the cat sat on the mat =", "completion": " le chat"},
+    ]
     rows = build_examples(records, TOK, seq_len=64)
     x, y = collate(rows, TOK.eos_id)
     tiny_model.train()
@@ -31,15 +42,21 @@ def test_prompt_tokens_contribute_no_loss(tiny_model):
         # position t predicts token t+1: positions 0..n_prompt-2 predict prompt tokens
         assert torch.all(grad_per_pos[i, : n_prompt - 1] == 0)
         assert torch.all(grad_per_pos[i, n_prompt - 1 : n_prompt - 1 + n_answer] > 0)
-        assert torch.all(grad_per_pos[i, n_prompt - 1 + n_answer:] == 0)  # padding
+        assert torch.all(grad_per_pos[i, n_prompt - 1 + n_answer :] == 0)  # padding
         targets = y[i][y[i] != -100].tolist()
         assert targets == TOK.encode(r["completion"]) + [TOK.eos_id]
 
 
 def test_chat_loss_on_assistant_answers_only():
-    record = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                           {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"},
-                           {"role": "assistant", "content": "4"}]}
+    record = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"},
+        ]
+    }
     ex = encode_record(record, TOK)
     assert TOK.decode(ex.ids[:-1]) == "System: Be brief.\nUser: Hi\nAssistant: Hello!\nUser: 2+2?\nAssistant: 4\n"
     assert TOK.decode([t for t, m in zip(ex.ids, ex.mask) if m]) == " Hello!\n 4\n<|endoftext|>"
@@ -96,12 +113,12 @@ def test_packed_record_gets_the_logits_it_gets_alone(tiny_model):
                 row, start = row + 1, 0
             n = len(ex.ids) - 1
             alone = tiny_model(torch.tensor([ex.ids[:-1]]))[0]
-            torch.testing.assert_close(packed[row, start:start + n], alone, rtol=0, atol=1e-5)
+            torch.testing.assert_close(packed[row, start : start + n], alone, rtol=0, atol=1e-5)
             if start > 0:  # without document masking a later record sees the ones before it
-                seen_later_record |= not torch.allclose(plain[row, start:start + n], alone, atol=1e-3)
+                seen_later_record |= not torch.allclose(plain[row, start : start + n], alone, atol=1e-3)
             # loss masking unchanged: the record's own targets, exactly as collated alone
             _, y_alone = collate([ex], TOK.eos_id)
-            assert torch.equal(y[row, start:start + n], y_alone[0])
+            assert torch.equal(y[row, start : start + n], y_alone[0])
             if start > 0:  # the previous record's EOS predicts this record's first token iff that is a target
                 assert y[row, start - 1].item() == (ex.ids[0] if ex.mask[0] else -100)
             start += len(ex.ids)
@@ -128,8 +145,9 @@ def test_packed_validation_loss_equals_padded(tiny_model):
     examples = [e for e in examples if not e.mask[0]]  # prompt/completion only: the same targets both ways
     rows = pack_examples(examples, seq_len=48)
     padded, n_pad = evaluate(tiny_model, val_batches(examples, 4, TOK.eos_id)(), torch.device("cpu"), "float32")
-    packed, n_pack = evaluate(tiny_model, val_batches(rows, 4, TOK.eos_id, packed=True)(), torch.device("cpu"),
-                              "float32")
+    packed, n_pack = evaluate(
+        tiny_model, val_batches(rows, 4, TOK.eos_id, packed=True)(), torch.device("cpu"), "float32"
+    )
     assert n_pack == n_pad and packed == pytest.approx(padded, abs=1e-5)
 
 
@@ -149,6 +167,7 @@ def test_loader_resumes_exactly_and_shards_by_rank():
     whole = FinetuneLoader(examples, batch_size=4, pad_id=TOK.eos_id, seed=3)
     r0 = FinetuneLoader(examples, batch_size=2, pad_id=TOK.eos_id, seed=3, rank=0, world_size=2)
     r1 = FinetuneLoader(examples, batch_size=2, pad_id=TOK.eos_id, seed=3, rank=1, world_size=2)
+
     def rows(x, y):  # the unpadded rows of a batch
         return {tuple(xr[: int((yr != -100).nonzero().max()) + 1].tolist()) for xr, yr in zip(x, y)}
 

@@ -35,9 +35,23 @@ def test_lora_trains_only_adapters_base_bit_identical(tmp_path):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n for n in trainable)
     rows = build_examples(reverse_records(64, seed=1), tok, seq_len=16)
-    result = train(TrainConfig(model="debug-tiny", steps=4, batch_size=8, seq_len=16, lr=1e-2, warmup_steps=1,
-                               out_dir=str(tmp_path), progress=False, tensorboard=False, resume="never"),
-                   model=model, train_loader=FinetuneLoader(rows, 8, tok.eos_id), val_batches=val_batches(rows[:8], 8, tok.eos_id))
+    result = train(
+        TrainConfig(
+            model="debug-tiny",
+            steps=4,
+            batch_size=8,
+            seq_len=16,
+            lr=1e-2,
+            warmup_steps=1,
+            out_dir=str(tmp_path),
+            progress=False,
+            tensorboard=False,
+            resume="never",
+        ),
+        model=model,
+        train_loader=FinetuneLoader(rows, 8, tok.eos_id),
+        val_batches=val_batches(rows[:8], 8, tok.eos_id),
+    )
     assert result["steps"] == 4
     after = model.state_dict()
     for k, v in base.items():
@@ -109,18 +123,39 @@ def test_lora_training_matches_peft_step_for_step(tmp_path):
     torch.manual_seed(0)
     GPT(GPTConfig.from_name("debug-tiny", block_size=64)).save_pretrained(tmp_path / "base")
     ours = apply_lora(GPT.from_pretrained(tmp_path / "base"), LoRAConfig(rank=4, alpha=8.0, dropout=0.0))
-    ref = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), peft.LoraConfig(
-        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True))
+    ref = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tmp_path / "base"),
+        peft.LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True
+        ),
+    )
     ref_params = dict(ref.named_parameters())
     with torch.no_grad():  # the same random A (B is zero in both)
         for name, m in ours.lora_layers().items():
             ref_params[f"base_model.model.{name}.lora_A.default.weight"].copy_(m.lora_A)
     rows = build_examples(reverse_records(64, seed=1), tok, seq_len=16)
     steps, lr, wd = 6, 1e-2, 0.1
-    result = train(TrainConfig(model="debug-tiny", steps=steps, batch_size=8, seq_len=16, lr=lr, warmup_steps=2,
-                               decay="linear", min_lr_ratio=0.1, grad_clip=0.0, weight_decay=wd, eps=1e-8,
-                               out_dir=str(tmp_path / "run"), progress=False, resume="never", log_interval=1),
-                   model=ours, train_loader=FinetuneLoader(rows, 8, tok.eos_id, seed=0))
+    result = train(
+        TrainConfig(
+            model="debug-tiny",
+            steps=steps,
+            batch_size=8,
+            seq_len=16,
+            lr=lr,
+            warmup_steps=2,
+            decay="linear",
+            min_lr_ratio=0.1,
+            grad_clip=0.0,
+            weight_decay=wd,
+            eps=1e-8,
+            out_dir=str(tmp_path / "run"),
+            progress=False,
+            resume="never",
+            log_interval=1,
+        ),
+        model=ours,
+        train_loader=FinetuneLoader(rows, 8, tok.eos_id, seed=0),
+    )
     assert result["steps"] == steps
     import json
 
@@ -144,8 +179,9 @@ def test_lora_training_matches_peft_step_for_step(tmp_path):
     assert our_losses == pytest.approx(ref_losses, abs=1e-4)
     assert our_losses[-1] < our_losses[0]  # and it does train
     for name, m in ours.lora_layers().items():
-        torch.testing.assert_close(m.lora_B, ref_params[f"base_model.model.{name}.lora_B.default.weight"],
-                                   rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(
+            m.lora_B, ref_params[f"base_model.model.{name}.lora_B.default.weight"], rtol=1e-3, atol=1e-5
+        )
 
 
 def test_lora_run_is_seeded_and_resumes_exactly(tmp_path):
@@ -162,11 +198,38 @@ def test_lora_run_is_seeded_and_resumes_exactly(tmp_path):
     losses = {}
     for name, extra in [("one", []), ("parts", ["--eval-interval", "3", "--early-stopping-patience", "100"])]:
         torch.manual_seed(len(name))  # a different global RNG state before each run
-        assert main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "9",
-                     "--lr", "1e-2", "--batch-size", "8", "--out", str(tmp_path / name), "--no-progress",
-                     "--lora.rank", "4", "--lora.dropout", "0", "--log-interval", "1"] + extra) == 0
-        losses[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-                        if "loss" in json.loads(line)]
+        assert (
+            main(
+                [
+                    "--model",
+                    str(tmp_path / "base"),
+                    "--data",
+                    str(tmp_path / "train.jsonl"),
+                    "--steps",
+                    "9",
+                    "--lr",
+                    "1e-2",
+                    "--batch-size",
+                    "8",
+                    "--out",
+                    str(tmp_path / name),
+                    "--no-progress",
+                    "--lora.rank",
+                    "4",
+                    "--lora.dropout",
+                    "0",
+                    "--log-interval",
+                    "1",
+                ]
+                + extra
+            )
+            == 0
+        )
+        losses[name] = [
+            json.loads(line)["loss"]
+            for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(line)
+        ]
     assert losses["one"] == losses["parts"]
 
 

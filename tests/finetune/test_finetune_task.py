@@ -22,10 +22,31 @@ def test_reversal_exact_match_goes_from_zero_to_near_one(tmp_path):
     GPT(GPTConfig.from_name("debug-tiny", block_size=64, n_embd=64, n_head=4)).save_pretrained(tmp_path / "base")
     write_jsonl(reverse_records(600, seed=1, min_len=3, max_len=3), tmp_path / "train.jsonl")
     write_jsonl(reverse_records(50, seed=2, min_len=3, max_len=3), tmp_path / "test.jsonl")
-    rc = main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--eval-data",
-               str(tmp_path / "test.jsonl"), "--task", "generation", "--steps", "120", "--lr", "3e-3",
-               "--batch-size", "32", "--warmup-steps", "10", "--lora.rank", "0", "--out", str(tmp_path / "out"),
-               "--no-progress"])
+    rc = main(
+        [
+            "--model",
+            str(tmp_path / "base"),
+            "--data",
+            str(tmp_path / "train.jsonl"),
+            "--eval-data",
+            str(tmp_path / "test.jsonl"),
+            "--task",
+            "generation",
+            "--steps",
+            "120",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "32",
+            "--warmup-steps",
+            "10",
+            "--lora.rank",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     result = json.loads((tmp_path / "out" / "finetune_results.json").read_text())
     held_out = {r["prompt"] for r in reverse_records(50, seed=2, min_len=3, max_len=3)}
@@ -76,9 +97,30 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
     GPT(GPTConfig.from_name("debug-tiny", block_size=32)).save_pretrained(tmp_path / "base")
     write_jsonl(reverse_records(60, seed=1), tmp_path / "train.jsonl")
     # lr 0: the validation loss never gets lower, so the run stops `patience` evaluations after the first
-    rc = main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "20",
-               "--lr", "0", "--batch-size", "8", "--eval-interval", "2", "--early-stopping-patience", "2",
-               "--out", str(tmp_path / "out"), "--no-progress", "--lora.rank", "2", "--save-adapter"])
+    rc = main(
+        [
+            "--model",
+            str(tmp_path / "base"),
+            "--data",
+            str(tmp_path / "train.jsonl"),
+            "--steps",
+            "20",
+            "--lr",
+            "0",
+            "--batch-size",
+            "8",
+            "--eval-interval",
+            "2",
+            "--early-stopping-patience",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--lora.rank",
+            "2",
+            "--save-adapter",
+        ]
+    )
     assert rc == 0
     result = json.loads((tmp_path / "out" / "finetune_results.json").read_text())
     assert result["stopped_early"] and result["steps"] == 6 and result["best_step"] == 2
@@ -93,8 +135,31 @@ def test_packed_run_validates_like_a_padded_one(tmp_path):
     losses = {}
     for packing in ("pad", "pack"):  # lr 0: the same model; records see only themselves, so the same loss
         out = tmp_path / packing
-        assert main(["--model", str(tmp_path / "base"), "--data", str(tmp_path / "train.jsonl"), "--steps", "1",
-                     "--lr", "0", "--batch-size", "8", "--seq-len", "48", "--packing", packing,
-                     "--out", str(out), "--no-progress", "--lora.rank", "0"]) == 0
+        assert (
+            main(
+                [
+                    "--model",
+                    str(tmp_path / "base"),
+                    "--data",
+                    str(tmp_path / "train.jsonl"),
+                    "--steps",
+                    "1",
+                    "--lr",
+                    "0",
+                    "--batch-size",
+                    "8",
+                    "--seq-len",
+                    "48",
+                    "--packing",
+                    packing,
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                    "--lora.rank",
+                    "0",
+                ]
+            )
+            == 0
+        )
         losses[packing] = json.loads((out / "finetune_results.json").read_text())["val_loss"]
     assert losses["pack"] == pytest.approx(losses["pad"], abs=1e-5)

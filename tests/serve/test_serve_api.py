@@ -40,7 +40,7 @@ class LiveServer:
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -90,8 +90,13 @@ def test_models_health_metrics_and_page(server):
     assert server.health()["status"] == "ok"
     metrics = httpx.get(server.url + "/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
-    for name in ("requests_total", "generation_tokens_total", "queue_depth", "time_to_first_token_seconds_bucket",
-                 "generation_tokens_per_second"):
+    for name in (
+        "requests_total",
+        "generation_tokens_total",
+        "queue_depth",
+        "time_to_first_token_seconds_bucket",
+        "generation_tokens_per_second",
+    ):
         assert f"cerebras_gpt_{name}" in metrics.text
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "<textarea" in page.text
@@ -130,8 +135,16 @@ def test_chat_equals_template_and_streams(server, reference):
     assert out.choices[0].message.role == "assistant"
     assert out.choices[0].message.content == expected.lstrip()
     assert out.usage.prompt_tokens == len(tok.encode(chat.render_prompt(messages)))
-    stream = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    stream = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert stream[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == out.choices[0].message.content
     assert stream[-1].usage.completion_tokens == out.usage.completion_tokens
@@ -168,23 +181,27 @@ def test_sampling_parameters(server, reference):
     # Penalties and logit_bias are accepted; a huge bias forces a token.
     forced = client.completions.create(temperature=0, logit_bias={"198": 100}, **dict(base, max_tokens=3))
     assert forced.choices[0].text == "\n\n\n"
-    pen = client.completions.create(temperature=0, frequency_penalty=2.0, presence_penalty=2.0,
-                                    extra_body={"repetition_penalty": 1.5}, **base)
+    pen = client.completions.create(
+        temperature=0, frequency_penalty=2.0, presence_penalty=2.0, extra_body={"repetition_penalty": 1.5}, **base
+    )
     assert pen.usage.completion_tokens == 30
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": MODEL, "prompt": "word " * 200}, "max_tokens"),
-    ({"model": MODEL, "prompt": "x", "max_tokens": 500}, "max_tokens"),
-    ({"model": MODEL, "prompt": "x", "temperature": 3.0}, "temperature"),
-    ({"model": MODEL, "prompt": "x", "top_p": 0}, "top_p"),
-    ({"model": MODEL, "prompt": "x", "max_tokens": "10"}, "max_tokens"),
-    ({"model": MODEL, "prompt": "x", "n": True}, "n"),
-    ({"model": MODEL, "prompt": [1, 2, 99999999]}, "prompt"),
-    ({"model": MODEL, "prompt": "x", "logit_bias": {"abc": 1}}, "logit_bias"),
-    ({"model": MODEL, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"model": MODEL}, "prompt"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": MODEL, "prompt": "word " * 200}, "max_tokens"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 500}, "max_tokens"),
+        ({"model": MODEL, "prompt": "x", "temperature": 3.0}, "temperature"),
+        ({"model": MODEL, "prompt": "x", "top_p": 0}, "top_p"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": "10"}, "max_tokens"),
+        ({"model": MODEL, "prompt": "x", "n": True}, "n"),
+        ({"model": MODEL, "prompt": [1, 2, 99999999]}, "prompt"),
+        ({"model": MODEL, "prompt": "x", "logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"model": MODEL, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": MODEL}, "prompt"),
+    ],
+)
 def test_bad_requests_get_400_in_openai_shape(server, body, param):
     r = httpx.post(server.url + "/v1/completions", json=body)
     assert r.status_code == 400, r.text
@@ -195,9 +212,12 @@ def test_bad_requests_get_400_in_openai_shape(server, body, param):
 
 def test_unknown_model_is_404_model_not_found_like_openai_and_vllm(server):
     client = server.client()
-    for create in (lambda: client.completions.create(model="no-such-model", prompt="x", max_tokens=2),
-                   lambda: client.chat.completions.create(model="no-such-model", max_tokens=2,
-                                                          messages=[{"role": "user", "content": "hi"}])):
+    for create in (
+        lambda: client.completions.create(model="no-such-model", prompt="x", max_tokens=2),
+        lambda: client.chat.completions.create(
+            model="no-such-model", max_tokens=2, messages=[{"role": "user", "content": "hi"}]
+        ),
+    ):
         with pytest.raises(openai.NotFoundError) as e:
             create()
         assert e.value.status_code == 404
@@ -234,8 +254,10 @@ def test_api_key(model_dir):
 
 def test_concurrent_streams_equal_sequential(server):
     client = server.client()
-    requests = [dict(prompt=f"Request {i}: the", max_tokens=12 + 3 * i, temperature=0 if i % 2 else 0.8, seed=i)
-                for i in range(8)]
+    requests = [
+        dict(prompt=f"Request {i}: the", max_tokens=12 + 3 * i, temperature=0 if i % 2 else 0.8, seed=i)
+        for i in range(8)
+    ]
 
     def run(kwargs) -> str:
         return "".join(c.choices[0].text for c in client.completions.create(model=MODEL, stream=True, **kwargs))

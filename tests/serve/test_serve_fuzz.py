@@ -29,6 +29,7 @@ def test_openapi_schema_fuzz_no_server_errors(fuzz_server, mode):
     if mode == schemathesis.GenerationMode.NEGATIVE:  # GET routes take no input to violate
         operations = [op for op in operations if op.method.upper() == "POST"]
     for operation in operations:
+
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case) -> None:
@@ -46,21 +47,47 @@ json_values = st.recursive(
     max_leaves=12,
 )
 # Bodies close to valid ones (the right keys, wild values) reach deeper than random objects.
-fields = st.sampled_from(["model", "prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "n", "stop",
-                          "seed", "logprobs", "echo", "stream", "logit_bias", "presence_penalty", "top_logprobs",
-                          "frequency_penalty", "repetition_penalty", "stream_options", "max_completion_tokens"])
-near_valid = st.fixed_dictionaries({"model": st.just(MODEL), "prompt": st.text(max_size=30),
-                                    "messages": st.just([{"role": "user", "content": "hi"}]),
-                                    "max_tokens": st.integers(-2, 40)}) .flatmap(
-    lambda base: st.dictionaries(fields, json_values, max_size=4).map(lambda extra: {**base, **extra}))
+fields = st.sampled_from(
+    [
+        "model",
+        "prompt",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "n",
+        "stop",
+        "seed",
+        "logprobs",
+        "echo",
+        "stream",
+        "logit_bias",
+        "presence_penalty",
+        "top_logprobs",
+        "frequency_penalty",
+        "repetition_penalty",
+        "stream_options",
+        "max_completion_tokens",
+    ]
+)
+near_valid = st.fixed_dictionaries(
+    {
+        "model": st.just(MODEL),
+        "prompt": st.text(max_size=30),
+        "messages": st.just([{"role": "user", "content": "hi"}]),
+        "max_tokens": st.integers(-2, 40),
+    }
+).flatmap(lambda base: st.dictionaries(fields, json_values, max_size=4).map(lambda extra: {**base, **extra}))
 
 
 @given(route=st.sampled_from(["/v1/completions", "/v1/chat/completions"]), body=near_valid | json_values)
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_arbitrary_json_bodies_never_5xx(fuzz_server, route, body):
     # json.dumps writes NaN/Infinity literals, which Python's JSON parser (hence the server's) accepts.
-    response = httpx.post(fuzz_server.url + route, content=json.dumps(body), timeout=60,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        fuzz_server.url + route, content=json.dumps(body), timeout=60, headers={"content-type": "application/json"}
+    )
     # 404: a fuzzed "model" names no served model (model_not_found, as OpenAI and vLLM answer).
     assert response.status_code in (200, 400, 404, 429), (body, response.status_code, response.text[:500])
     if response.status_code in (400, 404):

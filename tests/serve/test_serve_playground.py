@@ -14,8 +14,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                       "(make browser, or apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed at /usr/bin/chromium (make browser, or apt-get install chromium)",
+    ),
 ]
 
 
@@ -30,18 +32,32 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield b
         b.close()
 
 
 def test_playground_streams_the_api_completion(page_server, browser):
-    expected = page_server.client("pg-key").completions.create(
-        model=MODEL, prompt="The playground says", max_tokens=24, temperature=0).choices[0].text
+    expected = (
+        page_server.client("pg-key")
+        .completions.create(model=MODEL, prompt="The playground says", max_tokens=24, temperature=0)
+        .choices[0]
+        .text
+    )
     chunks = page_server.client("pg-key").completions.create(
-        model=MODEL, prompt="The playground says", max_tokens=24, temperature=0, stream=True)
+        model=MODEL, prompt="The playground says", max_tokens=24, temperature=0, stream=True
+    )
     assert sum(1 for c in chunks if c.choices[0].text) > 1  # the text arrives in several pieces
 
     page = browser.new_page()
@@ -78,7 +94,8 @@ def test_playground_chat_mode_and_errors(page_server, browser):
     page.click("#generate")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
     expected = page_server.client("pg-key").chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=8, temperature=0)
+        model=MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=8, temperature=0
+    )
     assert page.text_content("#generated") == expected.choices[0].message.content
     page.close()
 
@@ -100,16 +117,24 @@ def test_playground_multi_turn_chat_sends_the_history(page_server, browser):
     page.click("#generate")
     _wait_done(page)
     first_reply = page.text_content("#generated")
-    assert first_reply == client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=6,
-        temperature=0).choices[0].message.content
+    assert (
+        first_reply
+        == client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=6, temperature=0
+        )
+        .choices[0]
+        .message.content
+    )
     assert page.input_value("#prompt") == ""  # ready for the next turn
 
     page.fill("#prompt", "Tell me more")
     with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as request:
         page.click("#generate")
-    messages = [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": first_reply},
-                {"role": "user", "content": "Tell me more"}]
+    messages = [
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": first_reply},
+        {"role": "user", "content": "Tell me more"},
+    ]
     assert request.value.post_data_json["messages"] == messages
     _wait_done(page)
     expected = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
@@ -123,8 +148,10 @@ def test_playground_multi_turn_chat_sends_the_history(page_server, browser):
     page.fill("#prompt", "Hi again")
     with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as request:
         page.click("#generate")
-    assert request.value.post_data_json["messages"] == [{"role": "system", "content": "Be brief."},
-                                                        {"role": "user", "content": "Hi again"}]
+    assert request.value.post_data_json["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi again"},
+    ]
     _wait_done(page)
     page.close()
 
@@ -134,8 +161,8 @@ def test_playground_seed_top_k_and_stop_strings(page_server, browser):
     prompt, sampling = "Once upon a time", dict(max_tokens=24, temperature=1.0, seed=7, extra_body={"top_k": 5})
     free = client.completions.create(model=MODEL, prompt=prompt, **sampling).choices[0].text
     # A stop string taken from the middle of the unconstrained completion: the stopped one ends before it.
-    start = next(i for i in range(len(free) // 2, len(free) - 1) if not set(free[i:i + 2]) & {"\n", "\\"})
-    stop = free[start:start + 2]
+    start = next(i for i in range(len(free) // 2, len(free) - 1) if not set(free[i : i + 2]) & {"\n", "\\"})
+    stop = free[start : start + 2]
     expected = client.completions.create(model=MODEL, prompt=prompt, stop=[stop], **sampling).choices[0]
     assert expected.finish_reason == "stop" and len(expected.text) < len(free)
 

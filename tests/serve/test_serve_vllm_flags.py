@@ -18,13 +18,36 @@ from cerebras_gpt.commands.serve import ServeArgs, translate_vllm_flags
 
 
 def test_vllm_flag_names_map_to_ours():
-    argv = ["--model", "m", "--served-model-name", "tiny", "--max-num-seqs=3", "--max-model-len", "64",
-            "--max-num-batched-tokens", "512"]
+    argv = [
+        "--model",
+        "m",
+        "--served-model-name",
+        "tiny",
+        "--max-num-seqs=3",
+        "--max-model-len",
+        "64",
+        "--max-num-batched-tokens",
+        "512",
+    ]
     args = parse_args(ServeArgs, translate_vllm_flags(argv), "cerebras-gpt serve")
     assert args.model_name == "tiny"
     assert (args.engine.max_slots, args.engine.max_seq_len, args.engine.max_prefill_tokens) == (3, 64, 512)
-    ours = parse_args(ServeArgs, ["--model", "m", "--model-name", "tiny", "--max-slots", "3", "--max-seq-len", "64",
-                                  "--max-prefill-tokens", "512"], "cerebras-gpt serve")
+    ours = parse_args(
+        ServeArgs,
+        [
+            "--model",
+            "m",
+            "--model-name",
+            "tiny",
+            "--max-slots",
+            "3",
+            "--max-seq-len",
+            "64",
+            "--max-prefill-tokens",
+            "512",
+        ],
+        "cerebras-gpt serve",
+    )
     assert ours == args
 
 
@@ -34,10 +57,29 @@ def test_a_vllm_command_line_serves(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "cerebras_gpt", "serve", "--model", str(tmp_path / "model"),
-                             "--port", str(port), "--served-model-name", "tiny-vllm", "--max-num-seqs", "2",
-                             "--max-model-len", "64", "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cerebras_gpt",
+            "serve",
+            "--model",
+            str(tmp_path / "model"),
+            "--port",
+            str(port),
+            "--served-model-name",
+            "tiny-vllm",
+            "--max-num-seqs",
+            "2",
+            "--max-model-len",
+            "64",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

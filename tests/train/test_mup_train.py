@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import kill_in_save_env
 import torch
+from conftest import kill_in_save_env
 
 from cerebras_gpt import GPT, GPTConfig, mup
 from cerebras_gpt.train.config import TrainConfig
@@ -19,8 +19,23 @@ from cerebras_gpt.train.optim import build_optimizer
 from cerebras_gpt.train.recipe import build_model_config
 
 # debug-tiny under μP: width 32 against base 256, so hidden matrices train at 8x η_base; σ_base/√m init.
-ARGS = ["--model", "debug-tiny", "--mup", "--batch-size", "4", "--seq-len", "32", "--steps", "4",
-        "--warmup-steps", "1", "--eval-batches", "2", "--no-progress", "--no-tensorboard"]
+ARGS = [
+    "--model",
+    "debug-tiny",
+    "--mup",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "32",
+    "--steps",
+    "4",
+    "--warmup-steps",
+    "1",
+    "--eval-batches",
+    "2",
+    "--no-progress",
+    "--no-tensorboard",
+]
 
 
 def test_optimizer_groups_carry_the_published_111m_mup_multipliers():
@@ -52,12 +67,15 @@ def data_dir(tmp_path_factory, shared_data) -> Path:
 
 def _train(out_dir, data_dir, *extra, nproc=1, env=None, check=True) -> subprocess.CompletedProcess:
     # --standalone: a local c10d rendezvous on a free port (a static one on --master-port 0 never meets).
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
-                if nproc > 1 else [sys.executable])
-    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out", str(out_dir),
-                      *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+        if nproc > 1
+        else [sys.executable]
+    )
+    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out", str(out_dir), *extra]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=180, env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

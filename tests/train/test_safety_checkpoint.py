@@ -29,8 +29,19 @@ def data_dir(tmp_path_factory, shared_data) -> Path:
 
 
 def _cfg(out_dir, data_dir, **kw) -> TrainConfig:
-    base = dict(model="debug-tiny", data_dir=str(data_dir), steps=4, batch_size=2, seq_len=16, out_dir=str(out_dir),
-                progress=False, tensorboard=False, eval_batches=1, warmup_steps=1, checkpoint_interval=2)
+    base = dict(
+        model="debug-tiny",
+        data_dir=str(data_dir),
+        steps=4,
+        batch_size=2,
+        seq_len=16,
+        out_dir=str(out_dir),
+        progress=False,
+        tensorboard=False,
+        eval_batches=1,
+        warmup_steps=1,
+        checkpoint_interval=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -78,10 +89,33 @@ def test_crafted_pickle_through_the_cli_is_one_line(tmp_path, data_dir):
     ckpt = checkpoint.latest_checkpoint(run)
     marker = tmp_path / "pwned"
     _plant_payload(ckpt, marker)
-    proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "train", "--model", "debug-tiny", "--data-dir",
-                           str(data_dir), "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--out",
-                           str(tmp_path / "cli"), "--resume", str(ckpt), "--no-progress", "--no-tensorboard"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cerebras_gpt",
+            "train",
+            "--model",
+            "debug-tiny",
+            "--data-dir",
+            str(data_dir),
+            "--steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--out",
+            str(tmp_path / "cli"),
+            "--resume",
+            str(ckpt),
+            "--no-progress",
+            "--no-tensorboard",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "refused" in proc.stderr
     assert not marker.exists()
@@ -90,8 +124,10 @@ def test_crafted_pickle_through_the_cli_is_one_line(tmp_path, data_dir):
 def test_old_numpy_rng_checkpoint_loads_through_the_safe_path(tmp_path):
     # Checkpoints written before this format pickled numpy's RNG state (an ndarray) with weights_only=False.
     (tmp_path / "step_00000001").mkdir()
-    legacy = {"step": 1, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                 "python": (3, (1, 2), None)}}
+    legacy = {
+        "step": 1,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": (3, (1, 2), None)},
+    }
     torch.save(legacy, tmp_path / "step_00000001" / "train_state.pt")
     state = checkpoint.load_train_state(tmp_path / "step_00000001")
     assert state["step"] == 1 and np.array_equal(state["rng"]["numpy"][1], np.random.get_state()[1])
@@ -113,8 +149,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, data_dir
     assert result["steps"] == 6 and result["final_loss"] == reference["final_loss"]  # exact resume from step 2
 
 
-@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left on device"),
-                                         (errno.EROFS, "read-only file system")])
+@pytest.mark.parametrize(
+    "code, words", [(errno.ENOSPC, "no space left on device"), (errno.EROFS, "read-only file system")]
+)
 def test_full_or_read_only_disk_keeps_the_previous_checkpoint(tmp_path, data_dir, monkeypatch, code, words):
     run = tmp_path / "run"
     train(_cfg(run, data_dir, steps=4, stop_at_step=2, checkpoint_interval=0))

@@ -23,15 +23,23 @@ def corpus(tmp_path_factory, shared_data) -> Path:
     text = (shared_data / "tinyshakespeare.txt").read_text()
     for name, part in (("a", text[:40000]), ("b", text[40000:80000])):
         (root / f"{name}.txt").write_text(part)
-        prepare([str(root / f"{name}.txt")], root / name, paragraphs=True, val_fraction=0.1, workers=1,
-                progress=False)
+        prepare([str(root / f"{name}.txt")], root / name, paragraphs=True, val_fraction=0.1, workers=1, progress=False)
     return root
 
 
 def _cfg(out_dir, data_dir, **kw) -> TrainConfig:
-    base = dict(model="debug-tiny", data_dir=str(data_dir), steps=2, batch_size=2, seq_len=16,
-                out_dir=str(out_dir) if out_dir else None, progress=False, tensorboard=False, eval_batches=1,
-                warmup_steps=1)
+    base = dict(
+        model="debug-tiny",
+        data_dir=str(data_dir),
+        steps=2,
+        batch_size=2,
+        seq_len=16,
+        out_dir=str(out_dir) if out_dir else None,
+        progress=False,
+        tensorboard=False,
+        eval_batches=1,
+        warmup_steps=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -40,11 +48,14 @@ def _snapshot(directory: Path) -> dict:
     return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("change, named", [
-    (dict(model="debug-small"), "model 'debug-tiny' there, 'debug-small' now"),
-    (dict(steps=3), "schedule.steps 2 there, 3 now"),
-    ("data", "data.path"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (dict(model="debug-small"), "model 'debug-tiny' there, 'debug-small' now"),
+        (dict(steps=3), "schedule.steps 2 there, 3 now"),
+        ("data", "data.path"),
+    ],
+)
 def test_a_different_run_is_refused_and_the_old_one_is_unchanged(tmp_path, corpus, change, named):
     run = tmp_path / "run"
     train(_cfg(run, corpus / "a", steps=2, stop_at_step=1))  # unfinished: a rerun would resume it
@@ -91,9 +102,31 @@ def test_default_out_dirs_are_per_run(tmp_path, corpus, monkeypatch):
 def test_cli_wrong_model_is_one_line(tmp_path, corpus):
     run = tmp_path / "run"
     train(_cfg(run, corpus / "a", stop_at_step=1))
-    proc = subprocess.run([sys.executable, "-m", "cerebras_gpt", "train", "--model", "debug-small", "--data-dir",
-                           str(corpus / "a"), "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--out",
-                           str(run), "--no-progress", "--no-tensorboard"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cerebras_gpt",
+            "train",
+            "--model",
+            "debug-small",
+            "--data-dir",
+            str(corpus / "a"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--no-tensorboard",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "holds a different run" in proc.stderr and "debug-small" in proc.stderr
 
@@ -108,8 +141,15 @@ def test_finetune_on_other_records_is_refused(tmp_path):
         (tmp_path / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
 
     def args(data: str, **kw) -> FinetuneArgs:
-        return FinetuneArgs(model=str(tmp_path / "base"), data=str(tmp_path / data), steps=2, batch_size=4,
-                            out_dir=str(tmp_path / "ft"), progress=False, **kw)
+        return FinetuneArgs(
+            model=str(tmp_path / "base"),
+            data=str(tmp_path / data),
+            steps=2,
+            batch_size=4,
+            out_dir=str(tmp_path / "ft"),
+            progress=False,
+            **kw,
+        )
 
     finetune(args("one.jsonl", stop_at_step=1))
     before = _snapshot(tmp_path / "ft")

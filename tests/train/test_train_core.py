@@ -17,8 +17,19 @@ from cerebras_gpt.train.recipe import resolve
 
 
 def _cfg(out_dir, data_dir, **kw) -> TrainConfig:
-    base = dict(model="debug-tiny", data_dir=str(data_dir) if data_dir else None, steps=6, batch_size=4, seq_len=32, out_dir=str(out_dir),
-                resume="auto", progress=False, tensorboard=False, eval_batches=2, warmup_steps=2)
+    base = dict(
+        model="debug-tiny",
+        data_dir=str(data_dir) if data_dir else None,
+        steps=6,
+        batch_size=4,
+        seq_len=32,
+        out_dir=str(out_dir),
+        resume="auto",
+        progress=False,
+        tensorboard=False,
+        eval_batches=2,
+        warmup_steps=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -82,12 +93,15 @@ def test_accumulation_equivalence(tmp_path):
     class Loader:
         def __init__(self, b):
             self.b = b
+
         def __iter__(self):
             while True:
                 for i in range(0, 8, self.b):
-                    yield batch[i:i + self.b]
+                    yield batch[i : i + self.b]
+
         def __len__(self):
             return 1
+
         def state_dict(self):
             return {}
 
@@ -95,8 +109,16 @@ def test_accumulation_equivalence(tmp_path):
     for micro in (8, 2):
         torch.manual_seed(0)
         model = GPT(GPTConfig.from_name("debug-tiny"))
-        cfg = _cfg(tmp_path / f"m{micro}", None, steps=1, batch_size=8, micro_batch_size=micro, seq_len=16,
-                   warmup_steps=0, lr=1e-2)
+        cfg = _cfg(
+            tmp_path / f"m{micro}",
+            None,
+            steps=1,
+            batch_size=8,
+            micro_batch_size=micro,
+            seq_len=16,
+            warmup_steps=0,
+            lr=1e-2,
+        )
         result = train(cfg, model=model, train_loader=Loader(micro))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
         assert result["steps"] == 1

@@ -11,16 +11,29 @@ from pathlib import Path
 import pytest
 from conftest import kill_in_save_env
 
-
-ARGS = ["--model", "debug-tiny", "--batch-size", "4", "--seq-len", "32", "--warmup-steps", "1", "--eval-batches", "2",
-        "--no-progress", "--no-tensorboard"]
+ARGS = [
+    "--model",
+    "debug-tiny",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "32",
+    "--warmup-steps",
+    "1",
+    "--eval-batches",
+    "2",
+    "--no-progress",
+    "--no-tensorboard",
+]
 
 
 def _run(out_dir, data_dir, *extra, nproc=1, env=None, check=True) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                "--standalone"] if nproc > 1 else [sys.executable]
-    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out", str(out_dir),
-                      *extra]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--standalone"]
+        if nproc > 1
+        else [sys.executable]
+    )
+    cmd = launcher + ["-m", "cerebras_gpt", "train", *ARGS, "--data-dir", str(data_dir), "--out", str(out_dir), *extra]
     full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
     if check:

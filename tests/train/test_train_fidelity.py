@@ -31,8 +31,15 @@ MODELZOO_RUNS = {
 
 # Training FLOPs per model. Source: huggingface.co/cerebras/Cerebras-GPT-<size> model cards after the
 # "flops typo fix" commits, = arXiv 2304.03208 Table 2.
-PUBLISHED_FLOPS = {"111M": 2.6e18, "256M": 1.3e19, "590M": 6.1e19, "1.3B": 2.8e20, "2.7B": 1.1e21,
-                   "6.7B": 6.3e21, "13B": 2.3e22}
+PUBLISHED_FLOPS = {
+    "111M": 2.6e18,
+    "256M": 1.3e19,
+    "590M": 6.1e19,
+    "1.3B": 2.8e20,
+    "2.7B": 1.1e21,
+    "6.7B": 6.3e21,
+    "13B": 2.3e22,
+}
 
 
 # The seven SP presets but 13B (its own test) and the five μP variants (no 6.7B or 13B μP run was published).
@@ -72,8 +79,11 @@ def test_13b_runs_two_batch_phases():
 def test_lr_is_a_function_of_tokens_across_a_switch():
     plan = resolve(TrainConfig(model="Cerebras-GPT-13B"))
     # The bs1080 config's schedule in its own steps (resumed at 38,000): the same LR at the same tokens.
-    bs1080 = resolve(TrainConfig(model="Cerebras-GPT-13B", batch_schedule="1080", steps=116_223,
-                                 warmup_steps=round(254 * 720 / 1080)))
+    bs1080 = resolve(
+        TrainConfig(
+            model="Cerebras-GPT-13B", batch_schedule="1080", steps=116_223, warmup_steps=round(254 * 720 / 1080)
+        )
+    )
     for step in (57_000, 80_000, 135_222):
         same_tokens = plan.tokens_before(step) // (1080 * 2048)
         assert plan.lr_at(step) == pytest.approx(bs1080.lr_at(same_tokens), rel=1e-3)
@@ -120,8 +130,13 @@ def test_schedule_parsing_and_errors():
     assert ramp == [BatchPhase(0, 2), BatchPhase(5, 4), BatchPhase(10, 8)]
     assert batch_schedule.steps_for_tokens(ramp, 340, 10) == 11
     assert batch_schedule.sequences_before(ramp, 11) == 5 * 2 + 5 * 4 + 8
-    for bad, match in [("", "empty"), ("4,8", "needs a start"), ("4,8@0", "must increase"), ("x", "BATCH@STEP"),
-                       ("4@3,8@9", "starts at step 0")]:
+    for bad, match in [
+        ("", "empty"),
+        ("4,8", "needs a start"),
+        ("4,8@0", "must increase"),
+        ("x", "BATCH@STEP"),
+        ("4@3,8@9", "starts at step 0"),
+    ]:
         with pytest.raises(ValueError, match=match):
             batch_schedule.parse(bad, 16)
     with pytest.raises(ValueError, match="both set the global batch"):
@@ -137,9 +152,20 @@ def _records(out_dir) -> dict[int, dict]:
 
 def test_batch_switch_resumes_exactly(tmp_path, data_dir):
     def cfg(out, **kw):
-        return TrainConfig(model="debug-tiny", data_dir=str(data_dir), steps=6, batch_schedule="2,4@3", seq_len=32,
-                           out_dir=str(out), progress=False, tensorboard=False, eval_batches=2, warmup_steps=2,
-                           checkpoint_interval=2, **kw)
+        return TrainConfig(
+            model="debug-tiny",
+            data_dir=str(data_dir),
+            steps=6,
+            batch_schedule="2,4@3",
+            seq_len=32,
+            out_dir=str(out),
+            progress=False,
+            tensorboard=False,
+            eval_batches=2,
+            warmup_steps=2,
+            checkpoint_interval=2,
+            **kw,
+        )
 
     full = train(cfg(tmp_path / "full"))
     assert full["tokens"] == (3 * 2 + 3 * 4) * 32

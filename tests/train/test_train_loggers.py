@@ -12,8 +12,19 @@ from cerebras_gpt.train.loop import train
 
 
 def _cfg(out_dir, data_dir, **kw) -> TrainConfig:
-    return TrainConfig(model="debug-tiny", data_dir=str(data_dir), steps=4, batch_size=4, seq_len=32,
-                       out_dir=str(out_dir), progress=False, eval_interval=2, eval_batches=2, warmup_steps=1, **kw)
+    return TrainConfig(
+        model="debug-tiny",
+        data_dir=str(data_dir),
+        steps=4,
+        batch_size=4,
+        seq_len=32,
+        out_dir=str(out_dir),
+        progress=False,
+        eval_interval=2,
+        eval_batches=2,
+        warmup_steps=1,
+        **kw,
+    )
 
 
 def test_csv_logger_mirrors_the_jsonl_and_tensorboard_is_left_out(tmp_path, data_dir):

@@ -23,8 +23,7 @@ def _grads(model, x, y, use_chunked: bool):
 
 @pytest.mark.parametrize("name", ["debug-tiny", "Cerebras-GPT-111M-muP"])
 def test_chunked_loss_matches_the_textbook_loss_and_gradients(name, monkeypatch):
-    overrides = {} if name == "debug-tiny" else dict(n_layer=1, n_embd=64, n_head=2, vocab_size=300,
-                                                     block_size=32)
+    overrides = {} if name == "debug-tiny" else dict(n_layer=1, n_embd=64, n_head=2, vocab_size=300, block_size=32)
     config = GPTConfig.from_name(name, **overrides)
     torch.manual_seed(0)
     model = GPT(config).train()

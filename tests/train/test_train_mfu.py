@@ -63,13 +63,22 @@ def test_mfu_is_clamped_and_uses_the_plan_flops():
 
 
 def _cfg(out_dir, data_dir) -> TrainConfig:
-    return TrainConfig(model="debug-tiny", data_dir=str(data_dir), steps=2, batch_size=2, seq_len=32,
-                       out_dir=str(out_dir), progress=False, tensorboard=False, eval_batches=1, warmup_steps=1,
-                       log_interval=1)
+    return TrainConfig(
+        model="debug-tiny",
+        data_dir=str(data_dir),
+        steps=2,
+        batch_size=2,
+        seq_len=32,
+        out_dir=str(out_dir),
+        progress=False,
+        tensorboard=False,
+        eval_batches=1,
+        warmup_steps=1,
+        log_interval=1,
+    )
 
 
-def test_a_training_step_reports_mfu_at_most_100_percent_against_the_cached_peak(tmp_path, data_dir, cache,
-                                                                                 caplog):
+def test_a_training_step_reports_mfu_at_most_100_percent_against_the_cached_peak(tmp_path, data_dir, cache, caplog):
     # A peak far below what the machine does (as a busy machine could measure) is read from the cache, not
     # measured again, and the MFU it would give (far over 100%) is reported as 100%.
     cache.values = [1e3]

@@ -29,8 +29,9 @@ def test_the_estimate_grows_with_the_micro_batch_and_counts_the_optimizer_states
 def test_auto_picks_the_largest_micro_batch_within_the_budget_and_probes_it():
     budget = (micro_batch.step_memory_bytes(TINY, 2, 32) + micro_batch.step_memory_bytes(TINY, 4, 32)) // 2
     probed = []
-    chosen, how = micro_batch.choose_micro_batch(TINY, [8], 32, CPU, "float32", budget=budget,
-                                                 probe=lambda m: probed.append(m))
+    chosen, how = micro_batch.choose_micro_batch(
+        TINY, [8], 32, CPU, "float32", budget=budget, probe=lambda m: probed.append(m)
+    )
     assert chosen == 2 and probed == [2] and "auto" in how and "probed" in how
     # The real probe: one forward and backward on this CPU.
     assert micro_batch.choose_micro_batch(TINY, [8], 32, CPU, "float32", budget=budget)[0] == 2
@@ -62,22 +63,35 @@ def test_a_bad_budget_variable_is_named(monkeypatch):
 
 
 def _run(tmp_path, data_dir, name: str, micro) -> dict:
-    cfg = TrainConfig(model="debug-tiny", data_dir=str(data_dir), steps=2, batch_size=8, seq_len=32,
-                      micro_batch_size=micro, warmup_steps=1, eval_batches=1, out_dir=str(tmp_path / name),
-                      progress=False, tensorboard=False, seed=3)
+    cfg = TrainConfig(
+        model="debug-tiny",
+        data_dir=str(data_dir),
+        steps=2,
+        batch_size=8,
+        seq_len=32,
+        micro_batch_size=micro,
+        warmup_steps=1,
+        eval_batches=1,
+        out_dir=str(tmp_path / name),
+        progress=False,
+        tensorboard=False,
+        seed=3,
+    )
     return train(cfg)
 
 
-def test_training_under_a_budget_accumulates_and_matches_the_same_explicit_micro_batch(tmp_path, data_dir,
-                                                                                     monkeypatch, caplog):
+def test_training_under_a_budget_accumulates_and_matches_the_same_explicit_micro_batch(
+    tmp_path, data_dir, monkeypatch, caplog
+):
     budget = (micro_batch.step_memory_bytes(TINY, 2, 32) + micro_batch.step_memory_bytes(TINY, 4, 32)) / 2
     monkeypatch.setenv("CEREBRAS_GPT_MEMORY_BUDGET_GB", str(budget / 1e9))
     with caplog.at_level(logging.INFO, logger="cerebras_gpt.train"):
         auto = _run(tmp_path, data_dir, "auto", "auto")
         default = _run(tmp_path, data_dir, "default", None)  # the whole batch does not fit: chosen the same way
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("micro-batch ")]
-    assert len(lines) == 2 and all(line.startswith("micro-batch 2 per rank (auto:") and "4 accumulation" in line
-                                   for line in lines)
+    assert len(lines) == 2 and all(
+        line.startswith("micro-batch 2 per rank (auto:") and "4 accumulation" in line for line in lines
+    )
     monkeypatch.delenv("CEREBRAS_GPT_MEMORY_BUDGET_GB")
     explicit = _run(tmp_path, data_dir, "explicit", 2)
     assert auto["plan"]["micro_batch"] == default["plan"]["micro_batch"] == 2
@@ -90,7 +104,8 @@ def test_the_cli_and_yaml_accept_auto():
     from cerebras_gpt.commands.train import TrainArgs
     from cerebras_gpt.config_io import from_mapping, parse_args
 
-    assert parse_args(TrainArgs, ["--model", "debug-tiny", "--micro-batch-size", "auto"], "t").micro_batch_size \
-        == "auto"
+    assert (
+        parse_args(TrainArgs, ["--model", "debug-tiny", "--micro-batch-size", "auto"], "t").micro_batch_size == "auto"
+    )
     assert parse_args(TrainArgs, ["--model", "debug-tiny", "--micro-batch-size", "4"], "t").micro_batch_size == 4
     assert from_mapping(TrainArgs, {"model": "debug-tiny", "micro_batch_size": "auto"}, "x").micro_batch_size == "auto"

@@ -10,24 +10,52 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from cerebras_gpt.train import report
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.loop import train
 
 
 def _train_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cerebras_gpt", "train", "--model", "debug-tiny", "--batch-size", "4",
-            "--seq-len", "32", "--warmup-steps", "1", "--eval-batches", "2", "--no-progress", "--no-tensorboard",
-            *args]
+    return [
+        sys.executable,
+        "-m",
+        "cerebras_gpt",
+        "train",
+        "--model",
+        "debug-tiny",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "32",
+        "--warmup-steps",
+        "1",
+        "--eval-batches",
+        "2",
+        "--no-progress",
+        "--no-tensorboard",
+        *args,
+    ]
 
 
 def test_a_run_says_its_plan_evaluations_checkpoints_and_next_steps(tmp_path, data_dir):
     out = tmp_path / "run"
-    proc = subprocess.run(_train_cli("--data-dir", str(data_dir), "--steps", "4", "--eval-interval", "2",
-                                     "--checkpoint-interval", "2", "--out", str(out)),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        _train_cli(
+            "--data-dir",
+            str(data_dir),
+            "--steps",
+            "4",
+            "--eval-interval",
+            "2",
+            "--checkpoint-interval",
+            "2",
+            "--out",
+            str(out),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr
     assert "training plan" in said and re.search(r"^steps +4$", said, re.M) and f"run directory  {out}" in said
@@ -52,8 +80,17 @@ def test_an_empty_val_split_is_warned_about(tmp_path, shared_data, caplog):
     # The whole file as one document (no --paragraphs): the hash split sends it to train, val stays empty.
     data = tmp_path / "one-doc"
     prepare([str(shared_data / "tinyshakespeare.txt")], data, val_fraction=0.05, workers=1, progress=False)
-    cfg = TrainConfig(model="debug-tiny", data_dir=str(data), steps=2, batch_size=2, seq_len=32,
-                      out_dir=str(tmp_path / "run"), progress=False, tensorboard=False, warmup_steps=1)
+    cfg = TrainConfig(
+        model="debug-tiny",
+        data_dir=str(data),
+        steps=2,
+        batch_size=2,
+        seq_len=32,
+        out_dir=str(tmp_path / "run"),
+        progress=False,
+        tensorboard=False,
+        warmup_steps=1,
+    )
     with caplog.at_level(logging.WARNING, logger="cerebras_gpt.train"):
         result = train(cfg)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -63,9 +100,23 @@ def test_an_empty_val_split_is_warned_about(tmp_path, shared_data, caplog):
 
 def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, data_dir):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_train_cli("--data-dir", str(data_dir), "--steps", "100000", "--eval-interval", "0",
-                                       "--checkpoint-interval", "2", "--out", str(out)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _train_cli(
+            "--data-dir",
+            str(data_dir),
+            "--steps",
+            "100000",
+            "--eval-interval",
+            "0",
+            "--checkpoint-interval",
+            "2",
+            "--out",
+            str(out),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not list((out / "checkpoints").glob("step_*")) and time.monotonic() < deadline:

@@ -43,8 +43,19 @@ class Windows:
 
 
 def _cfg(out_dir, **kw) -> TrainConfig:
-    base = dict(model="debug-tiny", steps=6, batch_size=4, seq_len=16, out_dir=str(out_dir), resume="never",
-                progress=False, tensorboard=False, warmup_steps=2, log_interval=1, lr=1e-3)
+    base = dict(
+        model="debug-tiny",
+        steps=6,
+        batch_size=4,
+        seq_len=16,
+        out_dir=str(out_dir),
+        resume="never",
+        progress=False,
+        tensorboard=False,
+        warmup_steps=2,
+        log_interval=1,
+        lr=1e-3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -105,8 +116,9 @@ def test_parallelize_is_idempotent():
     model = GPT(GPTConfig.from_name("debug-tiny"))
     keys = list(model.state_dict())
     for _ in range(2):
-        out = parallelize.parallelize(model, DistInfo(), torch.device("cpu"), activation_checkpointing=True,
-                                      compile=True)  # compiled lazily: nothing runs here
+        out = parallelize.parallelize(
+            model, DistInfo(), torch.device("cpu"), activation_checkpointing=True, compile=True
+        )  # compiled lazily: nothing runs here
         assert out is model
     blocks = model.transformer.h
     assert all(isinstance(b, CheckpointWrapper) and isinstance(b._checkpoint_wrapped_module, Block) for b in blocks)
@@ -148,13 +160,13 @@ def test_finetune_early_stopping_sets_up_once(tmp_path, monkeypatch):
     from cerebras_gpt.finetune.synthetic import reverse_records, write_jsonl
 
     calls = {"parallelize": 0, "checkpoint_wrapper": 0, "fit": 0}
-    real_parallelize, real_wrapper, real_fit = (parallelize.parallelize, parallelize.checkpoint_wrapper,
-                                                Trainer.fit)
+    real_parallelize, real_wrapper, real_fit = (parallelize.parallelize, parallelize.checkpoint_wrapper, Trainer.fit)
 
     def counting(name, real):
         def call(*args, **kwargs):
             calls[name] += 1
             return real(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(parallelize, "parallelize", counting("parallelize", real_parallelize))
@@ -164,10 +176,22 @@ def test_finetune_early_stopping_sets_up_once(tmp_path, monkeypatch):
     config = GPTConfig.from_name("debug-tiny", block_size=32)
     GPT(config).save_pretrained(tmp_path / "base")
     write_jsonl(reverse_records(40, seed=1), tmp_path / "train.jsonl")
-    summary = finetune(FinetuneArgs(model=str(tmp_path / "base"), data=str(tmp_path / "train.jsonl"), steps=6,
-                                    batch_size=8, eval_interval=2, early_stopping_patience=5, lr=1e-3,
-                                    out_dir=str(tmp_path / "out"), progress=False, activation_checkpointing=True,
-                                    lora=LoRAConfig(rank=2), save_adapter=True))
+    summary = finetune(
+        FinetuneArgs(
+            model=str(tmp_path / "base"),
+            data=str(tmp_path / "train.jsonl"),
+            steps=6,
+            batch_size=8,
+            eval_interval=2,
+            early_stopping_patience=5,
+            lr=1e-3,
+            out_dir=str(tmp_path / "out"),
+            progress=False,
+            activation_checkpointing=True,
+            lora=LoRAConfig(rank=2),
+            save_adapter=True,
+        )
+    )
     assert summary["steps"] == 6 and not summary["stopped_early"]
     assert calls == {"parallelize": 1, "checkpoint_wrapper": config.n_layer, "fit": 3}
     from safetensors import safe_open

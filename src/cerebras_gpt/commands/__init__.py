@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from cerebras_gpt.config_io import from_mapping, load_yaml, parse_args  # noqa: F401  (re-exported)
 

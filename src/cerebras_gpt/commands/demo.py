@@ -54,23 +54,42 @@ def run(args: DemoArgs) -> int:
     log.info("1/4 preparing the built-in corpus (builtin:pydoc) into %s", out / "data")
     prepare(["builtin:pydoc"], out / "data", val_fraction=0.02, seq_len=args.seq_len)
     log.info("2/4 training %s for up to %.1f minutes (Ctrl-C is safe: rerun to resume)", args.model, args.minutes)
-    cfg = TrainConfig(model=args.model, data_dir=str(out / "data"), steps=args.steps, batch_size=args.batch_size,
-                      seq_len=args.seq_len, out_dir=str(out), time_limit_minutes=args.minutes, eval_interval=100,
-                      eval_batches=10, checkpoint_interval=100, device=args.device, lr=1e-3)
+    cfg = TrainConfig(
+        model=args.model,
+        data_dir=str(out / "data"),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        out_dir=str(out),
+        time_limit_minutes=args.minutes,
+        eval_interval=100,
+        eval_batches=10,
+        checkpoint_interval=100,
+        device=args.device,
+        lr=1e-3,
+    )
     result = train(cfg)
-    log.info("    %d steps, %s tokens, final training loss %.3f", result["steps"], f"{result['tokens']:,}",
-             result["final_loss"])
+    log.info(
+        "    %d steps, %s tokens, final training loss %.3f",
+        result["steps"],
+        f"{result['tokens']:,}",
+        result["final_loss"],
+    )
     log.info("3/4 validation perplexity of %s", result["model_dir"])
-    model, tokenizer = load_model_and_tokenizer(result["model_dir"], device=args.device if args.device != "auto"
-                                                else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer = load_model_and_tokenizer(
+        result["model_dir"],
+        device=args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
+    )
     device = next(model.parameters()).device
     val_loss, count = evaluate(model, iter_validation(out / "data", args.seq_len, args.batch_size), device, "float32")
     print(f"validation loss {val_loss:.3f} nats/token, perplexity {math.exp(val_loss):.1f} over {count:,} tokens")
     log.info("4/4 sample from the saved model directory")
     text = generate(model, tokenizer, args.prompt, max_new_tokens=60, temperature=0.8, top_k=40, seed=0)
     print(f"\n{args.prompt}{text}\n")
-    print(f"model directory: {result['model_dir']} (loads with transformers.AutoModelForCausalLM); loss curve: "
-          f"{out / 'loss.png'}; total {(time.perf_counter() - t0) / 60:.1f} min")
+    print(
+        f"model directory: {result['model_dir']} (loads with transformers.AutoModelForCausalLM); loss curve: "
+        f"{out / 'loss.png'}; total {(time.perf_counter() - t0) / 60:.1f} min"
+    )
     return 0
 
 

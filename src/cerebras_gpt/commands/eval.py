@@ -90,9 +90,9 @@ def run(args: EvalArgs) -> int:
     problems = [p for p in problems if p]
     if problems:
         raise ValueError("; ".join(problems))
-    from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
     from cerebras_gpt.quantization import apply_quantize, check_precision, precision_of
+    from cerebras_gpt.runtime import resolve_device_dtype
 
     check_precision(args.quantize)  # a bad value fails before the model loads
     device, dtype = resolve_device_dtype(args.device, args.dtype)
@@ -102,19 +102,35 @@ def run(args: EvalArgs) -> int:
     if args.data:
         from cerebras_gpt.evaluate.perplexity import evaluate_perplexity
 
-        result = evaluate_perplexity(model, tokenizer, args.data, context=args.context, stride=args.stride,
-                                     batch_size=args.batch_size, split=args.split, max_batches=args.max_batches,
-                                     text_key=args.text_key, show_progress=not args.no_progress)
+        result = evaluate_perplexity(
+            model,
+            tokenizer,
+            args.data,
+            context=args.context,
+            stride=args.stride,
+            batch_size=args.batch_size,
+            split=args.split,
+            max_batches=args.max_batches,
+            text_key=args.text_key,
+            show_progress=not args.no_progress,
+        )
         report["perplexity"] = result.to_dict()
         m = result.metrics
-        log.info("loss %.4f nats/token | perplexity %.3f | %.4f bits/byte | %d tokens, %d bytes",
-                 m["loss"], m["perplexity"], m["bits_per_byte"], m["tokens"], m["bytes"])
+        log.info(
+            "loss %.4f nats/token | perplexity %.3f | %.4f bits/byte | %d tokens, %d bytes",
+            m["loss"],
+            m["perplexity"],
+            m["bits_per_byte"],
+            m["tokens"],
+            m["bytes"],
+        )
     if args.tasks:
         from cerebras_gpt.evaluate.lm_eval_adapter import CerebrasGPTLM, run_tasks
 
         lm = CerebrasGPTLM(model=model, tokenizer=tokenizer, batch_size=args.batch_size)
-        results = run_tasks(lm, args.tasks, args.include_path, args.num_fewshot, args.limit, args.log_samples,
-                            args.seed)
+        results = run_tasks(
+            lm, args.tasks, args.include_path, args.num_fewshot, args.limit, args.log_samples, args.seed
+        )
         from lm_eval.utils import make_table
 
         log.info("%s", make_table(results))

@@ -10,8 +10,8 @@ from typing import Annotated
 import tyro
 
 from cerebras_gpt.commands import run_command
-from cerebras_gpt.runtime import resolve_device_dtype
 from cerebras_gpt.generation import SamplingParams
+from cerebras_gpt.runtime import resolve_device_dtype
 
 
 @dataclasses.dataclass

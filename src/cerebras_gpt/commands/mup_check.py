@@ -26,9 +26,9 @@ class MupCheckArgs:
     out: str = "runs/mup-check"
     """Directory for coord_check.png, coord_check.csv (every measurement) and coord_check.json (summary)."""
     rules: str | None = None
-    """Print the μP rules (init stds, LR and forward multipliers) of this preset (e.g. Cerebras-GPT-111M-muP) and exit."""
-    check: Annotated[CoordCheckConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(
-        default_factory=CoordCheckConfig)
+    """Print the μP rules (init stds, LR and forward multipliers) of this preset (e.g. Cerebras-GPT-111M-muP);
+    then exit."""
+    check: Annotated[CoordCheckConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=CoordCheckConfig)
 
 
 def format_rules(preset: str) -> str:
@@ -38,9 +38,11 @@ def format_rules(preset: str) -> str:
     config = GPTConfig.from_name(preset)
     if not config.use_mup:
         config = mup.to_mup(config)
-    lines = [f"μP rules for {config.name} (width {config.n_embd}, base {config.mup_base_width}, "
-             f"m = {mup.width_multiplier(config):.4g}, {config.n_layer} layers):",
-             f"  {'group':<10} {'parameters':<34} {'init std':>10} {'LR x η_base':>12}"]
+    lines = [
+        f"μP rules for {config.name} (width {config.n_embd}, base {config.mup_base_width}, "
+        f"m = {mup.width_multiplier(config):.4g}, {config.n_layer} layers):",
+        f"  {'group':<10} {'parameters':<34} {'init std':>10} {'LR x η_base':>12}",
+    ]
     for row in mup.rules(config):
         if row["group"] == "forward":
             lines.append(f"  forward    {row['multiplier']:<34} {row['value']:>10.4g}")

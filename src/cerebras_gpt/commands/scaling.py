@@ -113,20 +113,26 @@ def _plan(args: PlanArgs) -> int:
         print(json.dumps({"presets": [r.to_dict() for r in rows], "budgets": budgets}, indent=2))
         return 0
     if rows:
-        print(f"{'model':<24}{'params':>16}{'tokens':>18}{'FLOPs':>11}{'card FLOPs':>12}{'paper loss':>12}"
-              f"{'law loss':>10}")
+        print(
+            f"{'model':<24}{'params':>16}{'tokens':>18}{'FLOPs':>11}{'card FLOPs':>12}{'paper loss':>12}"
+            f"{'law loss':>10}"
+        )
         for r in rows:
             card = f"{r.card_flops:.2g}" if r.card_flops else "-"
             paper = f"{r.paper_loss:.3f}" if r.paper_loss else "-"
-            print(f"{r.name:<24}{r.params:>16,}{r.tokens:>18,}{r.flops:>11.3g}{card:>12}{paper:>12}"
-                  f"{r.predicted_loss:>10.3f}")
+            print(
+                f"{r.name:<24}{r.params:>16,}{r.tokens:>18,}{r.flops:>11.3g}{card:>12}{paper:>12}"
+                f"{r.predicted_loss:>10.3f}"
+            )
     for b in budgets:
         s = b["shape"]
-        print(f"\nbudget {b['budget_flops']:.3g} FLOPs at {b['tokens_per_param']:g} tokens/param:\n"
-              f"  analytic (C = 6ND): {b['analytic']['params']:,} params, {b['analytic']['tokens']:,} tokens\n"
-              f"  shape: n_layer {s['n_layer']}, n_embd {s['n_embd']}, n_head {s['n_head']}: {s['params']:,} params,"
-              f" {s['tokens_at_budget']:,} tokens ({s['tokens_per_param_at_budget']:.1f}/param)\n"
-              f"  nearest preset: {b['nearest_preset']}; the paper's law predicts Pile loss {s['predicted_loss']:.3f}")
+        print(
+            f"\nbudget {b['budget_flops']:.3g} FLOPs at {b['tokens_per_param']:g} tokens/param:\n"
+            f"  analytic (C = 6ND): {b['analytic']['params']:,} params, {b['analytic']['tokens']:,} tokens\n"
+            f"  shape: n_layer {s['n_layer']}, n_embd {s['n_embd']}, n_head {s['n_head']}: {s['params']:,} params,"
+            f" {s['tokens_at_budget']:,} tokens ({s['tokens_per_param_at_budget']:.1f}/param)\n"
+            f"  nearest preset: {b['nearest_preset']}; the paper's law predicts Pile loss {s['predicted_loss']:.3f}"
+        )
     return 0
 
 
@@ -151,7 +157,9 @@ def _read_points(sources: list[str], paper_convention: bool = False) -> list[tup
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
                 if not reader.fieldnames or not {"flops", "loss"} <= set(reader.fieldnames):
-                    raise ValueError(f"--points {src!r}: a CSV needs 'flops' and 'loss' columns (and optionally 'name')")
+                    raise ValueError(
+                        f"--points {src!r}: a CSV needs 'flops' and 'loss' columns (and optionally 'name')"
+                    )
                 for n, row in enumerate(reader, 2):
                     try:
                         points.append((row.get("name", ""), float(row["flops"]), float(row["loss"])))
@@ -162,8 +170,15 @@ def _read_points(sources: list[str], paper_convention: bool = False) -> list[tup
     return points
 
 
-def fit_report(points: list[tuple[str, float, float]], target: float | None, holdout: int, level: float,
-               plot: str | None, reference=None, title: str = "Compute-optimal scaling") -> dict:
+def fit_report(
+    points: list[tuple[str, float, float]],
+    target: float | None,
+    holdout: int,
+    level: float,
+    plot: str | None,
+    reference=None,
+    title: str = "Compute-optimal scaling",
+) -> dict:
     """Fit, held-out check and plot of (name, FLOPs, loss) points; the JSON-ready report."""
     from cerebras_gpt.experiments.scaling import fit_power_law, heldout_check, plot_fit
 
@@ -178,8 +193,14 @@ def fit_report(points: list[tuple[str, float, float]], target: float | None, hol
         heldout = [(c["name"], c["flops"], c["loss"]) for c in check["checks"]]
         if plot:
             stem = Path(plot)
-            plot_fit(check["fit"], stem.with_name(stem.stem + "-heldout" + stem.suffix), target, heldout,
-                     reference, title + f" (fit without the {holdout} largest)")
+            plot_fit(
+                check["fit"],
+                stem.with_name(stem.stem + "-heldout" + stem.suffix),
+                target,
+                heldout,
+                reference,
+                title + f" (fit without the {holdout} largest)",
+            )
     if plot:
         report["plot"] = str(plot_fit(fit, plot, target, (), reference, title))
     return report
@@ -193,8 +214,7 @@ def _fit(args: FitArgs) -> int:
         points += [(n.removeprefix("Cerebras-GPT-"), c, y) for n, c, y in PAPER_POINTS]
     if not points:
         raise ValueError("no points: pass --points runs.jsonl|DIR|FILE.csv and/or --paper")
-    report = fit_report(points, args.target, args.holdout, args.level, args.plot,
-                        PAPER_LAW if args.paper else None)
+    report = fit_report(points, args.target, args.holdout, args.level, args.plot, PAPER_LAW if args.paper else None)
     _print_fit(report)
     text = json.dumps(report, indent=2)
     if args.output:
@@ -205,14 +225,22 @@ def _fit(args: FitArgs) -> int:
 
 def _print_fit(report: dict) -> None:
     ci = report["ci"]
-    log.info("%s  (%.0f%% CI: alpha %.4f..%.4f, C0 %.3g..%.3g, L_inf %.4f..%.4f; rmse %.4f)", report["law"],
-             100 * report["confidence_level"], *ci["alpha"], *ci["c0"], *ci["l_inf"], report["rmse"])
+    log.info(
+        "%s  (%.0f%% CI: alpha %.4f..%.4f, C0 %.3g..%.3g, L_inf %.4f..%.4f; rmse %.4f)",
+        report["law"],
+        100 * report["confidence_level"],
+        *ci["alpha"],
+        *ci["c0"],
+        *ci["l_inf"],
+        report["rmse"],
+    )
     if "target" in report:
         t = report["target"]
         log.info("predicted loss at %.3g FLOPs: %.4f (%.4f..%.4f)", t["flops"], t["loss"], *t["ci"])
     for c in report.get("heldout", {}).get("checks", []):
-        log.info("held out %s: measured %.4f, predicted %.4f (%+.2f%%)", c["name"], c["loss"], c["predicted"],
-                 c["error_pct"])
+        log.info(
+            "held out %s: measured %.4f, predicted %.4f (%+.2f%%)", c["name"], c["loss"], c["predicted"], c["error_pct"]
+        )
 
 
 # ----------------------------------------------------------------------------- run
@@ -222,15 +250,21 @@ def _run(args: RunArgs) -> int:
 
     meta = read_meta(args.data)
     vocab = int(meta.get("tokenizer", {}).get("vocab_size") or 50257)
-    rungs = build_ladder(args.widths, args.n_layer, args.head_dim, args.block_size, vocab, args.tokens_per_param,
-                         args.count, args.aspect)
+    rungs = build_ladder(
+        args.widths, args.n_layer, args.head_dim, args.block_size, vocab, args.tokens_per_param, args.count, args.aspect
+    )
     for r in rungs:
         log.info("rung %-22s %9d params %11d tokens %.3g FLOPs", r.name, r.plan.params, r.plan.tokens, r.plan.flops)
     rows = run_ladder(rungs, args.out, ladder_train_fn(args))
     if len(rows) >= 3:
-        report = fit_report([(r["name"], r["flops"], r["loss"]) for r in rows], args.target,
-                            args.holdout if len(rows) - args.holdout >= 3 else 0, 0.95,
-                            str(Path(args.out) / "fit.png"), title=f"Scaling ladder on {Path(args.data).name}")
+        report = fit_report(
+            [(r["name"], r["flops"], r["loss"]) for r in rows],
+            args.target,
+            args.holdout if len(rows) - args.holdout >= 3 else 0,
+            0.95,
+            str(Path(args.out) / "fit.png"),
+            title=f"Scaling ladder on {Path(args.data).name}",
+        )
         (Path(args.out) / "fit.json").write_text(json.dumps(report, indent=2) + "\n")
         _print_fit(report)
     return 0
@@ -254,19 +288,37 @@ def ladder_train_fn(args: RunArgs):
         c = rung.config
         steps = max(1, round(rung.plan.tokens / (args.batch_size * args.block_size)))
         cfg = TrainConfig(
-            model="debug-tiny", data_dir=args.data, out_dir=str(run_dir), seq_len=args.block_size,
-            model_overrides={k: str(getattr(c, k)) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")},
-            tokens=rung.plan.tokens, batch_size=args.batch_size, lr=args.lr, decay="linear",
-            warmup_steps=max(1, round(args.warmup_fraction * steps)), seed=args.seed, device=args.device,
-            tensorboard=False, progress=True, log_interval=10, checkpoint_interval=max(50, steps // 4),
+            model="debug-tiny",
+            data_dir=args.data,
+            out_dir=str(run_dir),
+            seq_len=args.block_size,
+            model_overrides={
+                k: str(getattr(c, k)) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")
+            },
+            tokens=rung.plan.tokens,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            decay="linear",
+            warmup_steps=max(1, round(args.warmup_fraction * steps)),
+            seed=args.seed,
+            device=args.device,
+            tensorboard=False,
+            progress=True,
+            log_interval=10,
+            checkpoint_interval=max(50, steps // 4),
         )
         metrics = train(cfg)
-        model = load_pretrained(run_dir / "model", device="cuda" if torch.cuda.is_available() and
-                                args.device != "cpu" else "cpu")
+        model = load_pretrained(
+            run_dir / "model", device="cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+        )
         val = evaluate_prepared(model, None, args.data, "val", context=args.block_size, batch_size=64).metrics()
         train_metrics = metrics if isinstance(metrics, dict) else {}
-        return {**{f"train_{k}": v for k, v in train_metrics.items()}, "val_loss": val["loss"],
-                "val_tokens": val["tokens"], "steps": steps}
+        return {
+            **{f"train_{k}": v for k, v in train_metrics.items()},
+            "val_loss": val["loss"],
+            "val_tokens": val["tokens"],
+            "steps": steps,
+        }
 
     return train_rung
 

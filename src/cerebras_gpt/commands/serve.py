@@ -63,15 +63,24 @@ def translate_vllm_flags(argv: list[str]) -> list[str]:
 
 
 def run(args: ServeArgs) -> int:
-    from cerebras_gpt.serve.app import run_server
     from cerebras_gpt.quantization import check_precision
+    from cerebras_gpt.serve.app import run_server
 
     check_precision(args.quantize)  # a bad value fails before the model loads
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is not a TCP port (1-65535)")
-    run_server(args.model, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
-               engine_config=args.engine, device=args.device, dtype=args.dtype, log_level=args.log_level,
-               quantize=args.quantize)
+    run_server(
+        args.model,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        model_name=args.model_name,
+        engine_config=args.engine,
+        device=args.device,
+        dtype=args.dtype,
+        log_level=args.log_level,
+        quantize=args.quantize,
+    )
     return 0
 
 

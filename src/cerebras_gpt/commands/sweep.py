@@ -26,7 +26,8 @@ class SweepArgs:
     --storage) runs the trials once between the workers.
 
     Example (the μP proxy tuning: η_base on a small model, then reuse it at every width):
-      cerebras-gpt sweep --base configs/mup/proxy.yaml --grid lr=2.5e-3,5e-3,1e-2,2e-2,4e-2 model_overrides.n_embd=32,64,128
+      cerebras-gpt sweep --base configs/mup/proxy.yaml \
+          --grid lr=2.5e-3,5e-3,1e-2,2e-2,4e-2 model_overrides.n_embd=32,64,128
     """
 
     sweep: Annotated[SweepConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=SweepConfig)
@@ -42,21 +43,28 @@ def run(args: SweepArgs) -> int:
     cfg = args.sweep
     result = run_sweep(cfg)
     done = sum(r["status"] == "ok" for r in result.rows)
-    print(f"sweep {cfg.out}: {len(result.ran)} trials run now, {len(result.skipped)} already recorded, "
-          f"{len(result.pending)} left; {done} finished OK")
+    print(
+        f"sweep {cfg.out}: {len(result.ran)} trials run now, {len(result.skipped)} already recorded, "
+        f"{len(result.pending)} left; {done} finished OK"
+    )
     if result.best:
-        print(f"best trial {result.best['trial']}: {cfg.metric} = {result.best['metrics'][cfg.metric]:.4f} "
-              f"with {result.best['settings']}")
+        print(
+            f"best trial {result.best['trial']}: {cfg.metric} = {result.best['metrics'][cfg.metric]:.4f} "
+            f"with {result.best['settings']}"
+        )
     else:
         print(f"no trial has finished with a finite {cfg.metric} yet")
     if args.plot_x:
         if not args.plot_series:
             raise ValueError("--plot-x needs --plot-series (the swept key that tells the lines apart)")
-        path = plot_curves({Path(cfg.out).name: result.rows}, args.plot_x, args.plot_series, cfg.metric,
-                           Path(cfg.out) / "sweep.png")
+        path = plot_curves(
+            {Path(cfg.out).name: result.rows}, args.plot_x, args.plot_series, cfg.metric, Path(cfg.out) / "sweep.png"
+        )
         for series, pts in curves(result.rows, args.plot_x, args.plot_series, cfg.metric).items():
-            print(f"  {args.plot_series}={series}: best {args.plot_x} = {pts[best_index(pts)][0]:g} "
-                  f"(index {best_index(pts)} of {len(pts)})")
+            print(
+                f"  {args.plot_series}={series}: best {args.plot_x} = {pts[best_index(pts)][0]:g} "
+                f"(index {best_index(pts)} of {len(pts)})"
+            )
         log.info("wrote %s", path)
     print(f"table: {Path(cfg.out) / 'results.csv'}")
     return 0

@@ -38,8 +38,10 @@ def run(args: TrainArgs) -> int:
     if args.model is None:
         from cerebras_gpt.config import PRESETS
 
-        raise ValueError("no model given: pass --model NAME (or `model:` in --config), one of "
-                         f"{', '.join(PRESETS)}; e.g. --model debug-small for a quick CPU run")
+        raise ValueError(
+            "no model given: pass --model NAME (or `model:` in --config), one of "
+            f"{', '.join(PRESETS)}; e.g. --model debug-small for a quick CPU run"
+        )
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in dataclasses.asdict(args).items() if k in fields})
     cfg.sparsity = args.sparsity

@@ -68,10 +68,17 @@ def write_hdf5(out: Path, meta: dict, msl: int, examples_per_file: int) -> dict:
                     f.attrs["n_examples"] = count
                 files.append({"file": f"{split}/{name}", "examples": count})
             del stream
-        params = {"processing": {"max_seq_length": msl, "eos_id": pad_id, "pad_id": pad_id,
-                                 "tokenizer_type": "GPT2Tokenizer", "files_per_record": examples_per_file,
-                                 "write_remainder": True},
-                  "post-process": {"n_examples": sum(f["examples"] for f in files)}}
+        params = {
+            "processing": {
+                "max_seq_length": msl,
+                "eos_id": pad_id,
+                "pad_id": pad_id,
+                "tokenizer_type": "GPT2Tokenizer",
+                "files_per_record": examples_per_file,
+                "write_remainder": True,
+            },
+            "post-process": {"n_examples": sum(f["examples"] for f in files)},
+        }
         (folder / "data_params.json").write_text(json.dumps(params, indent=2) + "\n")
         for shard in info["shards"]:
             (out / shard["file"]).unlink()
@@ -91,8 +98,10 @@ class HDF5Windows:
         if split not in meta["splits"]:
             raise ValueError(f"{str(data_dir)!r} has no split {split!r}; it has {sorted(meta['splits'])}")
         if seq_len != meta["seq_len"]:
-            raise ValueError(f"{str(data_dir)!r} holds HDF5 examples of length {meta['seq_len']}; pass "
-                             f"seq_len={meta['seq_len']}, or prepare the data again with --seq-len {seq_len}")
+            raise ValueError(
+                f"{str(data_dir)!r} holds HDF5 examples of length {meta['seq_len']}; pass "
+                f"seq_len={meta['seq_len']}, or prepare the data again with --seq-len {seq_len}"
+            )
         self.files, rows = [], []
         for entry in meta["splits"][split].get("hdf5", []):
             f = h5py.File(data_dir / entry["file"], "r")

@@ -5,8 +5,9 @@ of ``T + 1`` tokens with stride ``T``: window ``i`` is ``tokens[i*T : i*T + T + 
 ``window[:-1]`` and targets ``window[1:]``, and consecutive windows share one token. Unlike ModelZoo's
 shuffle buffer, training windows are shuffled by a full permutation drawn from ``(seed, epoch)``, which makes
 the order exact, reproducible and resumable from two integers. The permutation is computed, not stored (a
-keyed Feistel network with cycle walking), so a corpus of 10^8 windows costs no memory per rank. Data-parallel ranks take interleaved slices
-of each global batch, so within an epoch every window is read by exactly one rank, at most once.
+keyed Feistel network with cycle walking), so a corpus of 10^8 windows costs no memory per rank.
+Data-parallel ranks take interleaved slices of each global batch, so within an epoch every window is read
+by exactly one rank, at most once.
 """
 
 from __future__ import annotations
@@ -122,8 +123,17 @@ class TokenWindowLoader:
         rank, world_size: this process's data-parallel rank and the number of ranks.
     """
 
-    def __init__(self, data_dir: str | Path, split: str = "train", *, seq_len: int, batch_size: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        split: str = "train",
+        *,
+        seq_len: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         _check_ranks(rank, world_size)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
@@ -137,7 +147,8 @@ class TokenWindowLoader:
             raise ValueError(
                 f"split {split!r} of {str(data_dir)!r} has {len(self.windows)} windows of {seq_len + 1} tokens, "
                 f"fewer than one global batch (batch_size {batch_size} x world_size {world_size}); "
-                "use a smaller batch size or seq_len, or prepare more data")
+                "use a smaller batch size or seq_len, or prepare more data"
+            )
         self.epoch = 0
         self._batch = 0  # index within the epoch of the next batch
         self._perm: FeistelPermutation | None = None
@@ -164,20 +175,35 @@ class TokenWindowLoader:
 
     def state_dict(self) -> dict:
         """Where the next batch comes from, plus what must match to resume: plain ints."""
-        return {"epoch": self.epoch, "batch": self._batch, "seed": self.seed, "world_size": self.world_size,
-                "batch_size": self.batch_size, "seq_len": self.seq_len, "num_windows": self.num_windows}
+        return {
+            "epoch": self.epoch,
+            "batch": self._batch,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "num_windows": self.num_windows,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "world_size", "batch_size", "seq_len", "num_windows"):
             if key in state and int(state[key]) != getattr(self, key):
                 raise ValueError(
                     f"loader state has {key}={state[key]} but this loader has {key}={getattr(self, key)}; resume "
-                    "with the same data, seed, batch size, sequence length and number of ranks")
+                    "with the same data, seed, batch size, sequence length and number of ranks"
+                )
         self.epoch, self._batch = int(state["epoch"]), int(state["batch"])
 
 
-def iter_validation(data_dir: str | Path, seq_len: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                    max_batches: int | None = None, split: str = "val") -> Iterator[torch.Tensor]:
+def iter_validation(
+    data_dir: str | Path,
+    seq_len: int,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    max_batches: int | None = None,
+    split: str = "val",
+) -> Iterator[torch.Tensor]:
     """Every window of ``split`` once, in order, as LongTensors ``(b, T + 1)`` with ``b <= batch_size``.
 
     Rank ``r`` reads windows ``r, r + world_size, ...``, so the ranks together cover the split exactly once;
@@ -192,4 +218,4 @@ def iter_validation(data_dir: str | Path, seq_len: int, batch_size: int, rank: i
     for n, start in enumerate(range(0, len(mine), batch_size)):
         if max_batches is not None and n >= max_batches:
             return
-        yield windows.take(mine[start:start + batch_size])
+        yield windows.take(mine[start : start + batch_size])

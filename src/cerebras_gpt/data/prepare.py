@@ -78,8 +78,14 @@ def _init_worker(tokenizer, text_key: str, skip_bad: bool, threads: int) -> None
     from cerebras_gpt.tokenizer import Tokenizer, load_tokenizer
 
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
-    _worker.update(tokenizer=tok, dtype=dtype_for_vocab(tok.vocab_size), text_key=text_key, skip_bad=skip_bad,
-                   threads=threads, pool=ThreadPoolExecutor(threads) if threads > 1 else None)
+    _worker.update(
+        tokenizer=tok,
+        dtype=dtype_for_vocab(tok.vocab_size),
+        text_key=text_key,
+        skip_bad=skip_bad,
+        threads=threads,
+        pool=ThreadPoolExecutor(threads) if threads > 1 else None,
+    )
 
 
 def _start_threads(threads: int) -> None:
@@ -112,11 +118,15 @@ def _jsonl_documents(text: str, task: Task, stats: dict) -> list:
             if skip_bad:
                 stats["bad_lines"] += 1
                 continue
-            raise ValueError(f"{where}: malformed JSONL line ({e.reason}); fix the line, or pass --skip-bad to "
-                             "skip and count bad lines") from None
+            raise ValueError(
+                f"{where}: malformed JSONL line ({e.reason}); fix the line, or pass --skip-bad to "
+                "skip and count bad lines"
+            ) from None
         if value is KeyError:
-            raise ValueError(f"{where}: no field {key!r} in this record (fields: {sorted(record)[:10]}); "
-                             "choose the text field with --text-key")
+            raise ValueError(
+                f"{where}: no field {key!r} in this record (fields: {sorted(record)[:10]}); "
+                "choose the text field with --text-key"
+            )
         docs.append(value)
     return docs
 
@@ -141,7 +151,9 @@ def _encode_all(docs: list[str]) -> list[list[int]]:
     # Contiguous slices, one per thread: tiktoken releases the GIL while it runs the BPE.
     step = -(-len(docs) // threads)
     ids: list[list[int]] = []
-    for part in pool.map(lambda chunk: [encode(d) for d in chunk], [docs[i:i + step] for i in range(0, len(docs), step)]):
+    for part in pool.map(
+        lambda chunk: [encode(d) for d in chunk], [docs[i : i + step] for i in range(0, len(docs), step)]
+    ):
         ids += part
     return ids
 
@@ -175,7 +187,7 @@ def encode_task(task: Task) -> Encoded:
     tokens = np.empty(int(lengths.sum()), dtype=dtype)
     pos = 0
     for x, n in zip(ids, lengths.tolist()):
-        tokens[pos:pos + n - 1] = x
+        tokens[pos : pos + n - 1] = x
         tokens[pos + n - 1] = eos
         pos += n
     return Encoded(tokens, lengths, np.array(hashes, dtype=np.uint64), stats)
@@ -202,27 +214,41 @@ def _prepare_out_dir(out: Path, signature: dict, overwrite: bool) -> dict | None
                 path.unlink()
         return None
     if (out / META_NAME).exists():
-        raise ValueError(f"{str(out)!r} already holds prepared data ({META_NAME}); pass --overwrite to replace "
-                         "it, or choose another --out")
+        raise ValueError(
+            f"{str(out)!r} already holds prepared data ({META_NAME}); pass --overwrite to replace "
+            "it, or choose another --out"
+        )
     if state_path.exists():
         state = json.loads(state_path.read_text())
         if state["signature"] != signature:
             changed = sorted(k for k in signature if signature[k] != state["signature"].get(k))
-            raise ValueError(f"{str(out)!r} holds an interrupted prepare run with different inputs or options "
-                             f"({', '.join(changed)}); run the same command to resume it, or pass --overwrite to "
-                             "start again")
+            raise ValueError(
+                f"{str(out)!r} holds an interrupted prepare run with different inputs or options "
+                f"({', '.join(changed)}); run the same command to resume it, or pass --overwrite to "
+                "start again"
+            )
         return state
     if out.exists() and any(out.glob("*.bin")):
-        raise ValueError(f"{str(out)!r} holds .bin files but no {META_NAME} or {STATE_DIR}/ from a prepare run; "
-                         "choose an empty --out, or pass --overwrite to replace them")
+        raise ValueError(
+            f"{str(out)!r} holds .bin files but no {META_NAME} or {STATE_DIR}/ from a prepare run; "
+            "choose an empty --out, or pass --overwrite to replace them"
+        )
     return None
 
 
 class _Run:
     """The main-process side of one prepare run: writers, duplicate filter, counters, commits."""
 
-    def __init__(self, out: Path, signature: dict, state: dict | None, dtype: np.dtype, shard_tokens: int,
-                 val_fraction: float, dedup: bool) -> None:
+    def __init__(
+        self,
+        out: Path,
+        signature: dict,
+        state: dict | None,
+        dtype: np.dtype,
+        shard_tokens: int,
+        val_fraction: float,
+        dedup: bool,
+    ) -> None:
         self.out, self.signature, self.dtype = out, signature, dtype
         self.dedup = dedup
         # A document goes to validation when its 64-bit hash falls below this threshold.
@@ -241,8 +267,9 @@ class _Run:
         else:
             self.position, self.stats, self.tasks = state["position"], state["stats"], state["tasks"]
             self.progress = state["progress"]
-            self.writers = {s: SplitWriter.from_state(out, s, dtype.name, shard_tokens, state["writers"][s])
-                            for s in SPLITS}
+            self.writers = {
+                s: SplitWriter.from_state(out, s, dtype.name, shard_tokens, state["writers"][s]) for s in SPLITS
+            }
             with open(seen_path, "r+b") as f:
                 f.truncate(state["seen"] * 8)
             seen = np.fromfile(seen_path, dtype=np.uint64)
@@ -283,9 +310,18 @@ class _Run:
             writer.flush()
         self.seen_file.flush()
         os.fsync(self.seen_file.fileno())
-        write_json_atomic(self.out / STATE_DIR / "state.json", {
-            "signature": self.signature, "position": self.position, "stats": self.stats, "tasks": self.tasks,
-            "progress": self.progress, "writers": {s: w.state() for s, w in self.writers.items()}, "seen": len(self.seen)})
+        write_json_atomic(
+            self.out / STATE_DIR / "state.json",
+            {
+                "signature": self.signature,
+                "position": self.position,
+                "stats": self.stats,
+                "tasks": self.tasks,
+                "progress": self.progress,
+                "writers": {s: w.state() for s, w in self.writers.items()},
+                "seen": len(self.seen),
+            },
+        )
         self.last_commit = time.monotonic()
 
     def totals(self) -> tuple[int, int]:
@@ -387,8 +423,13 @@ class PrepareConfig:
             problems.append(f"val_fraction={self.val_fraction} must be in [0, 1)")
         if self.format not in ("bin", "hdf5"):
             problems.append(f"format={self.format!r} must be 'bin' or 'hdf5'")
-        for name, low in (("seq_len", 1), ("shard_tokens", 1), ("threads", 1), ("block_size", 1024),
-                          ("examples_per_file", 1)):
+        for name, low in (
+            ("seq_len", 1),
+            ("shard_tokens", 1),
+            ("threads", 1),
+            ("block_size", 1024),
+            ("examples_per_file", 1),
+        ):
             if getattr(self, name) < low:
                 problems.append(f"{name}={getattr(self, name)} must be at least {low}")
         if self.workers is not None and self.workers < 0:
@@ -397,8 +438,9 @@ class PrepareConfig:
             raise ValueError("; ".join(problems))
 
 
-def _as_config(config: PrepareConfig | list[str] | str | Path | None, out_dir: str | Path | None,
-               options: dict[str, Any]) -> PrepareConfig:
+def _as_config(
+    config: PrepareConfig | list[str] | str | Path | None, out_dir: str | Path | None, options: dict[str, Any]
+) -> PrepareConfig:
     """`prepare`'s arguments as one `PrepareConfig`: given whole (keywords override its fields), or built
     the way ``prepare`` was called before it took one (inputs, out_dir, the fields as keywords)."""
     if isinstance(config, PrepareConfig):
@@ -408,8 +450,10 @@ def _as_config(config: PrepareConfig | list[str] | str | Path | None, out_dir: s
     inputs = config if config is not None else options.pop("inputs", None)
     out = out_dir if out_dir is not None else options.pop("out_dir", options.pop("out", None))
     if inputs is None or out is None:
-        raise TypeError("prepare() needs the inputs and the output directory: prepare(PrepareConfig(inputs, out)) "
-                        "or prepare(inputs, out_dir, **options)")
+        raise TypeError(
+            "prepare() needs the inputs and the output directory: prepare(PrepareConfig(inputs, out)) "
+            "or prepare(inputs, out_dir, **options)"
+        )
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(PrepareConfig)})
     if unknown:
         raise TypeError(f"prepare() got unknown options {unknown}; see PrepareConfig for the fields")
@@ -418,8 +462,14 @@ def _as_config(config: PrepareConfig | list[str] | str | Path | None, out_dir: s
     return PrepareConfig(inputs=[str(i) for i in inputs], out=str(out), **options)
 
 
-def prepare(config: PrepareConfig | list[str] | str | Path | None = None, out_dir: str | Path | None = None, /, *,
-            command: str | None = None, **options: Any) -> dict:
+def prepare(
+    config: PrepareConfig | list[str] | str | Path | None = None,
+    out_dir: str | Path | None = None,
+    /,
+    *,
+    command: str | None = None,
+    **options: Any,
+) -> dict:
     """Tokenize and pack the inputs into the output directory; returns the meta (also written to ``meta.json``).
 
     Running again on a complete directory with the same inputs and options returns its meta; on an
@@ -443,9 +493,16 @@ def prepare(config: PrepareConfig | list[str] | str | Path | None = None, out_di
     tok = load_tokenizer(config.tokenizer)
     dtype = dtype_for_vocab(tok.vocab_size)
     # The options that shape the output: recorded in meta.json and part of the resume signature.
-    recorded = {"text_key": config.text_key, "val_fraction": config.val_fraction, "dedup": config.dedup,
-                "paragraphs": config.paragraphs, "seq_len": config.seq_len, "format": config.format,
-                "shard_tokens": config.shard_tokens, "examples_per_file": config.examples_per_file}
+    recorded = {
+        "text_key": config.text_key,
+        "val_fraction": config.val_fraction,
+        "dedup": config.dedup,
+        "paragraphs": config.paragraphs,
+        "seq_len": config.seq_len,
+        "format": config.format,
+        "shard_tokens": config.shard_tokens,
+        "examples_per_file": config.examples_per_file,
+    }
     signature = _signature(sources, tok.identity(), dtype.name, recorded)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -474,10 +531,20 @@ def prepare(config: PrepareConfig | list[str] | str | Path | None = None, out_di
         class Bar(tqdm):
             monitor_interval = 0  # no monitor thread: a later prepare in this process can still fork workers
 
-        bar = Bar(total=total, initial=run.progress, unit="B", unit_scale=True, unit_divisor=1000,
-                  desc="prepare", disable=not config.progress, dynamic_ncols=True, smoothing=0.05)
-        tasks = iter_tasks(sources, run.position, block_size=block_size, text_key=config.text_key,
-                           paragraphs=config.paragraphs)
+        bar = Bar(
+            total=total,
+            initial=run.progress,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1000,
+            desc="prepare",
+            disable=not config.progress,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        tasks = iter_tasks(
+            sources, run.position, block_size=block_size, text_key=config.text_key, paragraphs=config.paragraphs
+        )
         try:
             for task, encoded in _results(tasks, pool, n_workers):
                 run.progress += task.progress_bytes
@@ -493,8 +560,7 @@ def prepare(config: PrepareConfig | list[str] | str | Path | None = None, out_di
             if pool is not None:
                 pool.terminate()
         run.commit()
-        return _finish(run, sources, tok, dtype, recorded, signature, command, __version__,
-                       config.examples_per_file)
+        return _finish(run, sources, tok, dtype, recorded, signature, command, __version__, config.examples_per_file)
 
     from filelock import FileLock
 
@@ -503,29 +569,53 @@ def prepare(config: PrepareConfig | list[str] | str | Path | None = None, out_di
         return locked()
 
 
-def _finish(run: _Run, sources: list[Source], tok, dtype: np.dtype, options: dict, signature: dict,
-            command: str | None, version: str, examples_per_file: int) -> dict:
+def _finish(
+    run: _Run,
+    sources: list[Source],
+    tok,
+    dtype: np.dtype,
+    options: dict,
+    signature: dict,
+    command: str | None,
+    version: str,
+    examples_per_file: int,
+) -> dict:
     out, stats = run.out, run.stats
     splits = {}
     for name, writer in run.writers.items():
         shards = writer.finish()
-        splits[name] = {"documents": sum(s.documents for s in shards), "tokens": sum(s.tokens for s in shards),
-                        "shards": [vars(s) for s in shards]}
+        splits[name] = {
+            "documents": sum(s.documents for s in shards),
+            "tokens": sum(s.tokens for s in shards),
+            "shards": [vars(s) for s in shards],
+        }
     run.seen_file.close()
     if splits["train"]["documents"] == 0:
         if stats["read"] - stats["empty"] == 0:
-            raise ValueError(f"no documents in the inputs ({stats['read']} read, {stats['empty']} empty, "
-                             f"{stats['bad_lines']} bad lines skipped): check the inputs and --text-key")
-        raise ValueError(f"all {splits['val']['documents']} documents went to the validation split; lower "
-                         f"--val-fraction ({options['val_fraction']})")
+            raise ValueError(
+                f"no documents in the inputs ({stats['read']} read, {stats['empty']} empty, "
+                f"{stats['bad_lines']} bad lines skipped): check the inputs and --text-key"
+            )
+        raise ValueError(
+            f"all {splits['val']['documents']} documents went to the validation split; lower "
+            f"--val-fraction ({options['val_fraction']})"
+        )
     meta = {
-        "format_version": FORMAT_VERSION, "format": "bin", "version": version,
+        "format_version": FORMAT_VERSION,
+        "format": "bin",
+        "version": version,
         "command": command if command is not None else " ".join(["cerebras-gpt prepare"] + sys.argv[1:]),
-        "tokenizer": tok.identity(), "dtype": dtype.name, "eos_id": tok.eos_id, "seq_len": options["seq_len"],
-        "inputs": [s.describe() for s in sources], "options": options,
+        "tokenizer": tok.identity(),
+        "dtype": dtype.name,
+        "eos_id": tok.eos_id,
+        "seq_len": options["seq_len"],
+        "inputs": [s.describe() for s in sources],
+        "options": options,
         "documents": sum(s["documents"] for s in splits.values()),
         "tokens": sum(s["tokens"] for s in splits.values()),
-        "splits": splits, "stats": stats, "signature": signature,
+        "splits": splits,
+        "stats": stats,
+        "signature": signature,
     }
     if options["format"] == "hdf5":
         from cerebras_gpt.data.hdf5 import write_hdf5
@@ -549,11 +639,19 @@ def prepared_tokenizer(data_dir: str | Path):
 
 def _report(meta: dict) -> None:
     s, splits = meta["stats"], meta["splits"]
-    logger.info("prepared %s documents, %s tokens (train %s, val %s) from %.1f MB",
-                f"{meta['documents']:,}", f"{meta['tokens']:,}", f"{splits['train']['tokens']:,}",
-                f"{splits['val']['tokens']:,}", s["bytes"] / 1e6)
-    for key, what in (("empty", "empty documents skipped"), ("duplicates", "duplicate documents removed"),
-                      ("bad_lines", "malformed JSONL lines skipped (--skip-bad)")):
+    logger.info(
+        "prepared %s documents, %s tokens (train %s, val %s) from %.1f MB",
+        f"{meta['documents']:,}",
+        f"{meta['tokens']:,}",
+        f"{splits['train']['tokens']:,}",
+        f"{splits['val']['tokens']:,}",
+        s["bytes"] / 1e6,
+    )
+    for key, what in (
+        ("empty", "empty documents skipped"),
+        ("duplicates", "duplicate documents removed"),
+        ("bad_lines", "malformed JSONL lines skipped (--skip-bad)"),
+    ):
         if s[key]:
             logger.info("%s %s", f"{s[key]:,}", what)
     if s["invalid_utf8"]:

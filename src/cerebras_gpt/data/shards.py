@@ -50,17 +50,21 @@ def read_meta(data_dir: str | Path) -> dict:
     data_dir = Path(data_dir)
     path = data_dir / META_NAME
     if not path.is_file():
-        hint = (" (an interrupted `cerebras-gpt prepare` run: run the same command again to finish it)"
-                if (data_dir / ".prepare").is_dir() else
-                " (make one with `cerebras-gpt prepare INPUTS --out DIR`)")
+        hint = (
+            " (an interrupted `cerebras-gpt prepare` run: run the same command again to finish it)"
+            if (data_dir / ".prepare").is_dir()
+            else " (make one with `cerebras-gpt prepare INPUTS --out DIR`)"
+        )
         raise ValueError(f"{str(data_dir)!r} is not a prepared data directory: no {META_NAME}{hint}")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e}); prepare the data again") from e
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta['format_version']} is newer than this package reads "
-                         f"({FORMAT_VERSION}); upgrade cerebras-gpt")
+        raise ValueError(
+            f"{path}: format_version {meta['format_version']} is newer than this package reads "
+            f"({FORMAT_VERSION}); upgrade cerebras-gpt"
+        )
     return meta
 
 
@@ -114,7 +118,7 @@ class SplitWriter:
             ends = np.cumsum(lengths)
             k = min(int(np.searchsorted(ends, self.shard_tokens - shard.tokens, side="left")) + 1, len(lengths))
             n = int(ends[k - 1])
-            tokens[start:start + n].tofile(self._file)
+            tokens[start : start + n].tofile(self._file)
             shard.tokens += n
             shard.documents += k
             start, lengths = start + n, lengths[k:]
@@ -196,8 +200,10 @@ class TokenStream:
                 raise ValueError(f"{path}: shard listed in {META_NAME} is missing; prepare the data again")
             expected = shard["tokens"] * self.dtype.itemsize
             if path.stat().st_size != expected:
-                raise ValueError(f"{path}: {path.stat().st_size} bytes, but {META_NAME} says {expected}; "
-                                 "the shard is damaged or from another run: prepare the data again")
+                raise ValueError(
+                    f"{path}: {path.stat().st_size} bytes, but {META_NAME} says {expected}; "
+                    "the shard is damaged or from another run: prepare the data again"
+                )
             if shard["tokens"]:
                 self.arrays.append(np.memmap(path, dtype=self.dtype, mode="r"))
         sizes = np.array([a.size for a in self.arrays], dtype=np.int64)
@@ -215,11 +221,11 @@ class TokenStream:
         local = start - int(self.offsets[i])
         array = self.arrays[i]
         if local + length <= array.size:
-            return np.asarray(array[local:local + length])
+            return np.asarray(array[local : local + length])
         parts, need = [], length
         while need:
             take = min(need, self.arrays[i].size - local)
-            parts.append(np.asarray(self.arrays[i][local:local + take]))
+            parts.append(np.asarray(self.arrays[i][local : local + take]))
             need -= take
             i, local = i + 1, 0
         return np.concatenate(parts)

@@ -117,18 +117,28 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
         if spec.startswith("builtin:"):
             name = spec.split(":", 1)[1]
             if name not in BUILTIN:
-                raise ValueError(f"input {spec!r}: unknown built-in corpus; available: "
-                                 + ", ".join(f"builtin:{k} ({v})" for k, v in BUILTIN.items()))
+                raise ValueError(
+                    f"input {spec!r}: unknown built-in corpus; available: "
+                    + ", ".join(f"builtin:{k} ({v})" for k, v in BUILTIN.items())
+                )
             sources.append(Source("builtin", name, size=sum(len(t.encode()) for t in _builtin_texts(name, 0))))
         elif spec.startswith("hf:"):
             parts = spec[3:].split(":")
             if not parts[0] or len(parts) > 3:
-                raise ValueError(f"input {spec!r}: write a hub dataset as hf:NAME[:CONFIG[:SPLIT]], "
-                                 "e.g. hf:wikitext:wikitext-103-raw-v1:train")
+                raise ValueError(
+                    f"input {spec!r}: write a hub dataset as hf:NAME[:CONFIG[:SPLIT]], "
+                    "e.g. hf:wikitext:wikitext-103-raw-v1:train"
+                )
             if not os.path.exists(parts[0]):  # a local dataset folder works offline; a hub name needs the network
                 _check_hub_reachable(parts[0])
-            sources.append(Source("hf", parts[0], hf_config=(parts[1] or None) if len(parts) > 1 else None,
-                                  hf_split=parts[2] if len(parts) > 2 else "train"))
+            sources.append(
+                Source(
+                    "hf",
+                    parts[0],
+                    hf_config=(parts[1] or None) if len(parts) > 1 else None,
+                    hf_split=parts[2] if len(parts) > 2 else "train",
+                )
+            )
         elif os.path.isdir(spec):
             sources += _directory_sources(spec)
         elif os.path.isfile(spec):
@@ -155,15 +165,18 @@ def start_position() -> dict:
     return {"source": 0, "offset": 0, "line": 1, "row": 0}
 
 
-def iter_tasks(sources: list[Source], position: dict, *, block_size: int, text_key: str,
-               paragraphs: bool) -> Iterator[Task]:
+def iter_tasks(
+    sources: list[Source], position: dict, *, block_size: int, text_key: str, paragraphs: bool
+) -> Iterator[Task]:
     """Tasks from ``position`` on, in input order; each carries the position after it."""
     for index in range(position["source"], len(sources)):
         source = sources[index]
         pos = position if index == position["source"] else {**start_position(), "source": index}
         try:
             if source.kind == "jsonl" or (source.kind == "text" and paragraphs):
-                yield from _iter_line_tasks(source, pos, block_size, "jsonl" if source.kind == "jsonl" else "paragraphs")
+                yield from _iter_line_tasks(
+                    source, pos, block_size, "jsonl" if source.kind == "jsonl" else "paragraphs"
+                )
             elif source.kind == "text":
                 yield from _iter_document_task(source, pos)
             elif source.kind == "parquet":
@@ -227,8 +240,9 @@ def _skip(stream, raw, source: Source, offset: int) -> None:
     while left:
         chunk = stream.read(min(left, 1 << 24))
         if not chunk:
-            raise ValueError(f"input {source.name!r} is shorter than when this run began; inputs changed: "
-                             "run again with --overwrite")
+            raise ValueError(
+                f"input {source.name!r} is shorter than when this run began; inputs changed: run again with --overwrite"
+            )
         left -= len(chunk)
 
 
@@ -249,8 +263,15 @@ def _iter_line_tasks(source: Source, pos: dict, block_size: int, mode: str) -> I
             chunk = stream.read(block_size)
             if not chunk:  # end of file: the rest, and the position of the next input
                 done = source.size or raw.count
-                yield Task(mode, source.name, line, buffer, {**start_position(), "source": pos["source"] + 1},
-                           len(buffer), max(0, done - reported))
+                yield Task(
+                    mode,
+                    source.name,
+                    line,
+                    buffer,
+                    {**start_position(), "source": pos["source"] + 1},
+                    len(buffer),
+                    max(0, done - reported),
+                )
                 return
             buffer += chunk
             cut = _cut(buffer, mode)
@@ -268,8 +289,9 @@ def _iter_line_tasks(source: Source, pos: dict, block_size: int, mode: str) -> I
 def _iter_document_task(source: Source, pos: dict) -> Iterator[Task]:
     with open(source.name, "rb") as f:
         data = f.read()
-    yield Task("document", source.name, 1, data, {**start_position(), "source": pos["source"] + 1}, len(data),
-               len(data))
+    yield Task(
+        "document", source.name, 1, data, {**start_position(), "source": pos["source"] + 1}, len(data), len(data)
+    )
 
 
 def _iter_row_tasks(source: Source, pos: dict, block_size: int, texts: Iterator) -> Iterator[Task]:
@@ -293,8 +315,10 @@ def _iter_parquet_tasks(source: Source, pos: dict, block_size: int, text_key: st
         raise ValueError(f"cannot read input {source.name!r} as Parquet: {e}") from e
     names = pf.schema_arrow.names
     if text_key not in names:
-        raise ValueError(f"input {source.name!r} has no column {text_key!r} (columns: {names}); "
-                         "choose the text column with --text-key")
+        raise ValueError(
+            f"input {source.name!r} has no column {text_key!r} (columns: {names}); "
+            "choose the text column with --text-key"
+        )
     total_rows = max(1, pf.metadata.num_rows)
 
     def texts() -> Iterator:
@@ -308,8 +332,10 @@ def _iter_parquet_tasks(source: Source, pos: dict, block_size: int, text_key: st
             skip = 0
             for v in values:
                 if v is not None and not isinstance(v, str):
-                    raise ValueError(f"input {source.name!r}: column {text_key!r} holds {type(v).__name__}, "
-                                     "not text; choose the text column with --text-key")
+                    raise ValueError(
+                        f"input {source.name!r}: column {text_key!r} holds {type(v).__name__}, "
+                        "not text; choose the text column with --text-key"
+                    )
                 yield v
 
     for task in _iter_row_tasks(source, pos, block_size, texts()):
@@ -340,8 +366,10 @@ def _check_hub_reachable(name: str) -> None:
         except OSError as e:
             reason = f"{endpoint.hostname} cannot be reached ({e.strerror or e})"
     if reason:
-        raise ValueError(f"hub dataset {name!r} is streamed from the Hugging Face hub, but {reason}; connect to "
-                         "the network, or download the data and pass its files (jsonl, parquet) instead")
+        raise ValueError(
+            f"hub dataset {name!r} is streamed from the Hugging Face hub, but {reason}; connect to "
+            "the network, or download the data and pass its files (jsonl, parquet) instead"
+        )
 
 
 def _hf_texts(source: Source, text_key: str, skip: int) -> Iterator:
@@ -355,15 +383,18 @@ def _hf_texts(source: Source, text_key: str, skip: int) -> Iterator:
         raise ValueError(
             f"cannot open hub dataset {source.name!r} (config {source.hf_config}, split {source.hf_split!r}): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Streaming needs a network connection "
-            "and the right name (hf:NAME[:CONFIG[:SPLIT]]); offline, pass downloaded files instead") from e
+            "and the right name (hf:NAME[:CONFIG[:SPLIT]]); offline, pass downloaded files instead"
+        ) from e
     if skip:
         ds = ds.skip(skip)
     try:
         first = True
         for record in ds:
             if first and text_key not in record:
-                raise ValueError(f"hub dataset {source.name!r} has no field {text_key!r} (fields: {sorted(record)}); "
-                                 "choose the text field with --text-key")
+                raise ValueError(
+                    f"hub dataset {source.name!r} has no field {text_key!r} (fields: {sorted(record)}); "
+                    "choose the text field with --text-key"
+                )
             first = False
             yield record.get(text_key)
     except ValueError:

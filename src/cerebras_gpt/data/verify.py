@@ -67,8 +67,10 @@ def verify_prepared(data_dir: str | Path, vocab_size: int | None = None) -> dict
             stat = path.stat()
             expected = int(shard["tokens"]) * dtype.itemsize
             if stat.st_size != expected:
-                raise ValueError(f"{path}: {stat.st_size} bytes, but {META_NAME} says {expected}; the shard is "
-                                 "damaged or from another run: prepare the data again")
+                raise ValueError(
+                    f"{path}: {stat.st_size} bytes, but {META_NAME} says {expected}; the shard is "
+                    "damaged or from another run: prepare the data again"
+                )
             key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": shard.get("sha256")}
             cached = stamp.get(shard["file"])
             if cached is not None and all(cached.get(k) == v for k, v in key.items()):
@@ -77,16 +79,20 @@ def verify_prepared(data_dir: str | Path, vocab_size: int | None = None) -> dict
                 continue
             digest, max_token = _hash_and_max(path, dtype)
             if shard.get("sha256") and digest != shard["sha256"]:
-                raise ValueError(f"{path}: sha256 {digest[:12]}... differs from {META_NAME}'s "
-                                 f"{shard['sha256'][:12]}...; the shard was altered or damaged: prepare the data again")
+                raise ValueError(
+                    f"{path}: sha256 {digest[:12]}... differs from {META_NAME}'s "
+                    f"{shard['sha256'][:12]}...; the shard was altered or damaged: prepare the data again"
+                )
             fresh[shard["file"]] = dict(key, max_token=max_token)
             largest[shard["file"]] = max_token
     if vocab_size is not None:
         for file, max_token in largest.items():
             if max_token >= vocab_size:
-                raise ValueError(f"{data_dir / file}: token id {max_token} is outside the model's vocabulary "
-                                 f"({vocab_size} ids); prepare the data with the model's tokenizer or pick a model "
-                                 f"with vocab_size > {max_token}")
+                raise ValueError(
+                    f"{data_dir / file}: token id {max_token} is outside the model's vocabulary "
+                    f"({vocab_size} ids); prepare the data with the model's tokenizer or pick a model "
+                    f"with vocab_size > {max_token}"
+                )
     if fresh != stamp:
         try:
             atomic.write_json(stamp_path, fresh)

@@ -66,18 +66,29 @@ class CerebrasGPTLM(TemplateLM):
         max_gen_toks: default most tokens to generate per ``generate_until`` request.
     """
 
-    def __init__(self, pretrained: str | None = None, model: GPT | None = None, tokenizer=None,
-                 batch_size: int | str = 8, device: str | None = "auto", dtype: str = "auto",
-                 max_length: int | None = None, max_gen_toks: int = 256, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        model: GPT | None = None,
+        tokenizer=None,
+        batch_size: int | str = 8,
+        device: str | None = "auto",
+        dtype: str = "auto",
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
-        from cerebras_gpt.runtime import resolve_device_dtype
         from cerebras_gpt.hf import load_model_and_tokenizer
+        from cerebras_gpt.runtime import resolve_device_dtype
         from cerebras_gpt.tokenizer import load_tokenizer
 
         unknown = sorted(k for k, v in kwargs.items() if v is not None and k not in ("max_batch_size",))
         if unknown:
-            raise ValueError(f"cerebras_gpt model: unknown model_args {unknown}; valid are pretrained, batch_size, "
-                             "device, dtype, max_length, max_gen_toks")
+            raise ValueError(
+                f"cerebras_gpt model: unknown model_args {unknown}; valid are pretrained, batch_size, "
+                "device, dtype, max_length, max_gen_toks"
+            )
         dev, torch_dtype = resolve_device_dtype(device or "auto", dtype)
         if model is None:
             if pretrained is None:
@@ -112,16 +123,18 @@ class CerebrasGPTLM(TemplateLM):
         return self.tok.decode(tokens)
 
     # ----- scoring ----------------------------------------------------------------------
-    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
-                              disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, **kwargs
+    ) -> list[tuple[float, bool]]:
         """(log P(continuation | context), is_greedy) per request, in the order given."""
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         # Longest first (errors on memory show at once), same contexts adjacent (shared prefill).
-        order = sorted(range(len(requests)),
-                       key=lambda i: (-len(requests[i][1]) - len(requests[i][2]), tuple(requests[i][1])))
+        order = sorted(
+            range(len(requests)), key=lambda i: (-len(requests[i][1]) - len(requests[i][2]), tuple(requests[i][1]))
+        )
         bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm or self.rank != 0)
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             pairs = [self._truncate(requests[i][1], requests[i][2]) for i in idx]
             for i, answer in zip(idx, self._score_batch(pairs)):
                 results[i] = answer
@@ -134,8 +147,8 @@ class CerebrasGPTLM(TemplateLM):
         """Keep the last ``max_length + 1`` tokens of context + continuation, as the harness's HFLM does."""
         if not continuation:
             raise ValueError("a loglikelihood request has an empty continuation")
-        whole = (context + continuation)[-(self.max_length + 1):]
-        return whole[: len(whole) - len(continuation)], whole[len(whole) - len(continuation):]
+        whole = (context + continuation)[-(self.max_length + 1) :]
+        return whole[: len(whole) - len(continuation)], whole[len(whole) - len(continuation) :]
 
     @torch.inference_mode()
     def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
@@ -158,8 +171,9 @@ class CerebrasGPTLM(TemplateLM):
                 tokens[row, : len(ctx)] = torch.tensor(ctx)
             positions = torch.arange(L_max, device=device).expand(U, L_max)
             with autocast_context(self._device):
-                first = model(tokens.to(device), positions, logits_index=ctx_len - 1,
-                              cache_rows=torch.arange(U, device=device))[:, 0]  # (U, V)
+                first = model(
+                    tokens.to(device), positions, logits_index=ctx_len - 1, cache_rows=torch.arange(U, device=device)
+                )[:, 0]  # (U, V)
             # 2. Every request row gets the cache of its context.
             src_rows = torch.tensor(src, device=device)
             model.copy_cache_rows(torch.arange(B, device=device), src_rows)
@@ -195,9 +209,15 @@ class CerebrasGPTLM(TemplateLM):
         """Log-likelihood of whole documents: the harness's disjoint rolling windows over the full context."""
         windows, owner = [], []
         for n, (string,) in enumerate(req.args for req in requests):
-            for ctx, cont in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
-                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length, context_len=1)):
+            for ctx, cont in map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            ):
                 windows.append(((None, None), ctx, cont))
                 owner.append(n)
         scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm) if windows else []
@@ -219,7 +239,7 @@ class CerebrasGPTLM(TemplateLM):
         for members in groups.values():
             params = self._sampling(requests[members[0]].args[1])
             for start in range(0, len(members), self.batch_size):
-                batch = members[start:start + self.batch_size]
+                batch = members[start : start + self.batch_size]
                 texts = generate(self.model, self.tok, [requests[i].args[0] for i in batch], params)
                 for i, text in zip(batch, texts):
                     results[i] = text
@@ -236,9 +256,13 @@ class CerebrasGPTLM(TemplateLM):
         do_sample = bool(kwargs.pop("do_sample", False))
         temperature = float(kwargs.pop("temperature", 0.0))
         sampling = SamplingParams(
-            max_new_tokens=min(max_new, self.max_length - 1), temperature=temperature if do_sample else 0.0,
-            top_k=kwargs.pop("top_k", None), top_p=float(kwargs.pop("top_p", None) or 1.0),
-            stop=[s for s in until if s], truncate_prompt=True, seed=kwargs.pop("seed", None),
+            max_new_tokens=min(max_new, self.max_length - 1),
+            temperature=temperature if do_sample else 0.0,
+            top_k=kwargs.pop("top_k", None),
+            top_p=float(kwargs.pop("top_p", None) or 1.0),
+            stop=[s for s in until if s],
+            truncate_prompt=True,
+            seed=kwargs.pop("seed", None),
         )
         if kwargs:
             log.warning("cerebras_gpt: ignoring generation settings %s", sorted(kwargs))
@@ -246,9 +270,15 @@ class CerebrasGPTLM(TemplateLM):
 
 
 # ----------------------------------------------------------------------------- running tasks
-def run_tasks(lm: CerebrasGPTLM, tasks: list[str], include_path: list[str] | None = None,
-              num_fewshot: int | None = None, limit: float | None = None, log_samples: bool = False,
-              seed: int = 1234) -> dict[str, Any]:
+def run_tasks(
+    lm: CerebrasGPTLM,
+    tasks: list[str],
+    include_path: list[str] | None = None,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    log_samples: bool = False,
+    seed: int = 1234,
+) -> dict[str, Any]:
     """Run harness tasks (names, or task YAMLs found under ``include_path``) on ``lm``; lm-eval's result dict."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -261,12 +291,24 @@ def run_tasks(lm: CerebrasGPTLM, tasks: list[str], include_path: list[str] | Non
     manager = manager or TaskManager(include_path=include_path or None)
     missing = [t for t in tasks if t not in manager.all_tasks]
     if missing:
-        raise ValueError(f"unknown lm-eval task(s) {missing}: check the names (`lm_eval ls tasks`) or pass "
-                         "--include-path with the directory of your task YAMLs")
+        raise ValueError(
+            f"unknown lm-eval task(s) {missing}: check the names (`lm_eval ls tasks`) or pass "
+            "--include-path with the directory of your task YAMLs"
+        )
     try:
-        return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                               log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
-                               torch_random_seed=seed, fewshot_random_seed=seed, batch_size=lm.batch_size)
+        return simple_evaluate(
+            model=lm,
+            tasks=tasks,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=log_samples,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+            batch_size=lm.batch_size,
+        )
     except Exception as e:
         from cerebras_gpt.errors import is_network_error, network_message
 
@@ -280,7 +322,7 @@ _HOOK = "cerebras_gpt_lm_eval.pth"
 # One line (site.py executes .pth lines that start with "import"): only when the running program is the
 # lm_eval/lm-eval command, register our model lazily (a "module:Class" string) beside lm-eval's own table.
 _HOOK_LINE = (
-    "import sys; exec(\"try:\\n import lm_eval.models, lm_eval.api.registry as _r\\n "
+    'import sys; exec("try:\\n import lm_eval.models, lm_eval.api.registry as _r\\n '
     "_r.model_registry.register('cerebras_gpt', target='cerebras_gpt.evaluate.lm_eval_adapter:CerebrasGPTLM')"
     "\\nexcept Exception:\\n pass\") if sys.argv and sys.argv[0].replace('-', '_').endswith('lm_eval') else None\n"
 )

@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,7 @@ def sliding_windows(ids: Sequence[int], context: int, stride: int) -> Iterator[W
     n = len(ids)
     scored_to, end = 1, min(1 + context, n)  # position 0 is never a target
     while scored_to < n:
-        yield Window(list(ids[max(0, end - context - 1):end]), end - scored_to)
+        yield Window(list(ids[max(0, end - context - 1) : end]), end - scored_to)
         scored_to, end = end, min(end + stride, n)
 
 
@@ -77,7 +78,7 @@ class Totals:
     bytes: int = 0
     windows: int = 0
 
-    def add(self, other: "Totals") -> None:
+    def add(self, other: Totals) -> None:
         self.nll += other.nll
         self.tokens += other.tokens
         self.bytes += other.bytes
@@ -86,10 +87,14 @@ class Totals:
     def metrics(self) -> dict[str, float | int]:
         loss = self.nll / self.tokens if self.tokens else math.nan
         return {
-            "loss": loss, "perplexity": math.exp(loss) if self.tokens else math.nan,
+            "loss": loss,
+            "perplexity": math.exp(loss) if self.tokens else math.nan,
             "bits_per_token": loss / math.log(2) if self.tokens else math.nan,
             "bits_per_byte": self.nll / (math.log(2) * self.bytes) if self.bytes else math.nan,
-            "tokens": self.tokens, "bytes": self.bytes, "windows": self.windows, "nll_sum": self.nll,
+            "tokens": self.tokens,
+            "bytes": self.bytes,
+            "windows": self.windows,
+            "nll_sum": self.nll,
         }
 
 
@@ -110,7 +115,7 @@ def score_windows(model: GPT, windows: Sequence[Window], device: torch.device | 
         n = len(w.tokens)
         ids = torch.tensor(w.tokens)
         inputs[row, : n - 1] = ids[:-1]
-        targets[row, n - 1 - w.score: n - 1] = ids[n - w.score:]
+        targets[row, n - 1 - w.score : n - 1] = ids[n - w.score :]
     inputs, targets = inputs.to(device), targets.to(device)
     with autocast_context(device):
         logits = model(inputs)  # (B, T-1, V)
@@ -132,8 +137,10 @@ def read_documents(path: str | Path, text_key: str = "text") -> Iterator[str]:
     try:
         yield path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"--data {str(path)!r} is not UTF-8 text ({e}); for binary or compressed corpora run "
-                         "`cerebras-gpt prepare` and pass the prepared directory") from e
+        raise ValueError(
+            f"--data {str(path)!r} is not UTF-8 text ({e}); for binary or compressed corpora run "
+            "`cerebras-gpt prepare` and pass the prepared directory"
+        ) from e
 
 
 @dataclass
@@ -159,9 +166,16 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def evaluate_texts(model: GPT, tokenizer, texts: Iterable[str], context: int | None = None,
-                   stride: int | None = None, batch_size: int = 8, progress=None,
-                   max_batches: int | None = None) -> Totals:
+def evaluate_texts(
+    model: GPT,
+    tokenizer,
+    texts: Iterable[str],
+    context: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    progress=None,
+    max_batches: int | None = None,
+) -> Totals:
     """Sliding-window NLL over documents (each prefixed with EOS as the first token's context).
 
     Args:
@@ -192,7 +206,7 @@ def evaluate_texts(model: GPT, tokenizer, texts: Iterable[str], context: int | N
             totals.bytes = scored_bytes
             break
         if max_batches is not None:
-            scored_bytes += sum(len(tokenizer.decode_bytes(w.tokens[-w.score:])) for w in batch)
+            scored_bytes += sum(len(tokenizer.decode_bytes(w.tokens[-w.score :])) for w in batch)
         nll = score_windows(model, batch)
         scored = sum(w.score for w in batch)
         totals.nll += sum(nll)
@@ -203,8 +217,16 @@ def evaluate_texts(model: GPT, tokenizer, texts: Iterable[str], context: int | N
     return totals
 
 
-def evaluate_prepared(model: GPT, tokenizer, data_dir: str | Path, split: str = "val", context: int | None = None,
-                      batch_size: int = 8, max_batches: int | None = None, progress=None) -> Totals:
+def evaluate_prepared(
+    model: GPT,
+    tokenizer,
+    data_dir: str | Path,
+    split: str = "val",
+    context: int | None = None,
+    batch_size: int = 8,
+    max_batches: int | None = None,
+    progress=None,
+) -> Totals:
     """NLL over every window of a prepared split, as `iter_validation` yields them ((B, T + 1) LongTensors).
 
     Args:
@@ -236,8 +258,10 @@ def evaluate_prepared(model: GPT, tokenizer, data_dir: str | Path, split: str = 
         if progress is not None:
             progress.update(y.numel())
     if totals.tokens == 0:
-        raise ValueError(f"split {split!r} of {str(data_dir)!r} has no window of {T + 1} tokens; "
-                         "lower --context or prepare more data")
+        raise ValueError(
+            f"split {split!r} of {str(data_dir)!r} has no window of {T + 1} tokens; "
+            "lower --context or prepare more data"
+        )
     return totals
 
 
@@ -245,9 +269,18 @@ def is_prepared_dir(path: str | Path) -> bool:
     return (Path(path) / "meta.json").is_file()
 
 
-def evaluate_perplexity(model: GPT, tokenizer, inputs: Sequence[str | Path], context: int | None = None,
-                        stride: int | None = None, batch_size: int = 8, split: str = "val",
-                        max_batches: int | None = None, text_key: str = "text", show_progress: bool = True) -> EvalResult:
+def evaluate_perplexity(
+    model: GPT,
+    tokenizer,
+    inputs: Sequence[str | Path],
+    context: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    split: str = "val",
+    max_batches: int | None = None,
+    text_key: str = "text",
+    show_progress: bool = True,
+) -> EvalResult:
     """Loss, perplexity and bits per byte over text files and/or prepared data directories.
 
     Args:
@@ -270,19 +303,28 @@ def evaluate_perplexity(model: GPT, tokenizer, inputs: Sequence[str | Path], con
     total, per_input = Totals(), {}
     start = time.perf_counter()
     for item in inputs:
-        bar = tqdm(desc=f"eval {Path(item).name}", unit="tok", unit_scale=True, disable=not show_progress,
-                   total=_expected_tokens(item, split, context or model.config.block_size))
+        bar = tqdm(
+            desc=f"eval {Path(item).name}",
+            unit="tok",
+            unit_scale=True,
+            disable=not show_progress,
+            total=_expected_tokens(item, split, context or model.config.block_size),
+        )
         with bar:
             if is_prepared_dir(item):
                 part = evaluate_prepared(model, tokenizer, item, split, context, batch_size, max_batches, bar)
             else:
-                part = evaluate_texts(model, tokenizer, read_documents(item, text_key), context, stride,
-                                      batch_size, bar, max_batches)
+                part = evaluate_texts(
+                    model, tokenizer, read_documents(item, text_key), context, stride, batch_size, bar, max_batches
+                )
         per_input[str(item)] = part.metrics()
         total.add(part)
     seconds = time.perf_counter() - start
-    metrics = {**total.metrics(), "seconds": round(seconds, 3),
-               "tokens_per_second": round(total.tokens / seconds, 1) if seconds else None}
+    metrics = {
+        **total.metrics(),
+        "seconds": round(seconds, 3),
+        "tokens_per_second": round(total.tokens / seconds, 1) if seconds else None,
+    }
     ctx = context or model.config.block_size
     settings = {"context": ctx, "stride": stride or ctx, "batch_size": batch_size, "split": split}
     return EvalResult(metrics, per_input, settings)
@@ -300,5 +342,15 @@ def _expected_tokens(item: str | Path, split: str, context: int) -> int | None:
         return None
 
 
-__all__ = ["Window", "sliding_windows", "score_windows", "evaluate_texts", "evaluate_prepared",
-           "evaluate_perplexity", "EvalResult", "Totals", "read_documents", "is_prepared_dir"]
+__all__ = [
+    "Window",
+    "sliding_windows",
+    "score_windows",
+    "evaluate_texts",
+    "evaluate_prepared",
+    "evaluate_perplexity",
+    "EvalResult",
+    "Totals",
+    "read_documents",
+    "is_prepared_dir",
+]

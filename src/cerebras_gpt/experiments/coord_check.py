@@ -23,9 +23,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,8 +112,10 @@ def load_tokens(data: str, min_tokens: int) -> tuple[np.ndarray, int]:
         else:
             raise ValueError(f"--data {data!r}: no such file or directory (or use builtin:pydoc)")
     if tokens.size < min_tokens:
-        raise ValueError(f"--data {data!r} holds {tokens.size} tokens; the check needs at least {min_tokens} "
-                         "(lower --steps, --batch-size or --seq-len, or pass more text)")
+        raise ValueError(
+            f"--data {data!r} holds {tokens.size} tokens; the check needs at least {min_tokens} "
+            "(lower --steps, --batch-size or --seq-len, or pass more text)"
+        )
     return tokens, vocab
 
 
@@ -125,8 +128,14 @@ def _batch(tokens: np.ndarray, rng: np.random.Generator, batch_size: int, seq_le
 # ----------------------------------------------------------------------------- one run
 def build_config(cfg: CoordCheckConfig, width: int, parametrization: str, vocab_size: int) -> GPTConfig:
     """The model of one width: SP with GPT-2's 0.02 init, or μP with the paper's base values."""
-    config = GPTConfig(n_layer=cfg.n_layer, n_embd=width, n_head=cfg.n_head, block_size=cfg.seq_len,
-                       vocab_size=vocab_size, name=f"coord-check-{parametrization}-{width}")
+    config = GPTConfig(
+        n_layer=cfg.n_layer,
+        n_embd=width,
+        n_head=cfg.n_head,
+        block_size=cfg.seq_len,
+        vocab_size=vocab_size,
+        name=f"coord-check-{parametrization}-{width}",
+    )
     return mup.to_mup(config, base_width=cfg.base_width) if parametrization == "mup" else config
 
 
@@ -161,8 +170,9 @@ def _measure(model: GPT, probe: torch.Tensor) -> dict[str, float]:
     return sizes
 
 
-def run_one(cfg: CoordCheckConfig, tokens: np.ndarray, vocab_size: int, width: int, parametrization: str,
-            seed: int) -> list[dict[str, Any]]:
+def run_one(
+    cfg: CoordCheckConfig, tokens: np.ndarray, vocab_size: int, width: int, parametrization: str, seed: int
+) -> list[dict[str, Any]]:
     """Train one model for ``cfg.steps`` steps; rows of (step, layer, value) with the run's keys."""
     torch.manual_seed(seed)
     config = build_config(cfg, width, parametrization, vocab_size)
@@ -183,8 +193,9 @@ def run_one(cfg: CoordCheckConfig, tokens: np.ndarray, vocab_size: int, width: i
             loss.backward()
             optimizer.step()
         for layer, value in _measure(model, probe).items():
-            rows.append(dict(parametrization=parametrization, width=width, seed=seed, step=step,
-                             layer=layer, value=value))
+            rows.append(
+                dict(parametrization=parametrization, width=width, seed=seed, step=step, layer=layer, value=value)
+            )
     return rows
 
 
@@ -220,7 +231,7 @@ def growth_per_4x(widths: list[int], values: list[float]) -> float:
         return 1.0
     x, y = np.log(np.asarray(widths, float)), np.log(np.maximum(np.asarray(values, float), 1e-30))
     slope = float(np.polyfit(x, y, 1)[0])
-    return 4.0 ** slope
+    return 4.0**slope
 
 
 def run_coord_check(cfg: CoordCheckConfig, progress: bool = True) -> CoordCheckResult:
@@ -238,8 +249,10 @@ def run_coord_check(cfg: CoordCheckConfig, progress: bool = True) -> CoordCheckR
         sums.setdefault((r["parametrization"], r["layer"], r["width"], r["step"]), []).append(r["value"])
     mean = {k: float(np.mean(v)) for k, v in sums.items()}
     growth = {
-        p: {layer: growth_per_4x(widths, [mean[(p, layer, w, cfg.steps)] for w in widths])
-            for layer in layer_names(cfg.n_layer)}
+        p: {
+            layer: growth_per_4x(widths, [mean[(p, layer, w, cfg.steps)] for w in widths])
+            for layer in layer_names(cfg.n_layer)
+        }
         for p in cfg.parametrizations
     }
     return CoordCheckResult(cfg, rows, mean, growth)
@@ -277,15 +290,27 @@ def plot(result: CoordCheckResult, path: str | Path) -> Path:
     widths = sorted(set(cfg.widths))
     steps = sorted({0, max(1, cfg.steps // 2), cfg.steps})
     layers = layer_names(cfg.n_layer)
-    fig, axes = plt.subplots(len(cfg.parametrizations), len(steps), squeeze=False, sharey="row",
-                             figsize=(4 * len(steps), 3.4 * len(cfg.parametrizations)))
+    fig, axes = plt.subplots(
+        len(cfg.parametrizations),
+        len(steps),
+        squeeze=False,
+        sharey="row",
+        figsize=(4 * len(steps), 3.4 * len(cfg.parametrizations)),
+    )
     colors = plt.cm.viridis(np.linspace(0, 0.95, len(layers)))
     for i, p in enumerate(cfg.parametrizations):
         for j, step in enumerate(steps):
             ax = axes[i][j]
             for layer, color in zip(layers, colors):
-                ax.plot(widths, [result.mean[(p, layer, w, step)] for w in widths], marker="o", ms=3,
-                        color=color, lw=2.2 if layer == "logits" else 1.2, label=layer)
+                ax.plot(
+                    widths,
+                    [result.mean[(p, layer, w, step)] for w in widths],
+                    marker="o",
+                    ms=3,
+                    color=color,
+                    lw=2.2 if layer == "logits" else 1.2,
+                    label=layer,
+                )
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{'μP' if p == 'mup' else 'SP'}, step {step}")
@@ -321,5 +346,15 @@ def write_outputs(result: CoordCheckResult, out_dir: str | Path) -> dict[str, Pa
     return paths
 
 
-__all__ = ["CoordCheckConfig", "CoordCheckResult", "run_coord_check", "format_table", "plot", "write_outputs",
-           "growth_per_4x", "build_config", "load_tokens", "layer_names"]
+__all__ = [
+    "CoordCheckConfig",
+    "CoordCheckResult",
+    "run_coord_check",
+    "format_table",
+    "plot",
+    "write_outputs",
+    "growth_per_4x",
+    "build_config",
+    "load_tokens",
+    "layer_names",
+]

@@ -22,13 +22,14 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from cerebras_gpt.config import PRESETS, RECIPES, GPTConfig
+from cerebras_gpt.config import RECIPES, GPTConfig
 from cerebras_gpt.extras import require_extra
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class ScalingFit:
 
     @property
     def rmse(self) -> float:
-        return float(np.sqrt(np.mean(self.residuals ** 2)))
+        return float(np.sqrt(np.mean(self.residuals**2)))
 
     def intervals(self) -> dict[str, tuple[float, float]]:
         """Confidence intervals of alpha, c0 and l_inf (c0's from the interval of log C0)."""
@@ -130,10 +131,16 @@ class ScalingFit:
     def to_dict(self, target_flops: float | None = None) -> dict[str, Any]:
         ci = self.intervals()
         out: dict[str, Any] = {
-            "law": str(self.law), "alpha": self.law.alpha, "c0": self.law.c0, "l_inf": self.law.l_inf,
-            "confidence_level": self.level, "ci": {k: list(v) for k, v in ci.items()},
-            "points": [{"label": lab, "flops": float(c), "loss": float(y), "fit": float(self.law(c))}
-                       for lab, c, y in zip(self.labels or [""] * len(self.flops), self.flops, self.loss)],
+            "law": str(self.law),
+            "alpha": self.law.alpha,
+            "c0": self.law.c0,
+            "l_inf": self.law.l_inf,
+            "confidence_level": self.level,
+            "ci": {k: list(v) for k, v in ci.items()},
+            "points": [
+                {"label": lab, "flops": float(c), "loss": float(y), "fit": float(self.law(c))}
+                for lab, c, y in zip(self.labels or [""] * len(self.flops), self.flops, self.loss)
+            ],
             "rmse": self.rmse,
         }
         if target_flops is not None:
@@ -142,8 +149,9 @@ class ScalingFit:
         return out
 
 
-def fit_power_law(flops: Sequence[float], loss: Sequence[float], labels: Sequence[str] | None = None,
-                  level: float = 0.95) -> ScalingFit:
+def fit_power_law(
+    flops: Sequence[float], loss: Sequence[float], labels: Sequence[str] | None = None, level: float = 0.95
+) -> ScalingFit:
     """Fit ``L(C) = (C / C0)^-α + L∞`` to points by nonlinear least squares in loss.
 
     The start comes from a scan over L∞ below the smallest loss, where ``log(L - L∞)`` is linear in
@@ -186,8 +194,9 @@ def fit_power_law(flops: Sequence[float], loss: Sequence[float], labels: Sequenc
     # small-model points would otherwise pull L∞ far negative and alpha towards zero.
     bounds = ([1e-6, -np.inf, 0.0], [10.0, np.inf, float(L.min())])
     try:
-        params, cov = curve_fit(_model, x, L, p0=p0, bounds=bounds, jac=lambda xx, a, lc0, li: _jacobian(xx, a, lc0),
-                                max_nfev=20000)
+        params, cov = curve_fit(
+            _model, x, L, p0=p0, bounds=bounds, jac=lambda xx, a, lc0, li: _jacobian(xx, a, lc0), max_nfev=20000
+        )
     except RuntimeError:  # no convergence: keep the scan's start, which is already a least-squares fit in L∞
         params, cov = np.asarray(p0), np.full((3, 3), np.inf)
     if not np.all(np.isfinite(cov)):
@@ -196,9 +205,14 @@ def fit_power_law(flops: Sequence[float], loss: Sequence[float], labels: Sequenc
     return ScalingFit(law=law, flops=C, loss=L, covariance=cov, level=level, labels=list(labels or []))
 
 
-def plot_fit(fit: ScalingFit, path: str | Path, target_flops: float | None = None,
-             heldout: Sequence[tuple[str, float, float]] = (), reference: PowerLaw | None = None,
-             title: str = "Compute-optimal scaling") -> Path:
+def plot_fit(
+    fit: ScalingFit,
+    path: str | Path,
+    target_flops: float | None = None,
+    heldout: Sequence[tuple[str, float, float]] = (),
+    reference: PowerLaw | None = None,
+    title: str = "Compute-optimal scaling",
+) -> Path:
     """Log-log PNG: the points, the fit with its band, its extrapolation, held-out points, the target."""
     require_extra("eval", "matplotlib", feature="the scaling plot")
     import matplotlib
@@ -226,8 +240,16 @@ def plot_fit(fit: ScalingFit, path: str | Path, target_flops: float | None = Non
         ax.plot(grid, reference(grid), color="gray", linestyle=":", label=f"reference: {reference}")
     if target_flops:
         m, tl, th = fit.predict(target_flops)
-        ax.errorbar([target_flops], m, yerr=[[m[0] - tl[0]], [th[0] - m[0]]] if np.isfinite(tl[0]) else None,
-                    color="C2", marker="*", markersize=10, zorder=5, label=f"target {target_flops:.3g}: {m[0]:.4f}")
+        ax.errorbar(
+            [target_flops],
+            m,
+            yerr=[[m[0] - tl[0]], [th[0] - m[0]]] if np.isfinite(tl[0]) else None,
+            color="C2",
+            marker="*",
+            markersize=10,
+            zorder=5,
+            label=f"target {target_flops:.3g}: {m[0]:.4f}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     # Frame the points and the fit; a wide confidence band (few, noisy points) must not squash them.
@@ -289,8 +311,14 @@ class PlanRow:
         return dataclasses.asdict(self)
 
 
-def plan_config(config: GPTConfig, tokens_per_param: float = TOKENS_PER_PARAM, seq_len: int | None = None,
-                count: str = "total", law: PowerLaw | None = PAPER_LAW, name: str | None = None) -> PlanRow:
+def plan_config(
+    config: GPTConfig,
+    tokens_per_param: float = TOKENS_PER_PARAM,
+    seq_len: int | None = None,
+    count: str = "total",
+    law: PowerLaw | None = PAPER_LAW,
+    name: str | None = None,
+) -> PlanRow:
     """The compute-optimal plan of one model: ``tokens = tokens_per_param * params``."""
     params = count_params(config, count)
     tokens = int(round(tokens_per_param * params))
@@ -301,32 +329,52 @@ def plan_config(config: GPTConfig, tokens_per_param: float = TOKENS_PER_PARAM, s
 
     paper_flops = paper_training_flops(config, tokens, seq_len)
     return PlanRow(
-        name=name or config.name or f"L{config.n_layer}-d{config.n_embd}", n_layer=config.n_layer,
-        n_embd=config.n_embd, n_head=config.n_head, params=params, total_params=config.num_params(),
-        tokens=tokens, flops=flops, card_flops=card, paper_flops=paper_flops,
+        name=name or config.name or f"L{config.n_layer}-d{config.n_embd}",
+        n_layer=config.n_layer,
+        n_embd=config.n_embd,
+        n_head=config.n_head,
+        params=params,
+        total_params=config.num_params(),
+        tokens=tokens,
+        flops=flops,
+        card_flops=card,
+        paper_flops=paper_flops,
         paper_loss=recipe.pile_test_loss if recipe else None,
         # The paper's law is a function of the paper's FLOPs (which count more than flops_per_token).
         predicted_loss=float(law(paper_flops)) if law is not None else None,
     )
 
 
-def plan_presets(names: Sequence[str], tokens_per_param: float = TOKENS_PER_PARAM, seq_len: int | None = None,
-                 count: str = "total", law: PowerLaw | None = PAPER_LAW) -> list[PlanRow]:
+def plan_presets(
+    names: Sequence[str],
+    tokens_per_param: float = TOKENS_PER_PARAM,
+    seq_len: int | None = None,
+    count: str = "total",
+    law: PowerLaw | None = PAPER_LAW,
+) -> list[PlanRow]:
     """Compute-optimal plans of presets (by case-insensitive name)."""
     return [plan_config(GPTConfig.from_name(n), tokens_per_param, seq_len, count, law) for n in names]
 
 
-def family_shape(n_embd: int, head_dim: int = 64, aspect: float = 80.0, vocab_size: int = 50257,
-                 block_size: int = 2048) -> GPTConfig:
+def family_shape(
+    n_embd: int, head_dim: int = 64, aspect: float = 80.0, vocab_size: int = 50257, block_size: int = 2048
+) -> GPTConfig:
     """A Cerebras-GPT-like shape of width ``n_embd``: depth ``n_embd / aspect`` (the 111M-2.7B models have
     d_model/L of 77-85), heads of ``head_dim``, FFN 4x."""
     n_layer = max(1, round(n_embd / aspect))
-    return GPTConfig(n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // head_dim), vocab_size=vocab_size,
-                     block_size=block_size)
+    return GPTConfig(
+        n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // head_dim), vocab_size=vocab_size, block_size=block_size
+    )
 
 
-def plan_budget(budget_flops: float, tokens_per_param: float = TOKENS_PER_PARAM, seq_len: int = 2048,
-                count: str = "total", law: PowerLaw | None = PAPER_LAW, vocab_size: int = 50257) -> dict[str, Any]:
+def plan_budget(
+    budget_flops: float,
+    tokens_per_param: float = TOKENS_PER_PARAM,
+    seq_len: int = 2048,
+    count: str = "total",
+    law: PowerLaw | None = PAPER_LAW,
+    vocab_size: int = 50257,
+) -> dict[str, Any]:
     """What a compute budget buys when trained compute-optimally.
 
     Returns the analytic optimum under ``C = 6 N D`` with ``D = r N`` (``N = sqrt(C / 6r)``), and a
@@ -348,13 +396,23 @@ def plan_budget(budget_flops: float, tokens_per_param: float = TOKENS_PER_PARAM,
     cfg = best[1]
     row = plan_config(cfg, tokens_per_param, seq_len, count, law)
     tokens = int(budget_flops / cfg.flops_per_token(seq_len))
-    nearest = min(_SP_NAMES, key=lambda s: abs(math.log(plan_presets([f"Cerebras-GPT-{s}"], tokens_per_param,
-                                                                      seq_len, count)[0].flops / budget_flops)))
+    nearest = min(
+        _SP_NAMES,
+        key=lambda s: abs(
+            math.log(plan_presets([f"Cerebras-GPT-{s}"], tokens_per_param, seq_len, count)[0].flops / budget_flops)
+        ),
+    )
     return {
-        "budget_flops": budget_flops, "tokens_per_param": tokens_per_param, "seq_len": seq_len,
+        "budget_flops": budget_flops,
+        "tokens_per_param": tokens_per_param,
+        "seq_len": seq_len,
         "analytic": {"params": int(n_opt), "tokens": int(tokens_per_param * n_opt), "rule": "C = 6 N D, D = r N"},
-        "shape": {**row.to_dict(), "tokens_at_budget": tokens, "tokens_per_param_at_budget": tokens / row.params,
-                  "predicted_loss": float(law(budget_flops)) if law is not None else None},
+        "shape": {
+            **row.to_dict(),
+            "tokens_at_budget": tokens,
+            "tokens_per_param_at_budget": tokens / row.params,
+            "predicted_loss": float(law(budget_flops)) if law is not None else None,
+        },
         "nearest_preset": f"Cerebras-GPT-{nearest}",
     }
 
@@ -369,9 +427,16 @@ class Rung:
     plan: PlanRow
 
 
-def build_ladder(widths: Sequence[int], n_layer: int | None = None, head_dim: int = 32, block_size: int = 128,
-                 vocab_size: int = 50257, tokens_per_param: float = TOKENS_PER_PARAM, count: str = "total",
-                 aspect: float = 32.0) -> list[Rung]:
+def build_ladder(
+    widths: Sequence[int],
+    n_layer: int | None = None,
+    head_dim: int = 32,
+    block_size: int = 128,
+    vocab_size: int = 50257,
+    tokens_per_param: float = TOKENS_PER_PARAM,
+    count: str = "total",
+    aspect: float = 32.0,
+) -> list[Rung]:
     """Small custom shapes for a ladder, each with its compute-optimal tokens and FLOPs.
 
     Args:
@@ -391,8 +456,14 @@ def build_ladder(widths: Sequence[int], n_layer: int | None = None, head_dim: in
         if width < 1 or width % max(1, min(head_dim, width)):
             raise ValueError(f"width {width} must be a positive multiple of head_dim={head_dim} (or smaller than it)")
         layers = n_layer if n_layer is not None else max(1, round(width / aspect))
-        cfg = GPTConfig(n_layer=layers, n_embd=width, n_head=max(1, width // head_dim), block_size=block_size,
-                        vocab_size=vocab_size, name=f"ladder-L{layers}-d{width}")
+        cfg = GPTConfig(
+            n_layer=layers,
+            n_embd=width,
+            n_head=max(1, width // head_dim),
+            block_size=block_size,
+            vocab_size=vocab_size,
+            name=f"ladder-L{layers}-d{width}",
+        )
         rungs.append(Rung(cfg.name, cfg, plan_config(cfg, tokens_per_param, block_size, count, law=None)))
     return rungs
 
@@ -436,15 +507,26 @@ def run_ladder(rungs: Sequence[Rung], out: str | Path, train_fn: TrainFn, metric
         if rung.name in done:
             log.info("ladder: %s already recorded, skipped", rung.name)
             continue
-        log.info("ladder: %s (%d params, %d tokens, %.3g FLOPs)", rung.name, rung.plan.params, rung.plan.tokens,
-                 rung.plan.flops)
+        log.info(
+            "ladder: %s (%d params, %d tokens, %.3g FLOPs)",
+            rung.name,
+            rung.plan.params,
+            rung.plan.tokens,
+            rung.plan.flops,
+        )
         start = time.time()
         metrics = train_fn(rung, out / "runs" / rung.name)
         if metric not in metrics or not math.isfinite(float(metrics[metric])):
             raise ValueError(f"rung {rung.name}: training returned no finite {metric!r} (got {metrics})")
-        row = {"name": rung.name, **rung.plan.to_dict(), "loss": float(metrics[metric]), "metric": metric,
-               "seconds": round(time.time() - start, 2), "architecture": rung.config.to_dict(),
-               "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
+        row = {
+            "name": rung.name,
+            **rung.plan.to_dict(),
+            "loss": float(metrics[metric]),
+            "metric": metric,
+            "seconds": round(time.time() - start, 2),
+            "architecture": rung.config.to_dict(),
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+        }
         with open(out / RUNS, "a") as f:
             f.write(json.dumps(row) + "\n")
     return sorted(read_runs(out), key=lambda r: r["flops"])
@@ -460,14 +542,37 @@ def heldout_check(rows: Sequence[dict[str, Any]], holdout: int = 1, level: float
     checks = []
     for r in test:
         mean, lo, hi = fit.predict(r["flops"])
-        checks.append({"name": r["name"], "flops": r["flops"], "loss": r["loss"], "predicted": float(mean[0]),
-                       "ci": [float(lo[0]), float(hi[0])],
-                       "error_pct": 100.0 * (float(mean[0]) - r["loss"]) / r["loss"]})
+        checks.append(
+            {
+                "name": r["name"],
+                "flops": r["flops"],
+                "loss": r["loss"],
+                "predicted": float(mean[0]),
+                "ci": [float(lo[0]), float(hi[0])],
+                "error_pct": 100.0 * (float(mean[0]) - r["loss"]) / r["loss"],
+            }
+        )
     return {"fit": fit, "checks": checks}
 
 
 __all__ = [
-    "PAPER_LAW", "PAPER_POINTS", "PowerLaw", "ScalingFit", "fit_power_law", "plot_fit", "PlanRow", "plan_config",
-    "plan_presets", "plan_budget", "family_shape", "Rung", "build_ladder", "run_ladder", "read_runs",
-    "heldout_check", "TOKENS_PER_PARAM", "count_params", "non_embedding_params",
+    "PAPER_LAW",
+    "PAPER_POINTS",
+    "PowerLaw",
+    "ScalingFit",
+    "fit_power_law",
+    "plot_fit",
+    "PlanRow",
+    "plan_config",
+    "plan_presets",
+    "plan_budget",
+    "family_shape",
+    "Rung",
+    "build_ladder",
+    "run_ladder",
+    "read_runs",
+    "heldout_check",
+    "TOKENS_PER_PARAM",
+    "count_params",
+    "non_embedding_params",
 ]

@@ -44,11 +44,12 @@ import socket
 import threading
 import time
 import types
-import warnings
 import typing
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -182,10 +183,17 @@ def parse_random(items: list[str]) -> dict[str, tuple[str, list[Any]]]:
             space[key] = (dist, values)
             continue
         bounds = [parse_value(v) for v in args.split(":")]
-        if len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds) \
-                or not bounds[0] < bounds[1] or (dist == "loguniform" and bounds[0] <= 0):
-            raise ValueError(f"--random {item!r}: {dist} needs LOW:HIGH with LOW < HIGH"
-                             + (" and LOW > 0" if dist == "loguniform" else "") + f", e.g. {key}={dist}:1e-4:1e-2")
+        if (
+            len(bounds) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+            or not bounds[0] < bounds[1]
+            or (dist == "loguniform" and bounds[0] <= 0)
+        ):
+            raise ValueError(
+                f"--random {item!r}: {dist} needs LOW:HIGH with LOW < HIGH"
+                + (" and LOW > 0" if dist == "loguniform" else "")
+                + f", e.g. {key}={dist}:1e-4:1e-2"
+            )
         space[key] = (dist, bounds)
     return space
 
@@ -352,12 +360,20 @@ def write_table(out: str | Path, rows: list[dict[str, Any]], metric: str, mode: 
         writer = csv.writer(f)
         writer.writerow(["trial", "status", *setting_keys, *metric_keys, "seconds"])
         for r in sorted(rows, key=rank):
-            writer.writerow([r["trial"], r["status"], *(r["settings"].get(k, "") for k in setting_keys),
-                             *(r.get("metrics", {}).get(k, "") for k in metric_keys), f"{r.get('seconds', 0):.1f}"])
+            writer.writerow(
+                [
+                    r["trial"],
+                    r["status"],
+                    *(r["settings"].get(k, "") for k in setting_keys),
+                    *(r.get("metrics", {}).get(k, "") for k in metric_keys),
+                    f"{r.get('seconds', 0):.1f}",
+                ]
+            )
     tmp.replace(path)
     best = best_trial(rows, metric, mode)
-    atomic.write_text(out / BEST, json.dumps({"metric": metric, "mode": mode, "best": best}, indent=2,
-                                             default=_jsonable) + "\n")
+    atomic.write_text(
+        out / BEST, json.dumps({"metric": metric, "mode": mode, "best": best}, indent=2, default=_jsonable) + "\n"
+    )
     return path
 
 
@@ -429,8 +445,17 @@ def run_sweep(cfg: SweepConfig, trial_fn: TrialFn | None = None, progress: bool 
     require_extra("sweep", "optuna", feature="sweeps")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = {"set": cfg.set, "grid": cfg.grid, "random": cfg.random, "trials": cfg.trials, "seed": cfg.seed,
-            "base": cfg.base, "metric": cfg.metric, "mode": cfg.mode, "sampler": cfg.chosen_sampler}
+    spec = {
+        "set": cfg.set,
+        "grid": cfg.grid,
+        "random": cfg.random,
+        "trials": cfg.trials,
+        "seed": cfg.seed,
+        "base": cfg.base,
+        "metric": cfg.metric,
+        "mode": cfg.mode,
+        "sampler": cfg.chosen_sampler,
+    }
     atomic.write_text(out / SPEC, json.dumps(spec, indent=2) + "\n")
     study = open_study(cfg)
     distributions = _distributions(cfg)
@@ -447,8 +472,7 @@ def run_sweep(cfg: SweepConfig, trial_fn: TrialFn | None = None, progress: bool 
         log.info("sweep %s: %d of %d trials already done", out, len(done_before), total)
     trial_fn = trial_fn or train_trial_fn(cfg)
     ran: list[str] = []
-    bar = tqdm(total=total, initial=min(total, len(done_before)), desc="sweep", unit="trial",
-               disable=not progress)
+    bar = tqdm(total=total, initial=min(total, len(done_before)), desc="sweep", unit="trial", disable=not progress)
     while cfg.max_trials is None or len(ran) < cfg.max_trials:
         _fail_stale(study)
         done = _done(study, recorded, cfg)
@@ -483,22 +507,35 @@ def open_study(cfg: SweepConfig):
     """The sweep's Optuna study (created on first use): ``cfg.storage`` or SQLite in ``OUT/study.db``, with
     heartbeats and stale trials queued again with their settings."""
     import optuna
+    from filelock import FileLock
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = cfg.storage or f"sqlite:///{(Path(cfg.out) / STUDY_DB).resolve()}"
     # SQLite: wait for another worker's write instead of failing at once ("database is locked").
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    with warnings.catch_warnings():
+    # Workers started together would race to create the tables and the study: one at a time (on this
+    # machine; workers elsewhere start against a database that already exists).
+    with FileLock(str(Path(cfg.out) / "study.lock")), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-        storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat,
-                             grace_period=3 * cfg.heartbeat,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=cfg.seed)}.get(
-        cfg.chosen_sampler, lambda: optuna.samplers.RandomSampler(seed=cfg.seed))()
-    direction = "minimize" if cfg.mode == "min" else "maximize"
-    return optuna.create_study(storage=storage, study_name=cfg.study or Path(cfg.out).resolve().name,
-                               sampler=sampler, direction=direction, load_if_exists=True)
+        storage = RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=cfg.heartbeat,
+            grace_period=3 * cfg.heartbeat,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+        sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=cfg.seed)}.get(
+            cfg.chosen_sampler, lambda: optuna.samplers.RandomSampler(seed=cfg.seed)
+        )()
+        direction = "minimize" if cfg.mode == "min" else "maximize"
+        return optuna.create_study(
+            storage=storage,
+            study_name=cfg.study or Path(cfg.out).resolve().name,
+            sampler=sampler,
+            direction=direction,
+            load_if_exists=True,
+        )
 
 
 def _distributions(cfg: SweepConfig) -> dict[str, Any]:
@@ -534,8 +571,10 @@ def _enqueue_missing(study, planned: list[tuple[str, dict[str, Any]]], done: set
     from optuna.trial import TrialState
 
     with FileLock(str(out / "study.lock")):
-        active = {trial_id(t.system_attrs.get("fixed_params", t.params))
-                  for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
+        active = {
+            trial_id(t.system_attrs.get("fixed_params", t.params))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+        }
         for tid, settings in planned:
             if tid not in done and tid not in active:
                 study.enqueue_trial(settings)
@@ -615,8 +654,9 @@ class _Heartbeat:
         self._thread.join()
 
 
-def _run_trial(study, trial, tid: str, settings: dict[str, Any], trial_fn: TrialFn, out: Path,
-               cfg: SweepConfig) -> dict[str, Any]:
+def _run_trial(
+    study, trial, tid: str, settings: dict[str, Any], trial_fn: TrialFn, out: Path, cfg: SweepConfig
+) -> dict[str, Any]:
     """Train one trial with heartbeats, tell the study, and record it in results.jsonl."""
     from optuna.trial import TrialState
 
@@ -626,12 +666,14 @@ def _run_trial(study, trial, tid: str, settings: dict[str, Any], trial_fn: Trial
     try:
         metrics, status, error = trial_fn(settings, out / "trials" / tid), "ok", None
         # Numbers only (train() also returns paths and its plan; those stay in the trial's directory).
-        metrics = {k: v for k, v in metrics.items()
-                   if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+        metrics = {
+            k: v for k, v in metrics.items() if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        }
         value = metrics.get(cfg.metric)
         if value is None:
-            raise ValueError(f"train() returned no {cfg.metric!r} (it returned {sorted(metrics)}); "
-                             "choose --metric among them")
+            raise ValueError(
+                f"train() returned no {cfg.metric!r} (it returned {sorted(metrics)}); choose --metric among them"
+            )
         if not _finite(value):
             status, error = "failed", f"{cfg.metric} is {value} (diverged)"
     except (ValueError, FileNotFoundError) as e:
@@ -648,8 +690,14 @@ def _run_trial(study, trial, tid: str, settings: dict[str, Any], trial_fn: Trial
         study.tell(trial, state=TrialState.FAIL)
         raise
     heartbeat.close()
-    row = {"trial": tid, "settings": settings, "status": status, "metrics": metrics,
-           "seconds": round(time.time() - start, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    row = {
+        "trial": tid,
+        "settings": settings,
+        "status": status,
+        "metrics": metrics,
+        "seconds": round(time.time() - start, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if error:
         row["error"] = error
         log.warning("trial %s failed: %s", tid, error)
@@ -687,8 +735,9 @@ def best_index(points: list[tuple[float, float]]) -> int:
     return int(np.argmin([y for _, y in points]))
 
 
-def plot_curves(panels: dict[str, list[dict[str, Any]]], x: str, series: str, metric: str, path: str | Path,
-                title: str = "") -> Path:
+def plot_curves(
+    panels: dict[str, list[dict[str, Any]]], x: str, series: str, metric: str, path: str | Path, title: str = ""
+) -> Path:
     """One panel per sweep (e.g. μP and SP): ``metric`` against ``x`` (log axis), one line per ``series``
     value, the best point of each line marked."""
     require_extra("train", "matplotlib", feature="the sweep plot")
@@ -698,8 +747,13 @@ def plot_curves(panels: dict[str, list[dict[str, Any]]], x: str, series: str, me
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False, sharey=True)
-    finite = [y for rows in panels.values() for pts in curves(rows, x, series, metric).values() for _, y in pts
-              if math.isfinite(y)]
+    finite = [
+        y
+        for rows in panels.values()
+        for pts in curves(rows, x, series, metric).values()
+        for _, y in pts
+        if math.isfinite(y)
+    ]
     for ax, (name, rows) in zip(axes[0], panels.items()):
         lines = curves(rows, x, series, metric)
         colors = plt.cm.plasma(np.linspace(0, 0.85, max(1, len(lines))))
@@ -727,5 +781,18 @@ def plot_curves(panels: dict[str, list[dict[str, Any]]], x: str, series: str, me
     return path
 
 
-__all__ = ["SweepConfig", "SweepResult", "run_sweep", "trial_settings", "trial_id", "apply_overrides",
-           "read_results", "write_table", "best_trial", "curves", "best_index", "plot_curves", "parse_value"]
+__all__ = [
+    "SweepConfig",
+    "SweepResult",
+    "run_sweep",
+    "trial_settings",
+    "trial_id",
+    "apply_overrides",
+    "read_results",
+    "write_table",
+    "best_trial",
+    "curves",
+    "best_index",
+    "plot_curves",
+    "parse_value",
+]

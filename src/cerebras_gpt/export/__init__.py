@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 FORMATS = ("hf", "gguf", "sparse")
 
 
-def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike, outtype: str = "f16",
-                 overwrite: bool = False) -> dict:
+def export_model(
+    model_path: str | os.PathLike, fmt: str, out: str | os.PathLike, outtype: str = "f16", overwrite: bool = False
+) -> dict:
     """Load ``model_path`` (model directory, training checkpoint or hub id) and write it as ``fmt`` to ``out``.
 
     Args:

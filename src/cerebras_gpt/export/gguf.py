@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cerebras_gpt.extras import require_extra
 from cerebras_gpt.export import temp_path_beside
+from cerebras_gpt.extras import require_extra
 from cerebras_gpt.hf import folded_state_dict
 from cerebras_gpt.model import GPT
 
@@ -108,8 +108,11 @@ def write_gguf(model: GPT, tokenizer, path: str | os.PathLike, outtype: str = "f
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
+    file_type = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[outtype]
     # A fresh temporary file beside ``path``, never a fixed name (OUT.gguf.tmp) that a user's file may hold.
     tmp = temp_path_beside(path, directory=False)
     try:
@@ -159,6 +162,12 @@ def write_gguf(model: GPT, tokenizer, path: str | os.PathLike, outtype: str = "f
         tmp.unlink(missing_ok=True)
         raise
     size = path.stat().st_size
-    log.info("wrote %s: %d tensors (%s), %.1f MB%s", path, len(summary), outtype, size / 1e6,
-             "" if tied else "; untied LM head as output.weight")
+    log.info(
+        "wrote %s: %d tensors (%s), %.1f MB%s",
+        path,
+        len(summary),
+        outtype,
+        size / 1e6,
+        "" if tied else "; untied LM head as output.weight",
+    )
     return {"path": str(path), "bytes": size, "tensors": summary}

@@ -83,8 +83,9 @@ def save_sparse(model: GPT, out_path: str | Path, tokenizer=None) -> dict[str, i
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     stored = (out / SPARSE_WEIGHTS).stat().st_size
-    log.info("sparse model in %s: %.1f MB (dense %.1f MB, %.3fx)", out, stored / 1e6, dense_bytes / 1e6,
-             stored / dense_bytes)
+    log.info(
+        "sparse model in %s: %.1f MB (dense %.1f MB, %.3fx)", out, stored / 1e6, dense_bytes / 1e6, stored / dense_bytes
+    )
     return {"stored": stored, "dense": dense_bytes}
 
 
@@ -97,12 +98,16 @@ def load_sparse(path: str | Path, device: torch.device | str = "cpu") -> GPT:
     path = Path(path)
     config_path = path / "config.json"
     if not config_path.exists() or not (path / SPARSE_WEIGHTS).exists():
-        raise ValueError(f"{str(path)!r} is not a sparse model directory (needs config.json and {SPARSE_WEIGHTS}); "
-                         "write one with `cerebras-gpt export --format sparse`")
+        raise ValueError(
+            f"{str(path)!r} is not a sparse model directory (needs config.json and {SPARSE_WEIGHTS}); "
+            "write one with `cerebras-gpt export --format sparse`"
+        )
     meta = json.loads(config_path.read_text())
     if meta.get("format") != SPARSE_FORMAT:
-        raise ValueError(f"{str(config_path)!r} is not a {SPARSE_FORMAT} config; load a Hugging Face directory "
-                         "with GPT.from_pretrained instead")
+        raise ValueError(
+            f"{str(config_path)!r} is not a {SPARSE_FORMAT} config; load a Hugging Face directory "
+            "with GPT.from_pretrained instead"
+        )
     config = GPTConfig.from_dict(meta["architecture"])
     stored = load_file(str(path / SPARSE_WEIGHTS))
     state: dict[str, torch.Tensor] = {}

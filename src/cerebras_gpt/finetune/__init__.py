@@ -6,5 +6,16 @@ from cerebras_gpt.finetune.lora import LoRAConfig, LoRAGPT, apply_lora, load_ada
 from cerebras_gpt.finetune.run import FinetuneArgs, finetune
 from cerebras_gpt.finetune.tasks import task_metrics
 
-__all__ = ["FinetuneArgs", "FinetuneLoader", "LoRAConfig", "LoRAGPT", "apply_lora", "build_examples",
-           "encode_record", "finetune", "load_adapter", "read_records", "task_metrics"]
+__all__ = [
+    "FinetuneArgs",
+    "FinetuneLoader",
+    "LoRAConfig",
+    "LoRAGPT",
+    "apply_lora",
+    "build_examples",
+    "encode_record",
+    "finetune",
+    "load_adapter",
+    "read_records",
+    "task_metrics",
+]

@@ -16,7 +16,8 @@ with whole records (never split across rows, each ending in EOS), fewer rows for
 row is run with document masking (its batch carries ``segment_ids``, see `cerebras_gpt.train.batch`):
 each record attends only to itself and its positions start at 0, so it gets exactly the logits it would
 get alone (as torchtitan's document masking does, the boundaries are read from the EOS that ends each
-record; a record whose text itself holds ``<|endoftext|>`` is split there). The loss mask counts each record's own targets, as in ``pad``.
+record; a record whose text itself holds ``<|endoftext|>`` is split there). The loss mask counts each
+record's own targets, as in ``pad``.
 
 `FinetuneLoader` is the training loop's loader protocol (see `cerebras_gpt.train.loop`): an endless stream
 of micro-batches ``(inputs (B, T), targets (B, T))`` with -100 for ignored targets (packed rows: a
@@ -28,9 +29,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -82,8 +84,10 @@ def check_record(record: Any, where: str) -> None:
             return
         if isinstance(record.get("text"), str):
             return
-    raise ValueError(f"{where}: expected {{'prompt': str, 'completion': str}}, {{'messages': [...]}} or "
-                     f"{{'text': str}}, got {str(record)[:80]!r}")
+    raise ValueError(
+        f"{where}: expected {{'prompt': str, 'completion': str}}, {{'messages': [...]}} or "
+        f"{{'text': str}}, got {str(record)[:80]!r}"
+    )
 
 
 def encode_record(record: dict[str, Any], tokenizer) -> Example:
@@ -111,14 +115,19 @@ def build_examples(records: Sequence[dict[str, Any]], tokenizer, seq_len: int) -
         ex = encode_record(record, tokenizer)
         if len(ex.ids) > seq_len + 1:
             truncated += 1
-            ex = Example(ex.ids[-(seq_len + 1):], ex.mask[-(seq_len + 1):])
+            ex = Example(ex.ids[-(seq_len + 1) :], ex.mask[-(seq_len + 1) :])
         if not any(ex.mask[1:]):  # the first token of a row is never a target
             dropped += 1
             continue
         examples.append(ex)
     if truncated or dropped:
-        log.warning("%d records longer than %d tokens kept their last %d tokens; %d left with no target "
-                    "token were dropped", truncated, seq_len + 1, seq_len + 1, dropped)
+        log.warning(
+            "%d records longer than %d tokens kept their last %d tokens; %d left with no target token were dropped",
+            truncated,
+            seq_len + 1,
+            seq_len + 1,
+            dropped,
+        )
     if not examples:
         raise ValueError(f"no record has a target token within seq_len={seq_len}; raise --seq-len")
     return examples
@@ -178,8 +187,16 @@ class FinetuneLoader:
     the rank count.
     """
 
-    def __init__(self, rows: Sequence[Example], batch_size: int, pad_id: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, packed: bool = False) -> None:
+    def __init__(
+        self,
+        rows: Sequence[Example],
+        batch_size: int,
+        pad_id: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        packed: bool = False,
+    ) -> None:
         if not rows:
             raise ValueError("no training rows")
         self.rows, self.batch_size, self.pad_id, self.seed = list(rows), batch_size, pad_id, seed
@@ -207,25 +224,33 @@ class FinetuneLoader:
             yield _batch(rows, self.pad_id, self.packed)
 
     def state_dict(self) -> dict[str, int]:
-        return {"batch": self.batch, "batch_size": self.batch_size, "world_size": self.world_size,
-                "seed": self.seed, "rows": len(self.rows)}
+        return {
+            "batch": self.batch,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "seed": self.seed,
+            "rows": len(self.rows),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state.get("rows", len(self.rows)) != len(self.rows):
-            raise ValueError(f"the checkpoint was trained on {state['rows']} rows, this data has {len(self.rows)}; "
-                             "resume with the same --data, --val-fraction, --seq-len and --packing")
+            raise ValueError(
+                f"the checkpoint was trained on {state['rows']} rows, this data has {len(self.rows)}; "
+                "resume with the same --data, --val-fraction, --seq-len and --packing"
+            )
         self.batch = int(state["batch"])
 
 
-def val_batches(rows: Sequence[Example], batch_size: int, pad_id: int, rank: int = 0, world_size: int = 1,
-                packed: bool = False):
+def val_batches(
+    rows: Sequence[Example], batch_size: int, pad_id: int, rank: int = 0, world_size: int = 1, packed: bool = False
+):
     """A zero-argument callable giving this rank's validation micro-batches (rows ``rank::world_size``;
     ``packed``: as `FinetuneLoader`'s)."""
     mine = list(rows)[rank::world_size]
 
     def batches() -> Iterator[Any]:
         for i in range(0, len(mine), batch_size):
-            yield _batch(mine[i:i + batch_size], pad_id, packed)
+            yield _batch(mine[i : i + batch_size], pad_id, packed)
 
     return batches
 
@@ -241,5 +266,16 @@ def split_records(records: Sequence[dict], val_fraction: float, seed: int) -> tu
     return [records[i] for i in train], [records[i] for i in val]
 
 
-__all__ = ["Example", "FinetuneLoader", "build_examples", "check_record", "collate", "document_ids",
-           "encode_record", "pack_examples", "read_records", "split_records", "val_batches"]
+__all__ = [
+    "Example",
+    "FinetuneLoader",
+    "build_examples",
+    "check_record",
+    "collate",
+    "document_ids",
+    "encode_record",
+    "pack_examples",
+    "read_records",
+    "split_records",
+    "val_batches",
+]

@@ -117,8 +117,11 @@ class LoRAGPT(GPT):
     def merged(self) -> GPT:
         """A plain GPT (a copy) whose targeted weights are W + (α/r)·B A."""
         deltas = {f"{name}.weight": m.delta_weight() for name, m in self.lora_layers().items()}
-        state = {k: v.detach() + deltas[k].detach() if k in deltas else v.detach()
-                 for k, v in self.state_dict().items() if ".lora_" not in k}
+        state = {
+            k: v.detach() + deltas[k].detach() if k in deltas else v.detach()
+            for k, v in self.state_dict().items()
+            if ".lora_" not in k
+        }
         model = GPT(self.config, init_weights=False).to(next(self.parameters()).device)
         model.load_state_dict(state)
         return model.eval()
@@ -148,10 +151,18 @@ class LoRAGPT(GPT):
             tensors[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
         save_file(tensors, str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         config = {
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.lora.rank, "lora_alpha": self.lora.alpha,
-            "lora_dropout": self.lora.dropout, "target_modules": sorted(self.lora.target_modules),
-            "fan_in_fan_out": True, "bias": "none", "inference_mode": True, "init_lora_weights": True,
-            "modules_to_save": None, "base_model_name_or_path": base_model,
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": self.lora.rank,
+            "lora_alpha": self.lora.alpha,
+            "lora_dropout": self.lora.dropout,
+            "target_modules": sorted(self.lora.target_modules),
+            "fan_in_fan_out": True,
+            "bias": "none",
+            "inference_mode": True,
+            "init_lora_weights": True,
+            "modules_to_save": None,
+            "base_model_name_or_path": base_model,
         }
         (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         return directory
@@ -169,12 +180,14 @@ def apply_lora(model: GPT, config: LoRAConfig) -> LoRAGPT:
         raise ValueError("the model already carries LoRA adapters")
     for p in model.parameters():
         p.requires_grad_(False)
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in config.target_modules]
+    targets = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in config.target_modules
+    ]
     for name, module in targets:
         parent_name, child = name.rsplit(".", 1)
-        setattr(model.get_submodule(parent_name), child,
-                LoRALinear(module, config.rank, config.alpha, config.dropout))
+        setattr(model.get_submodule(parent_name), child, LoRALinear(module, config.rank, config.alpha, config.dropout))
     return LoRAGPT(model, config)
 
 
@@ -189,9 +202,15 @@ def load_adapter(model: GPT, directory: str | Path) -> LoRAGPT:
     if cfg.get("peft_type") != "LORA":
         raise ValueError(f"{directory / ADAPTER_CONFIG}: peft_type={cfg.get('peft_type')!r}; only LORA loads")
     targets = cfg["target_modules"]
-    model = apply_lora(model, LoRAConfig(rank=int(cfg["r"]), alpha=float(cfg["lora_alpha"]),
-                                         dropout=float(cfg.get("lora_dropout", 0.0)),
-                                         target_modules=list(targets if isinstance(targets, list) else [targets])))
+    model = apply_lora(
+        model,
+        LoRAConfig(
+            rank=int(cfg["r"]),
+            alpha=float(cfg["lora_alpha"]),
+            dropout=float(cfg.get("lora_dropout", 0.0)),
+            target_modules=list(targets if isinstance(targets, list) else [targets]),
+        ),
+    )
     tensors = load_file(str(directory / ADAPTER_WEIGHTS))
     layers = model.lora_layers()
     missing = []

@@ -26,7 +26,7 @@ from cerebras_gpt import atomic
 from cerebras_gpt.finetune.lora import LoRAConfig
 from cerebras_gpt.train import rundir
 from cerebras_gpt.train.config import TrainConfig
-from cerebras_gpt.train.validate import FINETUNE_RANGES, check_numbers
+from cerebras_gpt.train.validate import FINETUNE_RANGES
 
 log = logging.getLogger("cerebras_gpt.finetune")
 
@@ -101,8 +101,10 @@ class FinetuneArgs(TrainConfig):
         if not self.data and not (self.eval_only and self.eval_data):
             problems.append("--data is required (a .jsonl or .txt file of records)")
         if self.data_dir is not None or self.init_from is not None or self.model_overrides:
-            problems.append("--data-dir/--init-from/--model-overrides are pretraining options; fine-tuning reads "
-                            "--data and the model as saved in --model")
+            problems.append(
+                "--data-dir/--init-from/--model-overrides are pretraining options; fine-tuning reads "
+                "--data and the model as saved in --model"
+            )
         if self.mup:
             problems.append("--mup is a pretraining option: a μP model directory is fine-tuned as saved")
         if self.lora.enabled and self.fsdp:
@@ -113,7 +115,9 @@ class FinetuneArgs(TrainConfig):
 
         problems += train_problems(self) + problems_in({k: getattr(self, k) for k in FINETUNE_RANGES}, FINETUNE_RANGES)
         if self.early_stopping_patience and self.fsdp:
-            problems.append("early stopping with --fsdp is not supported yet; set --eval-interval and pick a checkpoint")
+            problems.append(
+                "early stopping with --fsdp is not supported yet; set --eval-interval and pick a checkpoint"
+            )
         if self.adapter and not self.eval_only:
             problems.append("--adapter is for --eval-only; to train LoRA set --lora.rank")
         if problems:
@@ -121,10 +125,19 @@ class FinetuneArgs(TrainConfig):
 
     def identity(self) -> dict[str, Any]:
         """What binds a fine-tuning run directory besides model and schedule: the records, task and adapters."""
-        files = {name: rundir.file_identity(path) if path and Path(path).is_file() else path
-                 for name, path in (("data", self.data), ("val_data", self.val_data), ("eval_data", self.eval_data))}
-        return {"finetune": dict(files, val_fraction=self.val_fraction, packing=self.packing, task=self.task,
-                                 lora=dataclasses.asdict(self.lora) if self.lora.enabled else None)}
+        files = {
+            name: rundir.file_identity(path) if path and Path(path).is_file() else path
+            for name, path in (("data", self.data), ("val_data", self.val_data), ("eval_data", self.eval_data))
+        }
+        return {
+            "finetune": dict(
+                files,
+                val_fraction=self.val_fraction,
+                packing=self.packing,
+                task=self.task,
+                lora=dataclasses.asdict(self.lora) if self.lora.enabled else None,
+            )
+        }
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -153,16 +166,26 @@ def evaluate_only(args: FinetuneArgs) -> dict[str, Any]:
     if args.adapter:
         model = load_adapter(model, args.adapter)
     records = read_records(args.eval_data or args.data)
-    return {"model": args.model, "adapter": args.adapter, "task": args.task,
-            "metrics": _evaluate_task(args, model, tokenizer, records)}
+    return {
+        "model": args.model,
+        "adapter": args.adapter,
+        "task": args.task,
+        "metrics": _evaluate_task(args, model, tokenizer, records),
+    }
 
 
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Fine-tune as ``args`` say; returns validation loss, task metrics before/after and output paths."""
     import torch
 
-    from cerebras_gpt.finetune.data import (FinetuneLoader, build_examples, pack_examples, read_records,
-                                            split_records, val_batches)
+    from cerebras_gpt.finetune.data import (
+        FinetuneLoader,
+        build_examples,
+        pack_examples,
+        read_records,
+        split_records,
+        val_batches,
+    )
     from cerebras_gpt.finetune.lora import apply_lora
     from cerebras_gpt.hf import load_model_and_tokenizer
     from cerebras_gpt.train import distributed
@@ -203,12 +226,29 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     eval_interval = args.eval_interval or (steps_per_epoch if args.early_stopping_patience else 0)
     lr = args.lr if args.lr is not None else (LORA_LR if args.lora.enabled else FULL_LR)
     warmup = args.warmup_steps if args.warmup_steps is not None else round(0.05 * steps)
-    cfg = args.train_config(model=args.model, seq_len=seq_len, steps=steps, tokens=None, lr=lr, batch_size=global_batch,
-                            warmup_steps=warmup, eval_interval=eval_interval)
+    cfg = args.train_config(
+        model=args.model,
+        seq_len=seq_len,
+        steps=steps,
+        tokens=None,
+        lr=lr,
+        batch_size=global_batch,
+        warmup_steps=warmup,
+        eval_interval=eval_interval,
+    )
     if info.is_main:
-        log.info("fine-tuning %s%s: %d train rows (%d records), %d val rows, seq_len %d, %d steps of %d rows, lr %g",
-                 args.model, f" with LoRA r={args.lora.rank}" if args.lora.enabled else " (full)", len(rows),
-                 len(train_records), len(val_rows), seq_len, steps, global_batch, lr)
+        log.info(
+            "fine-tuning %s%s: %d train rows (%d records), %d val rows, seq_len %d, %d steps of %d rows, lr %g",
+            args.model,
+            f" with LoRA r={args.lora.rank}" if args.lora.enabled else " (full)",
+            len(rows),
+            len(train_records),
+            len(val_rows),
+            seq_len,
+            steps,
+            global_batch,
+            lr,
+        )
 
     before = _evaluate_task(args, model, tokenizer, eval_records) if info.is_main else None
     if before is not None:
@@ -218,21 +258,29 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         model = apply_lora(model, args.lora)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if info.is_main:
-            log.info("LoRA: %s trainable parameters (%.2f%% of %s)", f"{trainable:,}",
-                     100 * trainable / model.num_params(), f"{model.num_params() - trainable:,}")
+            log.info(
+                "LoRA: %s trainable parameters (%.2f%% of %s)",
+                f"{trainable:,}",
+                100 * trainable / model.num_params(),
+                f"{model.num_params() - trainable:,}",
+            )
 
     packed = args.packing == "pack"  # each record attends only to itself, positions from 0 (train and val alike)
-    loader = FinetuneLoader(rows, micro, tokenizer.eos_id, seed=args.seed, rank=info.rank, world_size=info.world_size,
-                            packed=packed)
-    val = (val_batches(val_rows, micro, tokenizer.eos_id, info.rank, info.world_size, packed=packed)
-           if val_rows else None)
+    loader = FinetuneLoader(
+        rows, micro, tokenizer.eos_id, seed=args.seed, rank=info.rank, world_size=info.world_size, packed=packed
+    )
+    val = (
+        val_batches(val_rows, micro, tokenizer.eos_id, info.rank, info.world_size, packed=packed) if val_rows else None
+    )
     out_dir = Path(args.out_dir)
     from cerebras_gpt.train import checkpoint
 
     if args.resume == "never" and not args.overwrite and checkpoint.latest_checkpoint(out_dir) is not None:
         # The loop keeps the last K checkpoints by step: stale higher steps would evict this run's own.
-        raise ValueError(f"{out_dir} holds checkpoints of an earlier run; pass --resume auto to continue it, "
-                         "a new --out, or --overwrite to replace it")
+        raise ValueError(
+            f"{out_dir} holds checkpoints of an earlier run; pass --resume auto to continue it, "
+            "a new --out, or --overwrite to replace it"
+        )
     best_dir = out_dir / "best"
     state_path = out_dir / STATE_FILE
 
@@ -249,8 +297,9 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                 return finished
     # One Trainer for the whole run: the model is wrapped (DDP, activation checkpointing, compile) and the
     # sparsifier built once, however many evaluation intervals early stopping trains in turn.
-    trainer = Trainer(cfg, model=model, train_loader=loader, val_batches=val, run_identity=identity,
-                      tokenizer=tokenizer)
+    trainer = Trainer(
+        cfg, model=model, train_loader=loader, val_batches=val, run_identity=identity, tokenizer=tokenizer
+    )
     stopped_early, best = False, None
     if trainer.already_complete is not None:
         result, best = trainer.already_complete, (state if early_stopping else None)
@@ -276,8 +325,14 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                 state["bad_evals"] += 1
             if info.is_main:
                 atomic.write_json(state_path, state, indent=None)
-                log.info("step %d: val loss %.4f (best %.4f at step %d, %d evaluations without improvement)",
-                         result["steps"], val_loss, state["best_val"], state["best_step"], state["bad_evals"])
+                log.info(
+                    "step %d: val loss %.4f (best %.4f at step %d, %d evaluations without improvement)",
+                    result["steps"],
+                    val_loss,
+                    state["best_val"],
+                    state["best_step"],
+                    state["bad_evals"],
+                )
             if result["steps"] >= steps:
                 break
             if state["bad_evals"] >= args.early_stopping_patience:
@@ -291,10 +346,16 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     if result.get("already_complete") and _recorded_summary(out_dir) is not None:
         return _recorded_summary(out_dir)
 
-    summary: dict[str, Any] = {"model": args.model, "lora": dataclasses.asdict(args.lora) if args.lora.enabled else None,
-                               "steps": result["steps"], "train_loss": result["final_loss"],
-                               "val_loss": result["val_loss"], "stopped_early": stopped_early,
-                               "model_dir": str(out_dir / "model"), "before": before}
+    summary: dict[str, Any] = {
+        "model": args.model,
+        "lora": dataclasses.asdict(args.lora) if args.lora.enabled else None,
+        "steps": result["steps"],
+        "train_loss": result["final_loss"],
+        "val_loss": result["val_loss"],
+        "stopped_early": stopped_early,
+        "model_dir": str(out_dir / "model"),
+        "before": before,
+    }
     if not info.is_main:
         return summary
     model_dir = out_dir / "model"

@@ -13,14 +13,56 @@ from pathlib import Path
 
 from cerebras_gpt import jsonl
 
-POSITIVE = ["wonderful", "excellent", "delightful", "superb", "brilliant", "great", "lovely", "fantastic",
-            "charming", "moving", "enjoyable", "beautiful"]
-NEGATIVE = ["terrible", "awful", "boring", "dreadful", "dull", "horrible", "weak", "tedious", "clumsy",
-            "disappointing", "painful", "bad"]
-SUBJECTS = ["The film", "The book", "This album", "The show", "The play", "The novel", "The concert",
-            "The restaurant", "This game", "The museum", "The hotel", "The series"]
-VERDICTS = ["was {w}", "felt {w} from start to finish", "is simply {w}", "turned out {w}", "seemed {w} to me",
-            "was {w} in every way"]
+POSITIVE = [
+    "wonderful",
+    "excellent",
+    "delightful",
+    "superb",
+    "brilliant",
+    "great",
+    "lovely",
+    "fantastic",
+    "charming",
+    "moving",
+    "enjoyable",
+    "beautiful",
+]
+NEGATIVE = [
+    "terrible",
+    "awful",
+    "boring",
+    "dreadful",
+    "dull",
+    "horrible",
+    "weak",
+    "tedious",
+    "clumsy",
+    "disappointing",
+    "painful",
+    "bad",
+]
+SUBJECTS = [
+    "The film",
+    "The book",
+    "This album",
+    "The show",
+    "The play",
+    "The novel",
+    "The concert",
+    "The restaurant",
+    "This game",
+    "The museum",
+    "The hotel",
+    "The series",
+]
+VERDICTS = [
+    "was {w}",
+    "felt {w} from start to finish",
+    "is simply {w}",
+    "turned out {w}",
+    "seemed {w} to me",
+    "was {w} in every way",
+]
 ENDINGS = ["", " I saw it last week.", " My friends went too.", " It lasted two hours.", " We went on Sunday."]
 
 
@@ -38,16 +80,34 @@ def sentiment_records(n: int, seed: int = 0) -> list[dict]:
 
 
 # English -> French: (english, french, gender) nouns and (english, french masc, french fem, before-noun) adjectives.
-NOUNS = [("cat", "chat", "m"), ("dog", "chien", "m"), ("house", "maison", "f"), ("car", "voiture", "f"),
-         ("book", "livre", "m"), ("table", "table", "f"), ("tree", "arbre", "m"), ("flower", "fleur", "f"),
-         ("bird", "oiseau", "m"), ("door", "porte", "f"), ("garden", "jardin", "m"), ("city", "ville", "f")]
-ADJECTIVES = [("red", "rouge", "rouge", False), ("black", "noir", "noire", False), ("white", "blanc", "blanche", False),
-              ("green", "vert", "verte", False), ("small", "petit", "petite", True), ("big", "grand", "grande", True),
-              ("old", "vieux", "vieille", True), ("new", "nouveau", "nouvelle", True)]
+NOUNS = [
+    ("cat", "chat", "m"),
+    ("dog", "chien", "m"),
+    ("house", "maison", "f"),
+    ("car", "voiture", "f"),
+    ("book", "livre", "m"),
+    ("table", "table", "f"),
+    ("tree", "arbre", "m"),
+    ("flower", "fleur", "f"),
+    ("bird", "oiseau", "m"),
+    ("door", "porte", "f"),
+    ("garden", "jardin", "m"),
+    ("city", "ville", "f"),
+]
+ADJECTIVES = [
+    ("red", "rouge", "rouge", False),
+    ("black", "noir", "noire", False),
+    ("white", "blanc", "blanche", False),
+    ("green", "vert", "verte", False),
+    ("small", "petit", "petite", True),
+    ("big", "grand", "grande", True),
+    ("old", "vieux", "vieille", True),
+    ("new", "nouveau", "nouvelle", True),
+]
 
 
 def translation_records(n: int, seed: int = 0) -> list[dict]:
-    """"the small red cat" -> "le petit chat rouge": articles by gender, adjectives before or after the noun."""
+    """ "the small red cat" -> "le petit chat rouge": articles by gender, adjectives before or after the noun."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -70,8 +130,12 @@ def translation_records(n: int, seed: int = 0) -> list[dict]:
 CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Oslo", "Vienna", "Lisbon", "Dublin", "Prague", "Warsaw"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 SKIES = ["sunny", "cloudy", "foggy", "windy", "overcast"]
-RAIN = [("no rain fell all day", "dry"), ("light rain fell in the afternoon", "light rain"),
-        ("heavy showers came in the evening", "heavy rain"), ("snow fell in the morning", "snow")]
+RAIN = [
+    ("no rain fell all day", "dry"),
+    ("light rain fell in the afternoon", "light rain"),
+    ("heavy showers came in the evening", "heavy rain"),
+    ("snow fell in the morning", "snow"),
+]
 
 
 def summarization_records(n: int, seed: int = 0) -> list[dict]:
@@ -81,9 +145,16 @@ def summarization_records(n: int, seed: int = 0) -> list[dict]:
     for _ in range(n):
         city, day, sky, (rain, rain_short) = rng.choice(CITIES), rng.choice(DAYS), rng.choice(SKIES), rng.choice(RAIN)
         temp = rng.randint(-5, 32)
-        report = (f"On {day} the weather in {city} was mostly {sky}. The temperature reached {temp} degrees "
-                  f"at its highest. Residents reported that {rain}.")
-        out.append({"prompt": f"Report: {report}\nSummary:", "completion": f" {city}, {day}: {sky}, {temp} degrees, {rain_short}."})
+        report = (
+            f"On {day} the weather in {city} was mostly {sky}. The temperature reached {temp} degrees "
+            f"at its highest. Residents reported that {rain}."
+        )
+        out.append(
+            {
+                "prompt": f"Report: {report}\nSummary:",
+                "completion": f" {city}, {day}: {sky}, {temp} degrees, {rain_short}.",
+            }
+        )
     return out
 
 
@@ -109,13 +180,21 @@ def write_examples(directory: str | Path) -> list[Path]:
     """The example datasets of configs/finetune/data: train and held-out files per task."""
     directory = Path(directory)
     made = []
-    for name, make, n_train, n_test in [("sentiment", sentiment_records, 400, 100),
-                                        ("translation", translation_records, 400, 100),
-                                        ("summarization", summarization_records, 300, 50)]:
+    for name, make, n_train, n_test in [
+        ("sentiment", sentiment_records, 400, 100),
+        ("translation", translation_records, 400, 100),
+        ("summarization", summarization_records, 300, 50),
+    ]:
         made.append(write_jsonl(make(n_train, seed=1), directory / f"{name}_train.jsonl"))
         made.append(write_jsonl(make(n_test, seed=2), directory / f"{name}_test.jsonl"))
     return made
 
 
-__all__ = ["reverse_records", "sentiment_records", "summarization_records", "translation_records",
-           "write_examples", "write_jsonl"]
+__all__ = [
+    "reverse_records",
+    "sentiment_records",
+    "summarization_records",
+    "translation_records",
+    "write_examples",
+    "write_jsonl",
+]

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -25,8 +26,9 @@ def check_prompt_records(records: Sequence[dict], where: str) -> None:
 
 
 @torch.no_grad()
-def label_logprobs(model: GPT, tokenizer, prompts: Sequence[str], labels: Sequence[str],
-                   batch_size: int = 32) -> torch.Tensor:
+def label_logprobs(
+    model: GPT, tokenizer, prompts: Sequence[str], labels: Sequence[str], batch_size: int = 32
+) -> torch.Tensor:
     """Summed log-probability of each label's tokens after each prompt: (len(prompts), len(labels))."""
     device = model.transformer.wte.weight.device
     was_training = model.training
@@ -36,7 +38,10 @@ def label_logprobs(model: GPT, tokenizer, prompts: Sequence[str], labels: Sequen
     block = model.config.block_size
     scores = []
     for start in range(0, len(pairs), batch_size):
-        chunk = [(p[-(block - len(li)):] if len(p) + len(li) > block else p, li) for p, li in pairs[start:start + batch_size]]
+        chunk = [
+            (p[-(block - len(li)) :] if len(p) + len(li) > block else p, li)
+            for p, li in pairs[start : start + batch_size]
+        ]
         T = max(len(p) + len(li) for p, li in chunk)
         x = torch.zeros(len(chunk), T, dtype=torch.long)
         for i, (p, li) in enumerate(chunk):
@@ -49,7 +54,9 @@ def label_logprobs(model: GPT, tokenizer, prompts: Sequence[str], labels: Sequen
     return torch.tensor(scores).view(len(prompts), len(labels))
 
 
-def classification_metrics(model: GPT, tokenizer, records: Sequence[dict], labels: Sequence[str] | None = None) -> dict[str, Any]:
+def classification_metrics(
+    model: GPT, tokenizer, records: Sequence[dict], labels: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Accuracy of the highest-likelihood label; ``labels`` default to the distinct completions."""
     check_prompt_records(records, "classification")
     labels = list(labels) if labels else sorted({r["completion"] for r in records})
@@ -62,8 +69,14 @@ def classification_metrics(model: GPT, tokenizer, records: Sequence[dict], label
     return {"accuracy": correct / len(records), "n": len(records), "labels": labels}
 
 
-def generation_metrics(model: GPT, tokenizer, records: Sequence[dict], max_new_tokens: int | None = None,
-                       stop: Sequence[str] = (), batch_size: int = 32) -> dict[str, Any]:
+def generation_metrics(
+    model: GPT,
+    tokenizer,
+    records: Sequence[dict],
+    max_new_tokens: int | None = None,
+    stop: Sequence[str] = (),
+    batch_size: int = 32,
+) -> dict[str, Any]:
     """Greedy generations scored by exact match and ROUGE-L F1 (mean over records)."""
     require_extra("eval", "rouge_score", feature="ROUGE-L task metrics")
     from rouge_score import rouge_scorer
@@ -78,18 +91,30 @@ def generation_metrics(model: GPT, tokenizer, records: Sequence[dict], max_new_t
     model.eval()
     outputs: list[str] = []
     for start in range(0, len(records), batch_size):
-        outputs += generate(model, tokenizer, [r["prompt"] for r in records[start:start + batch_size]], params)
+        outputs += generate(model, tokenizer, [r["prompt"] for r in records[start : start + batch_size]], params)
     model.train(was_training)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     exact = sum(o.strip() == r["completion"].strip() for o, r in zip(outputs, records))
     rouge = sum(scorer.score(r["completion"].strip(), o.strip())["rougeL"].fmeasure for o, r in zip(outputs, records))
-    return {"exact_match": exact / len(records), "rouge_l": rouge / len(records), "n": len(records),
-            "examples": [{"prompt": r["prompt"], "reference": r["completion"], "output": o}
-                         for o, r in zip(outputs[:3], records[:3])]}
+    return {
+        "exact_match": exact / len(records),
+        "rouge_l": rouge / len(records),
+        "n": len(records),
+        "examples": [
+            {"prompt": r["prompt"], "reference": r["completion"], "output": o} for o, r in zip(outputs[:3], records[:3])
+        ],
+    }
 
 
-def task_metrics(task: str, model: GPT, tokenizer, records: Sequence[dict], labels: Sequence[str] | None = None,
-                 max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> dict[str, Any]:
+def task_metrics(
+    task: str,
+    model: GPT,
+    tokenizer,
+    records: Sequence[dict],
+    labels: Sequence[str] | None = None,
+    max_new_tokens: int | None = None,
+    stop: Sequence[str] = (),
+) -> dict[str, Any]:
     """Metrics of ``task`` ('classification' or 'generation') on ``records``."""
     if task == "classification":
         return classification_metrics(model, tokenizer, records, labels)

@@ -19,8 +19,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any
 
 from cerebras_gpt.extras import missing_extra, require_extra
 
@@ -47,19 +48,28 @@ _ENDPOINTS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/
 class APIError(Exception):
     """An HTTP error with OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.type, self.param, self.code), status_code=self.status,
-                            headers=self.headers)
+        return JSONResponse(
+            error_body(self.message, self.type, self.param, self.code), status_code=self.status, headers=self.headers
+        )
 
 
-def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
@@ -122,23 +132,36 @@ class _Service:
     def check_model(self, name: str) -> None:
         if name not in self.names:
             # 404 with code model_not_found, as OpenAI and vLLM answer (the openai client raises NotFoundError).
-            raise APIError(404, f"The model {name!r} does not exist on this server; it serves "
-                                f"{self.model_name!r} (see GET /v1/models).", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model {name!r} does not exist on this server; it serves "
+                f"{self.model_name!r} (see GET /v1/models).",
+                param="model",
+                code="model_not_found",
+            )
 
     def check_prompt(self, ids: list[int], max_tokens: int | None, i: int = 0) -> int:
         """The number of tokens to generate for a prompt, or a 400 when it does not fit."""
         limit = self.engine.max_seq_len
         if max_tokens is None:
             if len(ids) >= limit:
-                raise APIError(400, f"This model's maximum context length is {limit} tokens, but prompt {i} has "
-                                    f"{len(ids)} tokens. Please shorten the prompt.", param="prompt",
-                               code="context_length_exceeded")
+                raise APIError(
+                    400,
+                    f"This model's maximum context length is {limit} tokens, but prompt {i} has "
+                    f"{len(ids)} tokens. Please shorten the prompt.",
+                    param="prompt",
+                    code="context_length_exceeded",
+                )
             return limit - len(ids)
         if len(ids) + max_tokens > limit:
-            raise APIError(400, f"This model's maximum context length is {limit} tokens. However, you requested "
-                                f"{len(ids) + max_tokens} tokens ({len(ids)} in prompt {i}, {max_tokens} for the "
-                                "completion). Please reduce the prompt or max_tokens.", param="max_tokens",
-                           code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{len(ids) + max_tokens} tokens ({len(ids)} in prompt {i}, {max_tokens} for the "
+                "completion). Please reduce the prompt or max_tokens.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         return max_tokens
 
     def logit_bias(self, bias: dict[str, float] | None) -> dict[int, float] | None:
@@ -151,31 +174,58 @@ class _Service:
             except ValueError:
                 token = -1
             if not 0 <= token < self.engine.vocab:
-                raise APIError(400, f"logit_bias key {key!r} is not a token id in [0, {self.engine.vocab})",
-                               param="logit_bias")
+                raise APIError(
+                    400, f"logit_bias key {key!r} is not a token id in [0, {self.engine.vocab})", param="logit_bias"
+                )
             out[token] = value
         return out
 
-    def seq_requests(self, body, prompts: list[list[int]], max_tokens: list[int], stop: list[str],
-                     logprobs: int | None, prompt_logprobs: bool) -> list[SeqRequest]:
+    def seq_requests(
+        self,
+        body,
+        prompts: list[list[int]],
+        max_tokens: list[int],
+        stop: list[str],
+        logprobs: int | None,
+        prompt_logprobs: bool,
+    ) -> list[SeqRequest]:
         total = len(prompts) * body.n
         capacity = self.engine.config.max_slots + self.engine.config.max_queue
         if total > capacity:
-            raise APIError(400, f"{len(prompts)} prompt(s) x n={body.n} is {total} sequences; this server holds at "
-                                f"most {capacity}. Send fewer prompts or a smaller n.", param="n")
+            raise APIError(
+                400,
+                f"{len(prompts)} prompt(s) x n={body.n} is {total} sequences; this server holds at "
+                f"most {capacity}. Send fewer prompts or a smaller n.",
+                param="n",
+            )
         bias = self.logit_bias(body.logit_bias)
         top_k = body.top_k if body.top_k and body.top_k > 0 else None
         out = []
         for ids, limit in zip(prompts, max_tokens):
             for c in range(body.n):
                 seed = None if body.seed is None else (body.seed + c) % 2**64
-                params = SamplingParams(max_new_tokens=max(1, limit), temperature=body.temperature, top_k=top_k,
-                                        top_p=body.top_p, repetition_penalty=body.repetition_penalty, stop=stop,
-                                        seed=seed, stop_at_eos=not body.ignore_eos)
-                out.append(SeqRequest(prompt=ids, max_tokens=limit, params=params,
-                                      presence_penalty=body.presence_penalty,
-                                      frequency_penalty=body.frequency_penalty, logit_bias=bias, logprobs=logprobs,
-                                      prompt_logprobs=prompt_logprobs))
+                params = SamplingParams(
+                    max_new_tokens=max(1, limit),
+                    temperature=body.temperature,
+                    top_k=top_k,
+                    top_p=body.top_p,
+                    repetition_penalty=body.repetition_penalty,
+                    stop=stop,
+                    seed=seed,
+                    stop_at_eos=not body.ignore_eos,
+                )
+                out.append(
+                    SeqRequest(
+                        prompt=ids,
+                        max_tokens=limit,
+                        params=params,
+                        presence_penalty=body.presence_penalty,
+                        frequency_penalty=body.frequency_penalty,
+                        logit_bias=bias,
+                        logprobs=logprobs,
+                        prompt_logprobs=prompt_logprobs,
+                    )
+                )
         return out
 
     def encode(self, text: str) -> list[int]:
@@ -193,10 +243,14 @@ class _Service:
         try:
             handle = self.engine.submit(reqs, sink)
         except QueueFull as e:
-            raise APIError(429, f"The server is at capacity ({self.engine.config.max_slots} running, "
-                                f"{self.engine.config.max_queue} queued); retry after {e.retry_after} s.",
-                           type="requests", code="rate_limit_exceeded",
-                           headers={"Retry-After": str(e.retry_after)}) from e
+            raise APIError(
+                429,
+                f"The server is at capacity ({self.engine.config.max_slots} running, "
+                f"{self.engine.config.max_queue} queued); retry after {e.retry_after} s.",
+                type="requests",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(e.retry_after)},
+            ) from e
         except ValueError as e:
             raise APIError(400, str(e), param="prompt") from e
         return handle, queue
@@ -223,8 +277,11 @@ class _Service:
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def _engine_error() -> APIError:
@@ -242,8 +299,9 @@ class _CompletionChoice:
         self.lp: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         self.finish_reason: str | None = None
 
-    def add_token(self, token: int, logprob: float | None, top: list[tuple[int, float]] | None,
-                  into: dict[str, list]) -> None:
+    def add_token(
+        self, token: int, logprob: float | None, top: list[tuple[int, float]] | None, into: dict[str, list]
+    ) -> None:
         text = self.svc.token_text(token)
         into["tokens"].append(text)
         into["token_logprobs"].append(logprob)
@@ -276,8 +334,9 @@ async def _completions(svc: _Service, body: CompletionRequest, request: Request)
     if body.suffix:
         raise APIError(400, "suffix (insertion) is not supported by this model; leave it out", param="suffix")
     if body.best_of is not None and body.best_of != body.n:
-        raise APIError(400, f"best_of={body.best_of} is not supported; leave it out or set it equal to n",
-                       param="best_of")
+        raise APIError(
+            400, f"best_of={body.best_of} is not supported; leave it out or set it equal to n", param="best_of"
+        )
     prompt = body.prompt
     if isinstance(prompt, str):
         texts: list[str | None] = [prompt]
@@ -304,8 +363,13 @@ async def _completions(svc: _Service, body: CompletionRequest, request: Request)
     choices = [_CompletionChoice(svc, body.logprobs is not None) for _ in reqs]
 
     def chunk(index: int, text: str, logprobs, finish_reason) -> dict:
-        return {"id": rid, "object": "text_completion", "created": created, "model": svc.model_name,
-                "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]}
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": svc.model_name,
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
+        }
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -332,8 +396,16 @@ async def _completions(svc: _Service, body: CompletionRequest, request: Request)
                         data["usage"] = _usage(prompt_tokens, completion_tokens)
                 yield _sse(data)
             if include_usage:
-                yield _sse({"id": rid, "object": "text_completion", "created": created, "model": svc.model_name,
-                            "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
+                yield _sse(
+                    {
+                        "id": rid,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": svc.model_name,
+                        "choices": [],
+                        "usage": _usage(prompt_tokens, completion_tokens),
+                    }
+                )
             yield "data: [DONE]\n\n"
 
         return EventStream(stream())
@@ -351,12 +423,24 @@ async def _completions(svc: _Service, body: CompletionRequest, request: Request)
             completion_tokens += ev.completion_tokens
     except _ClientGone:
         return Response(status_code=499)
-    return JSONResponse({
-        "id": rid, "object": "text_completion", "created": created, "model": svc.model_name,
-        "choices": [{"index": i, "text": c.text, "logprobs": c.lp if body.logprobs is not None else None,
-                     "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
-        "usage": _usage(prompt_tokens, completion_tokens),
-    })
+    return JSONResponse(
+        {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": svc.model_name,
+            "choices": [
+                {
+                    "index": i,
+                    "text": c.text,
+                    "logprobs": c.lp if body.logprobs is not None else None,
+                    "finish_reason": c.finish_reason,
+                }
+                for i, c in enumerate(choices)
+            ],
+            "usage": _usage(prompt_tokens, completion_tokens),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- chat
@@ -404,8 +488,7 @@ class _ChatChoice:
 async def _chat(svc: _Service, body: ChatCompletionRequest, request: Request) -> Response:
     svc.check_model(body.model)
     if body.tools:
-        raise APIError(400, "tools are not supported: Cerebras-GPT is a base model without tool calling",
-                       param="tools")
+        raise APIError(400, "tools are not supported: Cerebras-GPT is a base model without tool calling", param="tools")
     prompt_ids = svc.encode(_render_chat(body))
     max_tokens = body.max_completion_tokens or body.max_tokens
     limit = svc.check_prompt(prompt_ids, max_tokens)
@@ -417,10 +500,20 @@ async def _chat(svc: _Service, body: ChatCompletionRequest, request: Request) ->
     choices = [_ChatChoice(svc, body.logprobs) for _ in reqs]
 
     def chunk(index: int, delta: dict, logprobs, finish_reason) -> dict:
-        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": svc.model_name,
-                "choices": [{"index": index, "delta": delta,
-                             "logprobs": None if logprobs is None else {"content": logprobs},
-                             "finish_reason": finish_reason}]}
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": svc.model_name,
+            "choices": [
+                {
+                    "index": index,
+                    "delta": delta,
+                    "logprobs": None if logprobs is None else {"content": logprobs},
+                    "finish_reason": finish_reason,
+                }
+            ],
+        }
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -447,9 +540,16 @@ async def _chat(svc: _Service, body: ChatCompletionRequest, request: Request) ->
                     data["usage"] = _usage(len(prompt_ids), completion_tokens)
                 yield _sse(data)
             if include_usage:
-                yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created,
-                            "model": svc.model_name, "choices": [],
-                            "usage": _usage(len(prompt_ids), completion_tokens)})
+                yield _sse(
+                    {
+                        "id": rid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": svc.model_name,
+                        "choices": [],
+                        "usage": _usage(len(prompt_ids), completion_tokens),
+                    }
+                )
             yield "data: [DONE]\n\n"
 
         return EventStream(stream())
@@ -463,13 +563,24 @@ async def _chat(svc: _Service, body: ChatCompletionRequest, request: Request) ->
             completion_tokens += ev.completion_tokens
     except _ClientGone:
         return Response(status_code=499)
-    return JSONResponse({
-        "id": rid, "object": "chat.completion", "created": created, "model": svc.model_name,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": c.content},
-                     "logprobs": {"content": c.logprobs} if body.logprobs else None,
-                     "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
-        "usage": _usage(len(prompt_ids), completion_tokens),
-    })
+    return JSONResponse(
+        {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": svc.model_name,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": c.content},
+                    "logprobs": {"content": c.logprobs} if body.logprobs else None,
+                    "finish_reason": c.finish_reason,
+                }
+                for i, c in enumerate(choices)
+            ],
+            "usage": _usage(len(prompt_ids), completion_tokens),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- the app
@@ -487,8 +598,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}{first.get('msg')}{more}", param
 
 
-def create_app(engine: Engine, model_name: str, api_key: str | None = None,
-               aliases: tuple[str, ...] = ()) -> FastAPI:
+def create_app(engine: Engine, model_name: str, api_key: str | None = None, aliases: tuple[str, ...] = ()) -> FastAPI:
     """The FastAPI app serving ``engine``; its lifespan starts and stops the engine.
 
     Args:
@@ -509,8 +619,12 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
 
     from cerebras_gpt import __version__
 
-    app = FastAPI(title="cerebras-gpt", version=__version__, lifespan=lifespan,
-                  description="OpenAI-compatible completions and chat for Cerebras-GPT models.")
+    app = FastAPI(
+        title="cerebras-gpt",
+        version=__version__,
+        lifespan=lifespan,
+        description="OpenAI-compatible completions and chat for Cerebras-GPT models.",
+    )
     app.add_middleware(_CountRequests, metrics=engine.metrics)
 
     @app.exception_handler(APIError)
@@ -525,22 +639,26 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(error_body(str(exc.detail), code=code), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(str(exc.detail), code=code), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse(error_body("internal server error; see the server log", "server_error"),
-                            status_code=500)
+        return JSONResponse(error_body("internal server error; see the server log", "server_error"), status_code=500)
 
     async def require_key(request: Request) -> None:
         if api_key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise APIError(401, "Incorrect or missing API key: send the header 'Authorization: Bearer <key>' "
-                                "with the key the server was started with (--api-key).", code="invalid_api_key")
+            raise APIError(
+                401,
+                "Incorrect or missing API key: send the header 'Authorization: Bearer <key>' "
+                "with the key the server was started with (--api-key).",
+                code="invalid_api_key",
+            )
 
     page = (resources.files("cerebras_gpt.serve") / "static" / "index.html").read_text(encoding="utf-8")
 
@@ -551,8 +669,13 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
     @app.get("/health")
     async def health() -> dict:
         """Liveness and load: running and waiting sequences."""
-        return {"status": "ok", "model": model_name, "running": engine.running, "waiting": engine.waiting,
-                "slots": engine.config.max_slots}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "running": engine.running,
+            "waiting": engine.waiting,
+            "slots": engine.config.max_slots,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -564,9 +687,19 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
     @v1.get("/models")
     async def models() -> dict:
         """The one served model."""
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": svc.created,
-                                            "owned_by": "cerebras-gpt", "max_model_len": engine.max_seq_len,
-                                            "quantization": precision_of(engine.model)}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": model_name,
+                    "object": "model",
+                    "created": svc.created,
+                    "owned_by": "cerebras-gpt",
+                    "max_model_len": engine.max_seq_len,
+                    "quantization": precision_of(engine.model),
+                }
+            ],
+        }
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -582,9 +715,19 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
     return app
 
 
-def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-               model_name: str | None = None, engine_config=None, device: str = "auto", dtype: str = "auto",
-               log_level: str = "info", quantize: str = "none") -> None:
+def run_server(
+    model: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    engine_config=None,
+    device: str = "auto",
+    dtype: str = "auto",
+    log_level: str = "info",
+    quantize: str = "none",
+) -> None:
     """Load ``model`` (directory, training checkpoint or hub id), put its weights at ``quantize`` precision
     (see quantization.py) and serve it with uvicorn until interrupted."""
     import ipaddress
@@ -592,9 +735,9 @@ def run_server(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key
     require_extra("serve", "uvicorn", "prometheus_client")  # before the model loads, not after
     import uvicorn
 
-    from cerebras_gpt.runtime import resolve_device_dtype
     from cerebras_gpt.hf import load_model_and_tokenizer
     from cerebras_gpt.quantization import apply_quantize
+    from cerebras_gpt.runtime import resolve_device_dtype
 
     dev, dt = resolve_device_dtype(device, dtype)
     net, tok = load_model_and_tokenizer(model, device=dev, dtype=dt)

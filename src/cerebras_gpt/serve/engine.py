@@ -31,14 +31,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
+from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.generation import DecodeState, RowSampler, SamplingParams, TextStreamer
 from cerebras_gpt.model import GPT
-from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.serve.metrics import ServerMetrics
 from cerebras_gpt.validation import finite_range_problem
 
@@ -130,8 +130,16 @@ class QueueFull(Exception):
 class _Seq:
     """A sequence's state inside the engine."""
 
-    def __init__(self, req: SeqRequest, index: int, sink: Callable[[Event], None], deadline: float,
-                 tokenizer, vocab: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        req: SeqRequest,
+        index: int,
+        sink: Callable[[Event], None],
+        deadline: float,
+        tokenizer,
+        vocab: int,
+        device: torch.device,
+    ) -> None:
         self.req, self.index, self.sink, self.deadline = req, index, sink, deadline
         self.arrival = time.monotonic()
         self.first_token_at: float | None = None
@@ -142,8 +150,16 @@ class _Seq:
         self.cancelled = False
         self.done = False
         self.streamer = TextStreamer(tokenizer, req.params.stop)
-        self.sampler = RowSampler(req.params, req.prompt, vocab, device, req.presence_penalty,
-                                  req.frequency_penalty, req.logit_bias, req.logprobs)
+        self.sampler = RowSampler(
+            req.params,
+            req.prompt,
+            vocab,
+            device,
+            req.presence_penalty,
+            req.frequency_penalty,
+            req.logit_bias,
+            req.logprobs,
+        )
 
 
 class Handle:
@@ -163,14 +179,16 @@ class Engine:
         metrics: where to count requests, tokens and latencies (a fresh one by default).
     """
 
-    def __init__(self, model: GPT, tokenizer, config: EngineConfig | None = None,
-                 metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self, model: GPT, tokenizer, config: EngineConfig | None = None, metrics: ServerMetrics | None = None
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.config = config or EngineConfig()
         self.max_seq_len = self.config.max_seq_len or model.config.block_size
         if self.max_seq_len > model.config.block_size:
-            raise ValueError(f"max_seq_len={self.max_seq_len} exceeds the model's context "
-                             f"({model.config.block_size}); lower it")
+            raise ValueError(
+                f"max_seq_len={self.max_seq_len} exceeds the model's context ({model.config.block_size}); lower it"
+            )
         self.metrics = metrics or ServerMetrics()
         self.metrics.slots_total = self.config.max_slots
         self.device = model.transformer.wte.weight.device
@@ -189,9 +207,21 @@ class Engine:
             return
         self._state = DecodeState(self.model, self.config.max_slots, self.max_seq_len)
         c = self.model.config
-        size = 2 * c.n_layer * self.config.max_slots * self.max_seq_len * c.n_embd * self.model.transformer.wte.weight.element_size()
-        log.info("engine: %d slots x %d positions, KV cache %.1f MB on %s", self.config.max_slots,
-                 self.max_seq_len, size / 1e6, self.device)
+        size = (
+            2
+            * c.n_layer
+            * self.config.max_slots
+            * self.max_seq_len
+            * c.n_embd
+            * self.model.transformer.wte.weight.element_size()
+        )
+        log.info(
+            "engine: %d slots x %d positions, KV cache %.1f MB on %s",
+            self.config.max_slots,
+            self.max_seq_len,
+            size / 1e6,
+            self.device,
+        )
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="cerebras-gpt-engine", daemon=True)
         self._thread.start()
@@ -234,8 +264,10 @@ class Engine:
             if min(r.prompt) < 0 or max(r.prompt) >= self.vocab:
                 raise ValueError(f"sequence {i}: prompt token ids must be in [0, {self.vocab})")
             if r.max_tokens < 0 or len(r.prompt) + r.max_tokens > self.max_seq_len:
-                raise ValueError(f"sequence {i}: {len(r.prompt)} prompt tokens + max_tokens={r.max_tokens} "
-                                 f"exceed the {self.max_seq_len}-token context")
+                raise ValueError(
+                    f"sequence {i}: {len(r.prompt)} prompt tokens + max_tokens={r.max_tokens} "
+                    f"exceed the {self.max_seq_len}-token context"
+                )
         deadline = time.monotonic() + self.config.request_timeout
         seqs = [_Seq(r, i, sink, deadline, self.tokenizer, self.vocab, self.device) for i, r in enumerate(requests)]
         with self._cv:

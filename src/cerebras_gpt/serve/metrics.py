@@ -45,12 +45,18 @@ class ServerMetrics:
         from prometheus_client import CollectorRegistry, Histogram
 
         self.registry = CollectorRegistry()
-        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "From arrival to the first token.",
-                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-                              registry=self.registry)
-        self.latency = Histogram(f"{PREFIX}_request_duration_seconds", "From arrival to the last token.",
-                                 buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
-                                 registry=self.registry)
+        self.ttft = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds",
+            "From arrival to the first token.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "From arrival to the last token.",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+            registry=self.registry,
+        )
         self.registry.register(_Collector(self))
 
     def add_generated(self, n: int) -> None:
@@ -87,24 +93,28 @@ class _Collector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         m, p = self.metrics, PREFIX
-        requests = CounterMetricFamily(f"{p}_requests", "HTTP requests by endpoint and status code.",
-                                       labels=["endpoint", "status"])
+        requests = CounterMetricFamily(
+            f"{p}_requests", "HTTP requests by endpoint and status code.", labels=["endpoint", "status"]
+        )
         for (endpoint, status), n in sorted(dict(m.requests).items()):
             requests.add_metric([endpoint, str(status)], n)
         yield requests
-        finished = CounterMetricFamily(f"{p}_sequences_finished", "Generated sequences by finish reason.",
-                                       labels=["reason"])
+        finished = CounterMetricFamily(
+            f"{p}_sequences_finished", "Generated sequences by finish reason.", labels=["reason"]
+        )
         for reason, n in sorted(dict(m.finished).items()):
             finished.add_metric([reason], n)
         yield finished
         yield CounterMetricFamily(f"{p}_prompt_tokens", "Prompt tokens prefilled.", value=m.prompt_tokens)
         yield CounterMetricFamily(f"{p}_generation_tokens", "Tokens generated.", value=m.generation_tokens)
-        yield CounterMetricFamily(f"{p}_requests_rejected", "Requests refused with 429 (queue full).",
-                                  value=m.rejected)
+        yield CounterMetricFamily(f"{p}_requests_rejected", "Requests refused with 429 (queue full).", value=m.rejected)
         yield GaugeMetricFamily(f"{p}_queue_depth", "Sequences waiting for a slot.", value=m.queue_depth)
         yield GaugeMetricFamily(f"{p}_running_sequences", "Sequences in the running batch.", value=m.running)
-        yield GaugeMetricFamily(f"{p}_slots_total", "KV cache slots (most sequences decoded together).",
-                                value=m.slots_total)
-        yield GaugeMetricFamily(f"{p}_generation_tokens_per_second",
-                                f"Tokens generated per second over the last {m.WINDOW:g} s.",
-                                value=round(m.tokens_per_second(), 3))
+        yield GaugeMetricFamily(
+            f"{p}_slots_total", "KV cache slots (most sequences decoded together).", value=m.slots_total
+        )
+        yield GaugeMetricFamily(
+            f"{p}_generation_tokens_per_second",
+            f"Tokens generated per second over the last {m.WINDOW:g} s.",
+            value=round(m.tokens_per_second(), 3),
+        )

@@ -42,8 +42,10 @@ def parse(spec: str, seq_len: int) -> list[BatchPhase]:
     for i, entry in enumerate(entries):
         match = _ENTRY.match(entry)
         if match is None:
-            raise ValueError(f"batch_schedule entry {entry.strip()!r} is not BATCH, BATCH@STEP or BATCH@TOKENStok "
-                             "(e.g. '720,1080@57000' or '32,64@2e6tok')")
+            raise ValueError(
+                f"batch_schedule entry {entry.strip()!r} is not BATCH, BATCH@STEP or BATCH@TOKENStok "
+                "(e.g. '720,1080@57000' or '32,64@2e6tok')"
+            )
         batch, start, in_tokens = int(match.group(1)), match.group(2), match.group(3)
         if batch < 1:
             raise ValueError(f"batch_schedule entry {entry.strip()!r}: the batch must be at least 1 sequence")
@@ -64,8 +66,10 @@ def parse(spec: str, seq_len: int) -> list[BatchPhase]:
                 raise ValueError(f"batch_schedule entry {entry.strip()!r}: a step must be a whole number")
             step = int(value)
         if step <= phases[-1].start_step:
-            raise ValueError(f"batch_schedule={spec!r}: phase {entry.strip()!r} starts at step {step}, not after "
-                             f"the previous phase's start {phases[-1].start_step}; starts must increase")
+            raise ValueError(
+                f"batch_schedule={spec!r}: phase {entry.strip()!r} starts at step {step}, not after "
+                f"the previous phase's start {phases[-1].start_step}; starts must increase"
+            )
         tokens_seen += (step - phases[-1].start_step) * phases[-1].global_batch * seq_len
         phases.append(BatchPhase(step, batch))
     return phases
@@ -112,8 +116,10 @@ def describe(phases: list[BatchPhase], total_steps: int, seq_len: int) -> str:
         if end <= phase.start_step:
             continue
         n = end - phase.start_step
-        parts.append(f"{phase.global_batch} sequences for steps {phase.start_step:,}-{end - 1:,} ({n:,} steps, "
-                     f"{n * phase.global_batch * seq_len:,} tokens)")
+        parts.append(
+            f"{phase.global_batch} sequences for steps {phase.start_step:,}-{end - 1:,} ({n:,} steps, "
+            f"{n * phase.global_batch * seq_len:,} tokens)"
+        )
     return "; ".join(parts)
 
 

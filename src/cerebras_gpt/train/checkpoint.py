@@ -60,9 +60,15 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
         return []
     for old in root.glob(f"{PREFIX}*{atomic.OLD_SUFFIX}*"):  # a same-step swap cut short by a crash
         atomic.recover_dir(root / old.name.split(atomic.OLD_SUFFIX)[0])
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-             and p.name[len(PREFIX):].isdigit() and (p / "train_state.pt").exists()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith(PREFIX)
+        and p.name[len(PREFIX) :].isdigit()
+        and (p / "train_state.pt").exists()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -81,10 +87,11 @@ class CorruptCheckpoint(ValueError):
 def rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain data (numpy's key array as a tensor), loadable with weights_only."""
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                       float(cached_gaussian)],
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -118,8 +125,13 @@ def _legacy_safe_globals() -> list[Any]:
     multiarray = getattr(np, "_core", None) or np.core
     reconstruct = multiarray.multiarray._reconstruct
     # numpy 1.x pickles name the function numpy.core.multiarray._reconstruct: the same function.
-    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
-            type(np.dtype(np.uint32))]
+    return [
+        reconstruct,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+    ]
 
 
 def load_train_state(path: str | Path, mmap: bool = False) -> dict[str, Any]:
@@ -139,21 +151,29 @@ def load_train_state(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         raise CorruptCheckpoint(
             f"{file}: refused: it holds Python objects other than tensors and plain data ({first[:160]}), which "
             "could run code when loaded; only use training checkpoints written by cerebras-gpt from people you "
-            "trust, or start from its model/ directory with --init-from DIR/model") from None
+            "trust, or start from its model/ directory with --init-from DIR/model"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise CorruptCheckpoint(f"{file}: missing; the checkpoint is incomplete, resume from another one") from None
         first = str(e).splitlines()[0][:160] if str(e) else ""
-        raise CorruptCheckpoint(f"{file}: unreadable ({type(e).__name__}: {first}); the file is truncated or "
-                                "damaged: resume from an earlier checkpoint") from None
+        raise CorruptCheckpoint(
+            f"{file}: unreadable ({type(e).__name__}: {first}); the file is truncated or "
+            "damaged: resume from an earlier checkpoint"
+        ) from None
 
 
 class _DCPMetadataUnpickler(pickle.Unpickler):
     """Reads a DCP ``.metadata`` file (a pickle) allowing only the classes torch writes there."""
 
-    ALLOWED = {("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
-               ("torch", "Size"), ("torch.serialization", "_get_layout"),
-               ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
+    ALLOWED = {
+        ("pathlib", "PosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PurePosixPath"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -178,11 +198,15 @@ def check_dcp_metadata(dcp_dir: str | Path) -> None:
         with file.open("rb") as f:
             _DCPMetadataUnpickler(f).load()
     except pickle.UnpicklingError as e:
-        raise CorruptCheckpoint(f"{file}: refused: {e} (it could run code when loaded); only use training "
-                                "checkpoints written by cerebras-gpt from people you trust") from None
+        raise CorruptCheckpoint(
+            f"{file}: refused: {e} (it could run code when loaded); only use training "
+            "checkpoints written by cerebras-gpt from people you trust"
+        ) from None
     except (OSError, EOFError, ValueError, AttributeError, ImportError, IndexError, TypeError) as e:
-        raise CorruptCheckpoint(f"{file}: unreadable ({type(e).__name__}: {e}); the sharded checkpoint is "
-                                "incomplete or damaged: resume from an earlier checkpoint") from None
+        raise CorruptCheckpoint(
+            f"{file}: unreadable ({type(e).__name__}: {e}); the sharded checkpoint is "
+            "incomplete or damaged: resume from an earlier checkpoint"
+        ) from None
 
 
 def check_model_file(path: str | Path) -> None:
@@ -223,8 +247,10 @@ def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
         except CorruptCheckpoint as e:
             log.warning("skipping checkpoint %s: %s; falling back to the previous complete checkpoint", path, e)
     if found:
-        raise ValueError(f"no checkpoint in {checkpoint_dir(out_dir)} reads back (all {len(found)} are damaged); "
-                         "start over with --resume never --overwrite, or restore the files")
+        raise ValueError(
+            f"no checkpoint in {checkpoint_dir(out_dir)} reads back (all {len(found)} are damaged); "
+            "start over with --resume never --overwrite, or restore the files"
+        )
     return None
 
 
@@ -232,8 +258,9 @@ def _check_run_config(path: Path) -> None:
     try:
         read_run_config(path)
     except (OSError, ValueError) as e:
-        raise CorruptCheckpoint(f"{Path(path) / 'run_config.json'}: unreadable ({e}); "
-                                "the checkpoint is damaged") from None
+        raise CorruptCheckpoint(
+            f"{Path(path) / 'run_config.json'}: unreadable ({e}); the checkpoint is damaged"
+        ) from None
 
 
 def _write_train_state(state: dict[str, Any], path: Path) -> None:
@@ -260,19 +287,40 @@ def _interrupts_deferred():
         raise KeyboardInterrupt
 
 
-def save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module,
-         optimizer: torch.optim.Optimizer, state: dict[str, Any], run_config: dict[str, Any],
-         keep_last: int, sharded: bool, is_main: bool, tokenizer=None) -> Path | None:
+def save(
+    out_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    raw_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    run_config: dict[str, Any],
+    keep_last: int,
+    sharded: bool,
+    is_main: bool,
+    tokenizer=None,
+) -> Path | None:
     """Write checkpoint ``step`` (collective under torchrun: every rank calls it); returns its path.
     A Ctrl-C meanwhile is raised once the checkpoint is complete."""
     with _interrupts_deferred():
-        return _save(out_dir, step, model, raw_model, optimizer, state, run_config, keep_last, sharded, is_main,
-                     tokenizer)
+        return _save(
+            out_dir, step, model, raw_model, optimizer, state, run_config, keep_last, sharded, is_main, tokenizer
+        )
 
 
-def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module,
-          optimizer: torch.optim.Optimizer, state: dict[str, Any], run_config: dict[str, Any],
-          keep_last: int, sharded: bool, is_main: bool, tokenizer=None) -> Path | None:
+def _save(
+    out_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    raw_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    run_config: dict[str, Any],
+    keep_last: int,
+    sharded: bool,
+    is_main: bool,
+    tokenizer=None,
+) -> Path | None:
     """`save` without the deferred interrupt.
 
     Args:
@@ -296,8 +344,7 @@ def _save(out_dir: str | Path, step: int, model: nn.Module, raw_model: nn.Module
     state = dict(state, rng=rng_state())
     if sharded:
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_state_dict)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
         msd, osd = get_state_dict(model, optimizer)
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp / "dcp"))
@@ -348,9 +395,19 @@ class CheckpointManager:
         tokenizer: saved with ``model/`` (None: GPT-2's).
     """
 
-    def __init__(self, out_dir: str | Path, model: nn.Module, raw_model: nn.Module,
-                 optimizer: torch.optim.Optimizer, run_config: dict[str, Any], *, keep_last: int = 0,
-                 sharded: bool = False, is_main: bool = True, tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        model: nn.Module,
+        raw_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        run_config: dict[str, Any],
+        *,
+        keep_last: int = 0,
+        sharded: bool = False,
+        is_main: bool = True,
+        tokenizer: Any = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.model, self.raw_model, self.optimizer = model, raw_model, optimizer
         self.run_config, self.keep_last, self.sharded = run_config, keep_last, sharded
@@ -358,8 +415,19 @@ class CheckpointManager:
 
     def save(self, step: int, state: dict[str, Any]) -> Path | None:
         """Write checkpoint ``step`` (collective under torchrun); returns its path."""
-        return save(self.out_dir, step, self.model, self.raw_model, self.optimizer, state, self.run_config,
-                    self.keep_last, sharded=self.sharded, is_main=self.is_main, tokenizer=self.tokenizer)
+        return save(
+            self.out_dir,
+            step,
+            self.model,
+            self.raw_model,
+            self.optimizer,
+            state,
+            self.run_config,
+            self.keep_last,
+            sharded=self.sharded,
+            is_main=self.is_main,
+            tokenizer=self.tokenizer,
+        )
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore model and optimizer from checkpoint ``path``; returns the rest of its state."""
@@ -383,12 +451,16 @@ def _guess_errno(root: Path) -> int:
 def _save_failed(error: OSError, final: Path) -> OSError:
     previous = [p.name for p in list_checkpoints(final.parent.parent) if p != final]
     kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-    return OSError(error.errno, f"cannot write checkpoint {str(final)!r}: {atomic.describe_os_error(error)}; "
-                                f"{kept}; free space (or make the directory writable) and rerun to resume")
+    return OSError(
+        error.errno,
+        f"cannot write checkpoint {str(final)!r}: {atomic.describe_os_error(error)}; "
+        f"{kept}; free space (or make the directory writable) and rerun to resume",
+    )
 
 
-def load(path: str | Path, model: nn.Module, raw_model: nn.Module,
-         optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+def load(
+    path: str | Path, model: nn.Module, raw_model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> dict[str, Any]:
     """Restore model (and optimizer) from checkpoint ``path`` in place; returns the rest of its state.
 
     A sharded (``dcp/``) checkpoint loads onto any number of ranks, sharded or not.

@@ -36,7 +36,8 @@ function runs on every rank (DDP or FSDP2); rank 0 alone logs and writes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from torch import nn
 
@@ -45,17 +46,29 @@ from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.trainer import Trainer, TrainingDiverged, evaluate, split_batch
 
 
-def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any = None,
-          val_batches: Callable[[], Iterable[Any]] | None = None,
-          run_identity: dict[str, Any] | None = None, tokenizer: Any = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    *,
+    model: nn.Module | None = None,
+    train_loader: Any = None,
+    val_batches: Callable[[], Iterable[Any]] | None = None,
+    run_identity: dict[str, Any] | None = None,
+    tokenizer: Any = None,
+) -> dict[str, Any]:
     """Train as ``cfg`` says (see the module docstring); returns the final metrics.
 
     ``run_identity``: what else binds the run directory to this run besides model, data and schedule
     (fine-tuning: its record files and task); see train/rundir.py. ``tokenizer``: saved with each
     checkpoint's model (default: the one the prepared data was tokenized with).
     """
-    trainer = Trainer(cfg, model=model, train_loader=train_loader, val_batches=val_batches,
-                      run_identity=run_identity, tokenizer=tokenizer)
+    trainer = Trainer(
+        cfg,
+        model=model,
+        train_loader=train_loader,
+        val_batches=val_batches,
+        run_identity=run_identity,
+        tokenizer=tokenizer,
+    )
     if trainer.already_complete is not None:
         return trainer.already_complete
     trainer.fit()

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_w = None  # the first block writes it, the others add to it: no zero-filled weight-sized buffer
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.shape[0], chunk):
-            hc, yc = h[start:start + chunk], y[start:start + chunk]
+            hc, yc = h[start : start + chunk], y[start : start + chunk]
             keep = yc != IGNORE_INDEX
             target = torch.where(keep, yc, 0)
             logits = torch.mm(hc, weight.t(), out=_logits_block(len(hc), weight.shape[0], hc))  # (n, V)
@@ -87,7 +87,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             probs[torch.arange(len(yc), device=h.device), target] -= 1.0
             if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
                 probs[~keep] = 0.0
-            torch.mm(probs, weight, out=grad_h[start:start + chunk])
+            torch.mm(probs, weight, out=grad_h[start : start + chunk])
             grad_w = probs.t() @ hc if grad_w is None else grad_w.addmm_(probs.t(), hc)
         if grad_w is None:  # no rows at all
             grad_w = torch.zeros_like(weight)
@@ -137,12 +137,17 @@ def _without_head(gpt: nn.Module) -> Iterator[None]:
 
 def chunked_loss_applies(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether `output_for_loss` takes the chunked path for ``model`` here (fp32, autograd on, plain head)."""
-    return (torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
-            and _plain_gpt(model) is not None and _plain_gpt(model).lm_head.weight.dtype == torch.float32)
+    return (
+        torch.is_grad_enabled()
+        and not torch.is_autocast_enabled(x.device.type)
+        and _plain_gpt(model) is not None
+        and _plain_gpt(model).lm_head.weight.dtype == torch.float32
+    )
 
 
-def output_for_loss(model: nn.Module, x: torch.Tensor, segment_ids: torch.Tensor | None = None
-                    ) -> torch.Tensor | HeadInput:
+def output_for_loss(
+    model: nn.Module, x: torch.Tensor, segment_ids: torch.Tensor | None = None
+) -> torch.Tensor | HeadInput:
     """The model's output that `loss_from_output` needs, for inputs ``x`` (B, T) (and packed documents'
     ``segment_ids`` (B, T)): the head's input and weight where the chunked loss applies, else the logits
     (B, T, V)."""
@@ -167,5 +172,11 @@ def token_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return loss_from_output(output_for_loss(model, x), y)
 
 
-__all__ = ["token_loss", "output_for_loss", "loss_from_output", "ChunkedLinearCrossEntropy", "chunked_loss_applies",
-           "release_workspace"]
+__all__ = [
+    "token_loss",
+    "output_for_loss",
+    "loss_from_output",
+    "ChunkedLinearCrossEntropy",
+    "chunked_loss_applies",
+    "release_workspace",
+]

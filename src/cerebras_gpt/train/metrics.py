@@ -26,8 +26,9 @@ CUDA_PEAK_GEMM_N = 8192
 PEAK_REPEATS = 5
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
-                       repeats: int = PEAK_REPEATS) -> float:
+def measure_peak_flops(
+    device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, repeats: int = PEAK_REPEATS
+) -> float:
     """Measured dense matmul FLOP/s of ``device`` in ``dtype``: an n x n x n matmul on all of torch's
     threads, two warm-up calls, then the best of ``repeats`` (load from other processes only ever slows
     a call down, so the fastest one is the machine's)."""
@@ -45,7 +46,7 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def _step_of(line: str) -> float:
@@ -120,16 +121,22 @@ def measured_peak(device: torch.device, dtype: torch.dtype, refresh: bool = Fals
     cached = isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float))
     if refresh or not cached:
         n = CUDA_PEAK_GEMM_N if device.type == "cuda" else CPU_PEAK_GEMM_N
-        fresh = {"flops": measure_peak_flops(device, dtype, n=n, repeats=PEAK_REPEATS), "gemm": n,
-                 "repeats": PEAK_REPEATS, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        fresh = {
+            "flops": measure_peak_flops(device, dtype, n=n, repeats=PEAK_REPEATS),
+            "gemm": n,
+            "repeats": PEAK_REPEATS,
+            "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         if not cached or fresh["flops"] > entry["flops"]:
             entry = fresh
         try:  # re-read: another process may have added its own machine's entry meanwhile
             atomic.write_json(path, dict(_read_cache(path), **{key: entry}))
         except OSError as e:  # a read-only home: the figure is still right for this run
             log.debug("cannot cache the measured peak in %s: %s", path, e)
-    how = (f"measured: best of {entry.get('repeats', '?')} {entry.get('gemm', '?')}^3 matmuls on {key}, "
-           f"{entry.get('measured', '?')}; cached in {path} (delete it to measure again)")
+    how = (
+        f"measured: best of {entry.get('repeats', '?')} {entry.get('gemm', '?')}^3 matmuls on {key}, "
+        f"{entry.get('measured', '?')}; cached in {path} (delete it to measure again)"
+    )
     return float(entry["flops"]), how
 
 
@@ -162,8 +169,14 @@ class MetricsWriter:
     """Appends records to ``out_dir/metrics.jsonl`` (always: resume and plots read it) and to the chosen
     loggers: TensorBoard, ``metrics.csv`` and Weights & Biases (rank 0 only)."""
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True, loggers: list[str] = (),
-                 run_name: str | None = None, run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        tensorboard: bool = True,
+        loggers: list[str] = (),
+        run_name: str | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
@@ -180,8 +193,14 @@ class MetricsWriter:
             import wandb
 
             # resume="allow" with the run directory's name as id: a resumed run continues the same W&B run.
-            self._wandb = wandb.init(project="cerebras-gpt", name=run_name, id=run_name, resume="allow",
-                                     dir=str(self.out_dir), config=run_config)
+            self._wandb = wandb.init(
+                project="cerebras-gpt",
+                name=run_name,
+                id=run_name,
+                resume="allow",
+                dir=str(self.out_dir),
+                config=run_config,
+            )
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (written by a run that died after its last checkpoint)."""

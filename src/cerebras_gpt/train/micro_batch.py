@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from cerebras_gpt.config import GPTConfig
 
@@ -81,8 +81,9 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
     text = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                                or "not enough memory" in text)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
 
 
 def probe_step(config: GPTConfig, micro_batch: int, seq_len: int, device, dtype: str) -> None:
@@ -105,9 +106,15 @@ def probe_step(config: GPTConfig, micro_batch: int, seq_len: int, device, dtype:
             torch.cuda.empty_cache()
 
 
-def choose_micro_batch(config: GPTConfig, per_rank_batches: list[int], seq_len: int, device, dtype: str,
-                       budget: int | None = None,
-                       probe: Callable[[int], None] | None = None) -> tuple[int, str]:
+def choose_micro_batch(
+    config: GPTConfig,
+    per_rank_batches: list[int],
+    seq_len: int,
+    device,
+    dtype: str,
+    budget: int | None = None,
+    probe: Callable[[int], None] | None = None,
+) -> tuple[int, str]:
     """The largest micro-batch that fits, and a line saying how it was chosen.
 
     ``probe(m)`` runs one step at micro-batch ``m`` (default: `probe_step` on ``device``); an out-of-memory
@@ -117,13 +124,16 @@ def choose_micro_batch(config: GPTConfig, per_rank_batches: list[int], seq_len: 
     half = getattr(device, "type", str(device)) == "cuda" and dtype != "float32"
     act_bytes = 2 if half else 4
     probe = probe or (lambda m: probe_step(config, m, seq_len, device, dtype))
-    fitting = [m for m in divisors_descending(per_rank_batches)
-               if step_memory_bytes(config, m, seq_len, act_bytes) <= budget]
+    fitting = [
+        m for m in divisors_descending(per_rank_batches) if step_memory_bytes(config, m, seq_len, act_bytes) <= budget
+    ]
     if not fitting:
         need = step_memory_bytes(config, 1, seq_len, act_bytes)
-        raise ValueError(f"even a micro-batch of 1 sequence of {seq_len} tokens needs about {need / 1e9:.1f} GB, "
-                         f"more than the {budget / 1e9:.1f} GB this device has free: use a shorter --seq-len, "
-                         "--activation-checkpointing, --fsdp over more GPUs, or a smaller model")
+        raise ValueError(
+            f"even a micro-batch of 1 sequence of {seq_len} tokens needs about {need / 1e9:.1f} GB, "
+            f"more than the {budget / 1e9:.1f} GB this device has free: use a shorter --seq-len, "
+            "--activation-checkpointing, --fsdp over more GPUs, or a smaller model"
+        )
     for m in fitting:
         try:
             probe(m)
@@ -133,10 +143,11 @@ def choose_micro_batch(config: GPTConfig, per_rank_batches: list[int], seq_len: 
             log.info("micro-batch %d ran out of memory in the probe; trying a smaller one", m)
             continue
         estimate = step_memory_bytes(config, m, seq_len, act_bytes)
-        return m, (f"auto: the largest that fits {budget / 1e9:.1f} GB (estimated {estimate / 1e9:.2f} GB, "
-                   "probed)")
-    raise ValueError(f"every micro-batch down to 1 ran out of memory on {device}: use a shorter --seq-len, "
-                     "--activation-checkpointing, --fsdp over more GPUs, or a smaller model")
+        return m, (f"auto: the largest that fits {budget / 1e9:.1f} GB (estimated {estimate / 1e9:.2f} GB, probed)")
+    raise ValueError(
+        f"every micro-batch down to 1 ran out of memory on {device}: use a shorter --seq-len, "
+        "--activation-checkpointing, --fsdp over more GPUs, or a smaller model"
+    )
 
 
 def whole_batch_fits(config: GPTConfig, per_rank_batch: int, seq_len: int, device, dtype: str) -> bool:
@@ -148,8 +159,9 @@ def fit_plan(plan, micro_batch_size, device, dtype: str):
     """(``plan`` with a micro-batch the device holds, how it was chosen or None when left as planned):
     ``auto`` always chooses; None keeps the whole per-rank batch when its estimate fits, else chooses;
     an explicit size is kept."""
-    if isinstance(micro_batch_size, int) or (micro_batch_size is None and whole_batch_fits(
-            plan.model_config, plan.micro_batch, plan.seq_len, device, dtype)):
+    if isinstance(micro_batch_size, int) or (
+        micro_batch_size is None and whole_batch_fits(plan.model_config, plan.micro_batch, plan.seq_len, device, dtype)
+    ):
         return plan, None
     per_rank = [p.global_batch // plan.world_size for p in plan.batch_phases]
     chosen, how = choose_micro_batch(plan.model_config, per_rank, plan.seq_len, device, dtype)

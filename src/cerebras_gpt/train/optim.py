@@ -34,8 +34,9 @@ def param_groups(model: nn.Module, config, weight_decay: float) -> list[dict]:
         name = canonical_name(name)
         decay = p.dim() >= 2
         mult = mup.lr_multiplier(config, name) if config is not None else 1.0
-        g = groups.setdefault((mult, decay), {"params": [], "names": [], "lr_mult": mult,
-                                              "weight_decay": weight_decay if decay else 0.0})
+        g = groups.setdefault(
+            (mult, decay), {"params": [], "names": [], "lr_mult": mult, "weight_decay": weight_decay if decay else 0.0}
+        )
         g["params"].append(p)
         g["names"].append(name)
     if not groups:
@@ -43,8 +44,9 @@ def param_groups(model: nn.Module, config, weight_decay: float) -> list[dict]:
     return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1]))]
 
 
-def build_optimizer(model: nn.Module, config, lr: float, betas: tuple[float, float], eps: float,
-                    weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, config, lr: float, betas: tuple[float, float], eps: float, weight_decay: float
+) -> torch.optim.AdamW:
     """AdamW (decoupled decay, bias correction) over `param_groups`; LR set per step by `set_lr`."""
     groups = param_groups(model, config, weight_decay)
     for g in groups:
@@ -53,8 +55,9 @@ def build_optimizer(model: nn.Module, config, lr: float, betas: tuple[float, flo
     # path's several (measured on the CPU: BENCHMARKS.md, "Figures from the code"), and one CUDA
     # launch instead of many on GPU. transformers' Trainer picks it too (torch >= 2.8).
     fusable = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                             fused=True if fusable else None)
+    return torch.optim.AdamW(
+        groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=True if fusable else None
+    )
 
 
 def lr_at(step: int, *, peak: float, warmup: int, total: int, decay: str, min_ratio: float) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -127,8 +127,15 @@ def apply_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def parallelize(model: nn.Module, info: DistInfo, device: torch.device, *, fsdp: bool = False,
-                activation_checkpointing: bool = False, compile: bool = False) -> nn.Module:
+def parallelize(
+    model: nn.Module,
+    info: DistInfo,
+    device: torch.device,
+    *,
+    fsdp: bool = False,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+) -> nn.Module:
     """Activation checkpointing, then compile, then FSDP2 or DDP (see the module docstring).
 
     Returns the module to train: ``model`` itself (changed in place) or, under torchrun without FSDP2,
@@ -153,5 +160,16 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device, fsdp: bool) -> 
     return parallelize(model, info, device, fsdp=fsdp)
 
 
-__all__ = ["parallelize", "apply_activation_checkpointing", "apply_compile", "apply_fsdp", "apply_ddp",
-           "checkpointed_blocks", "is_compiled", "plain_blocks", "remove_activation_checkpointing", "remove_compile", "wrap"]
+__all__ = [
+    "parallelize",
+    "apply_activation_checkpointing",
+    "apply_compile",
+    "apply_fsdp",
+    "apply_ddp",
+    "checkpointed_blocks",
+    "is_compiled",
+    "plain_blocks",
+    "remove_activation_checkpointing",
+    "remove_compile",
+    "wrap",
+]

@@ -99,8 +99,14 @@ class Plan:
     def lr_at(self, step: int) -> float:
         """Peak LR of step ``step``: the schedule over tokens (warmup over the warmup steps' tokens, decay to
         the last token), so a batch switch leaves it unchanged; at a constant batch it is `optim.lr_at`."""
-        return lr_at(self.tokens_before(step), peak=self.lr, warmup=self.tokens_before(self.warmup_steps),
-                     total=self.tokens, decay=self.decay, min_ratio=self.min_lr_ratio)
+        return lr_at(
+            self.tokens_before(step),
+            peak=self.lr,
+            warmup=self.tokens_before(self.warmup_steps),
+            total=self.tokens,
+            decay=self.decay,
+            min_ratio=self.min_lr_ratio,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -152,12 +158,16 @@ def resolve(cfg: TrainConfig, world_size: int = 1, model_config: GPTConfig | Non
     source, recipe = nearest_recipe(config)
     seq_len = cfg.seq_len or min(config.block_size, 2048)
     if seq_len > config.block_size:
-        raise ValueError(f"seq_len={seq_len} exceeds the model's context block_size={config.block_size}; "
-                         "lower --seq-len or override block_size")
+        raise ValueError(
+            f"seq_len={seq_len} exceeds the model's context block_size={config.block_size}; "
+            "lower --seq-len or override block_size"
+        )
     own = recipe_for(config)
     if cfg.batch_size is not None and cfg.batch_schedule is not None:
-        raise ValueError(f"batch_size={cfg.batch_size} and batch_schedule={cfg.batch_schedule!r} both set the "
-                         "global batch; give one (the schedule's first entry is the starting batch)")
+        raise ValueError(
+            f"batch_size={cfg.batch_size} and batch_schedule={cfg.batch_schedule!r} both set the "
+            "global batch; give one (the schedule's first entry is the starting batch)"
+        )
     if cfg.batch_schedule is not None:
         phases = batch_schedule.parse(cfg.batch_schedule, seq_len)
     elif cfg.batch_size is not None:
@@ -171,20 +181,28 @@ def resolve(cfg: TrainConfig, world_size: int = 1, model_config: GPTConfig | Non
     for phase in phases:
         per_rank, rem = divmod(phase.global_batch, world_size)
         if rem or per_rank == 0:
-            raise ValueError(f"batch_size={phase.global_batch} does not divide over {world_size} ranks; "
-                             f"use a multiple of {world_size}")
+            raise ValueError(
+                f"batch_size={phase.global_batch} does not divide over {world_size} ranks; "
+                f"use a multiple of {world_size}"
+            )
         per_rank_batches.append(per_rank)
     # "auto" starts from the whole batch too; train/micro_batch.py fits it to the device when the run starts.
     micro = cfg.micro_batch_size if isinstance(cfg.micro_batch_size, int) else math.gcd(*per_rank_batches)
     for phase, per_rank in zip(phases, per_rank_batches):
         if per_rank % micro:
-            raise ValueError(f"micro_batch_size={micro} does not divide the per-rank batch {per_rank} "
-                             f"(batch_size {phase.global_batch} / {world_size} ranks)")
+            raise ValueError(
+                f"micro_batch_size={micro} does not divide the per-rank batch {per_rank} "
+                f"(batch_size {phase.global_batch} / {world_size} ranks)"
+            )
     if own is not None:
-        paper_phases = (batch_schedule.parse(own.batch_schedule, own.seq_len) if own.batch_schedule
-                        else [BatchPhase(0, own.batch_size)])
-    on_paper_recipe = (own is not None and phases == paper_phases and seq_len == own.seq_len
-                       and cfg.tokens_per_param == 20.0)
+        paper_phases = (
+            batch_schedule.parse(own.batch_schedule, own.seq_len)
+            if own.batch_schedule
+            else [BatchPhase(0, own.batch_size)]
+        )
+    on_paper_recipe = (
+        own is not None and phases == paper_phases and seq_len == own.seq_len and cfg.tokens_per_param == 20.0
+    )
     if cfg.steps is not None:
         steps = cfg.steps
     elif cfg.tokens is not None:
@@ -199,8 +217,9 @@ def resolve(cfg: TrainConfig, world_size: int = 1, model_config: GPTConfig | Non
         lr = cfg.lr
     else:
         lr = mup.BASE_LR if config.use_mup else recipe.peak_lr
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(
-        steps * recipe.warmup_steps / recipe.total_steps)
+    warmup = (
+        cfg.warmup_steps if cfg.warmup_steps is not None else round(steps * recipe.warmup_steps / recipe.total_steps)
+    )
     if config.use_mup and cfg.lr is None:
         source += " (μP η_base 6e-3)"
     if recipe_for(config) is None:
@@ -210,37 +229,62 @@ def resolve(cfg: TrainConfig, world_size: int = 1, model_config: GPTConfig | Non
     from cerebras_gpt.flops import paper_training_flops
 
     tokens = batch_schedule.sequences_before(phases, steps) * seq_len
-    return Plan(model_config=config, params=config.num_params(), seq_len=seq_len, global_batch=global_batch,
-                micro_batch=micro, accum_steps=per_rank_batches[0] // micro, world_size=world_size,
-                total_steps=steps, tokens=tokens, lr=lr, warmup_steps=min(warmup, steps),
-                decay=cfg.decay or recipe.decay, min_lr_ratio=cfg.min_lr_ratio,
-                eps=cfg.eps if cfg.eps is not None else recipe.adam_eps,
-                flops_per_token=config.flops_per_token(seq_len), recipe_source=source,
-                batch_phases=[p for p in phases if p.start_step < steps],
-                paper_flops=paper_training_flops(config, tokens, seq_len))
+    return Plan(
+        model_config=config,
+        params=config.num_params(),
+        seq_len=seq_len,
+        global_batch=global_batch,
+        micro_batch=micro,
+        accum_steps=per_rank_batches[0] // micro,
+        world_size=world_size,
+        total_steps=steps,
+        tokens=tokens,
+        lr=lr,
+        warmup_steps=min(warmup, steps),
+        decay=cfg.decay or recipe.decay,
+        min_lr_ratio=cfg.min_lr_ratio,
+        eps=cfg.eps if cfg.eps is not None else recipe.adam_eps,
+        flops_per_token=config.flops_per_token(seq_len),
+        recipe_source=source,
+        batch_phases=[p for p in phases if p.start_step < steps],
+        paper_flops=paper_training_flops(config, tokens, seq_len),
+    )
 
 
 def format_plan(plan: Plan, cfg: TrainConfig, extra: dict[str, Any] | None = None) -> str:
     """The plan as the lines `--dry-run` prints."""
     c = plan.model_config
     rows = [
-        ("model", f"{c.name or cfg.model}: {c.n_layer} layers, d={c.n_embd}, {c.n_head} heads"
-                  + (" (μP)" if c.use_mup else "")),
+        (
+            "model",
+            f"{c.name or cfg.model}: {c.n_layer} layers, d={c.n_embd}, {c.n_head} heads"
+            + (" (μP)" if c.use_mup else ""),
+        ),
         ("parameters", f"{plan.params:,}"),
         ("tokens", f"{plan.tokens:,} ({plan.tokens / plan.params:.1f} per parameter)"),
         ("steps", f"{plan.total_steps:,}"),
-        ("global batch", f"{plan.global_batch} sequences x {plan.seq_len} = {plan.tokens_per_step:,} tokens"
-                         if len(plan.batch_phases) == 1 else
-                         batch_schedule.describe(plan.batch_phases, plan.total_steps, plan.seq_len)),
-        ("micro-batch", f"{plan.micro_batch} per rank x {plan.world_size} ranks, "
-                        + " then ".join(str(plan.accum_steps_at(p.start_step)) for p in plan.batch_phases)
-                        + " accumulation"),
+        (
+            "global batch",
+            f"{plan.global_batch} sequences x {plan.seq_len} = {plan.tokens_per_step:,} tokens"
+            if len(plan.batch_phases) == 1
+            else batch_schedule.describe(plan.batch_phases, plan.total_steps, plan.seq_len),
+        ),
+        (
+            "micro-batch",
+            f"{plan.micro_batch} per rank x {plan.world_size} ranks, "
+            + " then ".join(str(plan.accum_steps_at(p.start_step)) for p in plan.batch_phases)
+            + " accumulation",
+        ),
         ("FLOPs", f"{plan.total_flops:.3e} ({plan.flops_per_token:,} per token)"),
         ("FLOPs (paper)", f"{plan.paper_flops:.3e} (the paper's convention, cerebras_gpt/flops.py)"),
-        ("schedule", f"peak LR {plan.lr:g}, {plan.warmup_steps} warmup steps, {plan.decay} decay to "
-                     f"{plan.min_lr_ratio:g}x"),
-        ("optimizer", f"AdamW betas={tuple(cfg.betas)} eps={plan.eps:g} weight decay {cfg.weight_decay:g} "
-                      f"clip {cfg.grad_clip:g}"),
+        (
+            "schedule",
+            f"peak LR {plan.lr:g}, {plan.warmup_steps} warmup steps, {plan.decay} decay to {plan.min_lr_ratio:g}x",
+        ),
+        (
+            "optimizer",
+            f"AdamW betas={tuple(cfg.betas)} eps={plan.eps:g} weight decay {cfg.weight_decay:g} clip {cfg.grad_clip:g}",
+        ),
         ("defaults from", plan.recipe_source),
     ]
     for key, value in (extra or {}).items():
@@ -300,8 +344,11 @@ def dry_run(cfg: TrainConfig, world_size: int | None = None) -> str:
     if how is not None:
         extra["micro-batch choice"] = how
     memory = micro_batch.step_memory_bytes(plan.model_config, plan.micro_batch, plan.seq_len)
-    available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
-                 else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    available = (
+        torch.cuda.get_device_properties(device).total_memory
+        if device.type == "cuda"
+        else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    )
     if memory < 0.5 * available:
         sec = probe_seconds_per_step(plan, device, cfg.dtype)
         tok_s = plan.tokens_per_step / sec  # each rank runs its share of the batch in parallel

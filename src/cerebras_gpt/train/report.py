@@ -25,13 +25,17 @@ def shown_mfu(mfu: float) -> float:
 
 
 def plan_header(plan_text: str, out_dir: str | Path, device: str, peak_flops: float, source: str) -> str:
-    return (f"training plan\n{plan_text}\nrun directory  {out_dir}\n"
-            f"device         {device}, peak {peak_flops / 1e12:.3f} TFLOP/s for MFU ({source})")
+    return (
+        f"training plan\n{plan_text}\nrun directory  {out_dir}\n"
+        f"device         {device}, peak {peak_flops / 1e12:.3f} TFLOP/s for MFU ({source})"
+    )
 
 
 def eval_line(step: int, total: int, val_loss: float, tokens_per_s: float, mfu: float) -> str:
-    return (f"step {step:,}/{total:,}  val loss {val_loss:.4f}  perplexity {math.exp(min(val_loss, 700)):.2f}  "
-            f"{tokens_per_s:,.0f} tokens/s  MFU {shown_mfu(mfu):.1%}")
+    return (
+        f"step {step:,}/{total:,}  val loss {val_loss:.4f}  perplexity {math.exp(min(val_loss, 700)):.2f}  "
+        f"{tokens_per_s:,.0f} tokens/s  MFU {shown_mfu(mfu):.1%}"
+    )
 
 
 def checkpoint_line(path: str | Path, step: int) -> str:
@@ -43,11 +47,19 @@ def val_split_warning(data_dir: str | Path, windows: int, seq_len: int) -> str |
     if windows >= TINY_VAL_WINDOWS:
         return None
     what = "has no" if windows == 0 else f"has only {windows}"
-    fix = ("prepare the text with --paragraphs (one document per paragraph) or with more documents, so that "
-           "the hash-based split sends some to val")
-    return (f"warning: the val split of {data_dir} {what} {seq_len}-token window{'s' if windows != 1 else ''}: "
-            + ("training runs without validation (val_loss stays empty); " if windows == 0 else
-               "its val loss will be noisy; ") + fix)
+    fix = (
+        "prepare the text with --paragraphs (one document per paragraph) or with more documents, so that "
+        "the hash-based split sends some to val"
+    )
+    return (
+        f"warning: the val split of {data_dir} {what} {seq_len}-token window{'s' if windows != 1 else ''}: "
+        + (
+            "training runs without validation (val_loss stays empty); "
+            if windows == 0
+            else "its val loss will be noisy; "
+        )
+        + fix
+    )
 
 
 def summary(result: dict[str, Any], data_dir: str | None) -> str:
@@ -64,12 +76,13 @@ def summary(result: dict[str, Any], data_dir: str | None) -> str:
     if result.get("tokens_per_s"):
         lines.append(f"  {result['tokens_per_s']:,.0f} tokens/s, MFU {shown_mfu(result.get('mfu') or 0.0):.1%}")
     model_dir, out_dir = result.get("model_dir"), result.get("out_dir")
-    lines += [f"  model        {model_dir}  (a Hugging Face GPT-2 directory)",
-              f"  checkpoint   {result.get('checkpoint')}"]
+    lines += [
+        f"  model        {model_dir}  (a Hugging Face GPT-2 directory)",
+        f"  checkpoint   {result.get('checkpoint')}",
+    ]
     if model_dir:
         q = shlex.quote
-        lines += ["next:",
-                  f"  cerebras-gpt generate --model {q(model_dir)} --prompt 'Hello'"]
+        lines += ["next:", f"  cerebras-gpt generate --model {q(model_dir)} --prompt 'Hello'"]
         if data_dir:
             lines.append(f"  cerebras-gpt eval --model {q(model_dir)} --data-dir {q(str(data_dir))}")
         lines.append(f"  rerun the same command with --out {q(str(out_dir))} to continue a run stopped early")
@@ -85,5 +98,7 @@ def interrupted(out_dir: str | Path | None) -> str:
     latest = checkpoint.latest_checkpoint(out_dir)
     if latest is None:
         return f"interrupted before the first checkpoint in {out_dir}: a rerun starts from the beginning"
-    return (f"interrupted: the latest checkpoint is {latest}; run the same command with "
-            f"--out {shlex.quote(str(out_dir))} to resume from it")
+    return (
+        f"interrupted: the latest checkpoint is {latest}; run the same command with "
+        f"--out {shlex.quote(str(out_dir))} to resume from it"
+    )

@@ -31,10 +31,31 @@ log = logging.getLogger("cerebras_gpt.train")
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
 # What a run writes into its directory, removed by --overwrite (and nothing else there).
-RUN_OUTPUTS = ("checkpoints", "model", "best", "adapter", "tensorboard", "metrics.jsonl", "loss.png", RUN_FILE,
-               RESULTS_FILE, "early_stopping.json", "finetune_results.json")
-SCHEDULE_FIELDS = ("steps", "tokens", "tokens_per_param", "batch_size", "seq_len", "lr", "warmup_steps", "decay",
-                   "min_lr_ratio", "seed")
+RUN_OUTPUTS = (
+    "checkpoints",
+    "model",
+    "best",
+    "adapter",
+    "tensorboard",
+    "metrics.jsonl",
+    "loss.png",
+    RUN_FILE,
+    RESULTS_FILE,
+    "early_stopping.json",
+    "finetune_results.json",
+)
+SCHEDULE_FIELDS = (
+    "steps",
+    "tokens",
+    "tokens_per_param",
+    "batch_size",
+    "seq_len",
+    "lr",
+    "warmup_steps",
+    "decay",
+    "min_lr_ratio",
+    "seed",
+)
 START_OVER = "--resume never --overwrite"
 
 
@@ -68,15 +89,22 @@ def data_identity(data_dir: str | Path | None) -> dict[str, Any] | None:
 
     meta = read_meta(data_dir)
     sums = {s["file"]: s.get("sha256") for split in meta.get("splits", {}).values() for s in split.get("shards", [])}
-    return {"path": str(Path(data_dir).resolve()),
-            "checksum": hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()}
+    return {
+        "path": str(Path(data_dir).resolve()),
+        "checksum": hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest(),
+    }
 
 
 def run_identity(cfg: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a resume of ``cfg`` (a TrainConfig) must match: model, data, schedule (and ``extra``, e.g. a task)."""
-    identity = {"model": cfg.model, "model_overrides": dict(cfg.model_overrides), "mup": cfg.mup,
-                "init_from": cfg.init_from, "data": data_identity(cfg.data_dir),
-                "schedule": {name: getattr(cfg, name) for name in SCHEDULE_FIELDS}}
+    identity = {
+        "model": cfg.model,
+        "model_overrides": dict(cfg.model_overrides),
+        "mup": cfg.mup,
+        "init_from": cfg.init_from,
+        "data": data_identity(cfg.data_dir),
+        "schedule": {name: getattr(cfg, name) for name in SCHEDULE_FIELDS},
+    }
     if extra:
         identity.update(extra)
     return json.loads(json.dumps(identity, default=str))
@@ -97,8 +125,9 @@ def _recorded_identity(out_dir: Path) -> dict[str, Any] | None:
         try:
             return json.loads(path.read_text())["identity"]
         except (ValueError, KeyError) as e:
-            raise ValueError(f"{path}: unreadable ({e}); move the run directory aside or start over with "
-                             f"{START_OVER}") from None
+            raise ValueError(
+                f"{path}: unreadable ({e}); move the run directory aside or start over with {START_OVER}"
+            ) from None
     latest = checkpoint.latest_checkpoint(out_dir)  # a run directory from before run.json: its model at least
     if latest is not None and (latest / "run_config.json").exists():
         train_config = checkpoint.read_run_config(latest).get("train_config", {})
@@ -137,16 +166,20 @@ def bind(cfg: Any, identity: dict[str, Any], resumes_here: bool, is_main: bool) 
     recorded = _recorded_identity(out_dir)
     if cfg.resume == "never" and recorded is not None:
         if not getattr(cfg, "overwrite", False):
-            raise ValueError(f"{out_dir} already holds a run and --resume never would start a new one in it; "
-                             "pass --resume auto to continue it, another --out, or --overwrite to replace it")
+            raise ValueError(
+                f"{out_dir} already holds a run and --resume never would start a new one in it; "
+                "pass --resume auto to continue it, another --out, or --overwrite to replace it"
+            )
         if is_main:
             start_over(out_dir)
         recorded = None
     if recorded is not None and (resumes_here or cfg.resume == "auto"):
         differences = _differences({k: recorded.get(k) for k in recorded}, {k: identity.get(k) for k in recorded})
         if differences:
-            raise ValueError(f"{out_dir} holds a different run ({'; '.join(differences[:4])}); pass another "
-                             f"--out, or {START_OVER} to replace it")
+            raise ValueError(
+                f"{out_dir} holds a different run ({'; '.join(differences[:4])}); pass another "
+                f"--out, or {START_OVER} to replace it"
+            )
     if is_main and not (out_dir / RUN_FILE).exists():
         atomic.write_json(out_dir / RUN_FILE, {"identity": identity})
     distributed.barrier()  # under torchrun: no rank reads the directory while rank 0 starts it over
@@ -176,5 +209,17 @@ def with_out_dir(cfg: Any) -> Any:
     return dataclasses.replace(cfg, out_dir=default_out_dir(cfg.model))
 
 
-__all__ = ["RESULTS_FILE", "RUN_FILE", "bind", "data_identity", "default_out_dir", "file_identity", "has_run",
-           "recorded_results", "run_identity", "start_over", "with_out_dir", "write_results"]
+__all__ = [
+    "RESULTS_FILE",
+    "RUN_FILE",
+    "bind",
+    "data_identity",
+    "default_out_dir",
+    "file_identity",
+    "has_run",
+    "recorded_results",
+    "run_identity",
+    "start_over",
+    "with_out_dir",
+    "write_results",
+]

@@ -25,8 +25,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +64,10 @@ def _find_config(model: nn.Module) -> GPTConfig:
         config = getattr(candidate, "config", None)
         if isinstance(config, GPTConfig):
             return config
-    raise ValueError("the model passed to train() has no GPTConfig `config` attribute; pass a cerebras_gpt GPT "
-                     "(optionally wrapped, e.g. by peft)")
+    raise ValueError(
+        "the model passed to train() has no GPTConfig `config` attribute; pass a cerebras_gpt GPT "
+        "(optionally wrapped, e.g. by peft)"
+    )
 
 
 def _resume_path(cfg: TrainConfig) -> Path | None:
@@ -77,8 +80,10 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
         return path
     latest = checkpoint.latest_valid_checkpoint(path)
     if latest is None:
-        raise ValueError(f"--resume {cfg.resume!r} is neither a training checkpoint nor a run directory with one; "
-                         "pass a checkpoints/step_N directory, 'auto' or 'never'")
+        raise ValueError(
+            f"--resume {cfg.resume!r} is neither a training checkpoint nor a run directory with one; "
+            "pass a checkpoints/step_N directory, 'auto' or 'never'"
+        )
     return latest
 
 
@@ -91,8 +96,12 @@ def _fit_micro_batch(plan, cfg: TrainConfig, device: torch.device, info):
     if how is None and chosen == plan.micro_batch:
         return plan
     if info.is_main:
-        log.info("micro-batch %d per rank (%s), %d accumulation steps", chosen, how, plan.global_batch //
-                 (plan.world_size * chosen))
+        log.info(
+            "micro-batch %d per rank (%s), %d accumulation steps",
+            chosen,
+            how,
+            plan.global_batch // (plan.world_size * chosen),
+        )
     return micro_batch.with_micro_batch(plan, chosen)
 
 
@@ -125,13 +134,16 @@ def _translate_loader_state(state: dict, loader: Any) -> dict:
     windows = int(state["batch"]) * int(state["batch_size"]) * int(state["world_size"])
     per_batch = loader.batch_size * loader.world_size
     if windows % per_batch:
-        raise ValueError(f"cannot resume the data order: {windows} windows read is not a whole number of "
-                         f"batches of {per_batch}; keep the global batch size when changing the rank count")
+        raise ValueError(
+            f"cannot resume the data order: {windows} windows read is not a whole number of "
+            f"batches of {per_batch}; keep the global batch size when changing the rank count"
+        )
     return dict(state, batch=windows // per_batch, world_size=loader.world_size, batch_size=loader.batch_size)
 
 
-def evaluate(model: nn.Module, batches: Iterable[Any], device: torch.device, dtype: str,
-             max_batches: int | None = None) -> tuple[float, int]:
+def evaluate(
+    model: nn.Module, batches: Iterable[Any], device: torch.device, dtype: str, max_batches: int | None = None
+) -> tuple[float, int]:
     """Mean token loss over ``batches`` (all ranks together) and the token count.
 
     A batch is a `Batch` (its ``segment_ids`` reach the model), a (B, T+1) window batch or an
@@ -150,8 +162,9 @@ def evaluate(model: nn.Module, batches: Iterable[Any], device: torch.device, dty
         for batch in local[: int(n.item())]:
             b = as_batch(batch).to(device)
             logits = model(b.inputs, **b.model_kwargs())
-            total[0] += F.cross_entropy(logits.float().flatten(0, 1), b.targets.flatten(), ignore_index=-100,
-                                        reduction="sum").double()
+            total[0] += F.cross_entropy(
+                logits.float().flatten(0, 1), b.targets.flatten(), ignore_index=-100, reduction="sum"
+            ).double()
             total[1] += (b.targets != -100).sum()
     distributed.all_reduce_sum(total)
     model.train(was_training)
@@ -174,8 +187,9 @@ def _default_val(cfg: TrainConfig, plan: Plan, info: distributed.DistInfo) -> Ca
         log.warning(warning)
     if windows == 0:
         return None
-    return lambda: iter_validation(cfg.data_dir, plan.seq_len, plan.micro_batch, info.rank, info.world_size,
-                                   max_batches=cfg.eval_batches)
+    return lambda: iter_validation(
+        cfg.data_dir, plan.seq_len, plan.micro_batch, info.rank, info.world_size, max_batches=cfg.eval_batches
+    )
 
 
 def _agree_past(deadline: float, device: torch.device) -> bool:
@@ -204,9 +218,16 @@ class Trainer:
     (``fit`` then trains nothing and returns them).
     """
 
-    def __init__(self, cfg: TrainConfig, *, model: nn.Module | None = None, train_loader: Any = None,
-                 val_batches: Callable[[], Iterable[Any]] | None = None,
-                 run_identity: dict[str, Any] | None = None, tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        model: nn.Module | None = None,
+        train_loader: Any = None,
+        val_batches: Callable[[], Iterable[Any]] | None = None,
+        run_identity: dict[str, Any] | None = None,
+        tokenizer: Any = None,
+    ) -> None:
         check_numbers(cfg)
         self.device = device = distributed.resolve_device(cfg.device)
         self.info = info = distributed.setup(device)
@@ -230,9 +251,14 @@ class Trainer:
 
             self.sparsifier = Sparsifier(cfg.sparsity, raw_model, plan.total_steps)
             self.sparsifier.apply(raw_model)
-        self.model = parallelize.parallelize(raw_model, info, device, fsdp=cfg.fsdp,
-                                             activation_checkpointing=cfg.activation_checkpointing,
-                                             compile=cfg.compile)
+        self.model = parallelize.parallelize(
+            raw_model,
+            info,
+            device,
+            fsdp=cfg.fsdp,
+            activation_checkpointing=cfg.activation_checkpointing,
+            compile=cfg.compile,
+        )
         self.optimizer = build_optimizer(self.model, config, plan.lr, cfg.betas, plan.eps, cfg.weight_decay)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
@@ -247,9 +273,15 @@ class Trainer:
                 from cerebras_gpt.data.prepare import prepared_tokenizer
 
                 tokenizer = prepared_tokenizer(cfg.data_dir)
-            train_loader = TokenWindowLoader(cfg.data_dir, "train", seq_len=plan.seq_len,
-                                             batch_size=plan.micro_batch, seed=cfg.seed, rank=info.rank,
-                                             world_size=info.world_size)
+            train_loader = TokenWindowLoader(
+                cfg.data_dir,
+                "train",
+                seq_len=plan.seq_len,
+                batch_size=plan.micro_batch,
+                seed=cfg.seed,
+                rank=info.rank,
+                world_size=info.world_size,
+            )
         self.train_loader = train_loader
         self.val_batches = val_batches if val_batches is not None else _default_val(cfg, plan, info)
 
@@ -270,26 +302,51 @@ class Trainer:
             finished = rundir.recorded_results(out_dir) if self.step >= plan.total_steps else None
             if finished is not None:
                 if info.is_main:
-                    log.info("the run in %s is complete (step %d of %d); its recorded results: %s", out_dir,
-                             self.step, plan.total_steps,
-                             json.dumps({k: v for k, v in finished.items() if k != "plan"}))
+                    log.info(
+                        "the run in %s is complete (step %d of %d); its recorded results: %s",
+                        out_dir,
+                        self.step,
+                        plan.total_steps,
+                        json.dumps({k: v for k, v in finished.items() if k != "plan"}),
+                    )
                 self.already_complete = dict(finished, already_complete=True)
                 return
 
-        run_config = {"train_config": cfg.to_dict(), "model_config": config.to_dict(), "plan": plan.to_dict(),
-                      "world_size": info.world_size}
+        run_config = {
+            "train_config": cfg.to_dict(),
+            "model_config": config.to_dict(),
+            "plan": plan.to_dict(),
+            "world_size": info.world_size,
+        }
         if self.sparsifier is not None:
             run_config["sparsity_report"] = self.sparsifier.report(plan.seq_len)
-        self.checkpoints = checkpoint.CheckpointManager(out_dir, self.model, raw_model, self.optimizer, run_config,
-                                                        keep_last=cfg.keep_last, sharded=cfg.fsdp,
-                                                        is_main=info.is_main, tokenizer=tokenizer)
-        self.metrics = (MetricsWriter(out_dir, cfg.tensorboard and "tensorboard" in cfg.logger,
-                                      loggers=[name for name in cfg.logger if name != "tensorboard"],
-                                      run_name=out_dir.name, run_config=cfg.to_dict()) if info.is_main else None)
+        self.checkpoints = checkpoint.CheckpointManager(
+            out_dir,
+            self.model,
+            raw_model,
+            self.optimizer,
+            run_config,
+            keep_last=cfg.keep_last,
+            sharded=cfg.fsdp,
+            is_main=info.is_main,
+            tokenizer=tokenizer,
+        )
+        self.metrics = (
+            MetricsWriter(
+                out_dir,
+                cfg.tensorboard and "tensorboard" in cfg.logger,
+                loggers=[name for name in cfg.logger if name != "tensorboard"],
+                run_name=out_dir.name,
+                run_config=cfg.to_dict(),
+            )
+            if info.is_main
+            else None
+        )
         if self.metrics is not None:
             self.metrics.truncate_after(self.step)
-        self.peak, peak_source = peak_flops(device, torch.bfloat16 if device.type == "cuda"
-                                            and cfg.dtype != "float32" else torch.float32)
+        self.peak, peak_source = peak_flops(
+            device, torch.bfloat16 if device.type == "cuda" and cfg.dtype != "float32" else torch.float32
+        )
         if info.is_main:
             log.info(report.plan_header(format_plan(plan, cfg), out_dir, str(device), self.peak, peak_source))
 
@@ -304,8 +361,7 @@ class Trainer:
         self.last_checkpoint, self._saved_step = resume, self.step
         self.tokens_per_s, self.mfu = 0.0, 0.0
         self._t_last, self._tokens_last = time.perf_counter(), self.tokens
-        self._deadline = (None if cfg.time_limit_minutes is None
-                          else time.perf_counter() + 60 * cfg.time_limit_minutes)
+        self._deadline = None if cfg.time_limit_minutes is None else time.perf_counter() + 60 * cfg.time_limit_minutes
 
     # -- one step ---------------------------------------------------------------------------------------
 
@@ -363,7 +419,8 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 raise TrainingDiverged(
                     f"loss was NaN/inf for {self.bad_run} steps in a row (at step {self.step}); try a lower --lr, "
-                    "a longer --warmup-steps, --grad-clip 1.0, --dtype float32, or resume from an earlier checkpoint")
+                    "a longer --warmup-steps, --grad-clip 1.0, --dtype float32, or resume from an earlier checkpoint"
+                )
         optimizer.zero_grad(set_to_none=True)
         self.tokens += self.plan.global_batch_at(self.step) * self.plan.seq_len
         self.step += 1
@@ -382,9 +439,14 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Checkpoint the run at the current step (collective under torchrun)."""
         loader = self.train_loader
-        state = {"step": self.step, "tokens": self.tokens, "skipped": self.skipped, "bad_run": self.bad_run,
-                 "loader": loader.state_dict() if hasattr(loader, "state_dict") else None,
-                 "sparsity": self.sparsifier.state_dict() if self.sparsifier is not None else None}
+        state = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "skipped": self.skipped,
+            "bad_run": self.bad_run,
+            "loader": loader.state_dict() if hasattr(loader, "state_dict") else None,
+            "sparsity": self.sparsifier.state_dict() if self.sparsifier is not None else None,
+        }
         with self.plain_model():
             self.last_checkpoint, self._saved_step = self.checkpoints.save(self.step, state), self.step
         return self.last_checkpoint
@@ -429,23 +491,39 @@ class Trainer:
                 now = time.perf_counter()
                 self.tokens_per_s = (self.tokens - self._tokens_last) / max(1e-9, now - self._t_last)
                 self._t_last, self._tokens_last = now, self.tokens
-                self.mfu = model_flops_utilization(plan.flops_per_token, self.tokens_per_s, self.peak,
-                                                   self.info.world_size)
-                record = {"step": step, "tokens": self.tokens, "loss": out["loss"], "lr": out["lr"],
-                          "grad_norm": out["grad_norm"], "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
-                          "skipped": self.skipped}
-            if self.val_batches is not None and ((cfg.eval_interval and step % cfg.eval_interval == 0)
-                                                 or step == plan.total_steps):
+                self.mfu = model_flops_utilization(
+                    plan.flops_per_token, self.tokens_per_s, self.peak, self.info.world_size
+                )
+                record = {
+                    "step": step,
+                    "tokens": self.tokens,
+                    "loss": out["loss"],
+                    "lr": out["lr"],
+                    "grad_norm": out["grad_norm"],
+                    "tokens_per_s": self.tokens_per_s,
+                    "mfu": self.mfu,
+                    "skipped": self.skipped,
+                }
+            if self.val_batches is not None and (
+                (cfg.eval_interval and step % cfg.eval_interval == 0) or step == plan.total_steps
+            ):
                 val_loss = self.evaluate()
-                record = dict(record or {"step": step, "tokens": self.tokens}, val_loss=val_loss,
-                              val_ppl=math.exp(min(val_loss, 700)))
+                record = dict(
+                    record or {"step": step, "tokens": self.tokens},
+                    val_loss=val_loss,
+                    val_ppl=math.exp(min(val_loss, 700)),
+                )
                 self._say(report.eval_line(step, plan.total_steps, val_loss, self.tokens_per_s, self.mfu))
             if record is not None and self.metrics is not None:
                 self.metrics.write(record)
             if self._bar is not None:
                 self._bar.update(1)
-                self._bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{self.tokens_per_s:,.0f}",
-                                      mfu=f"{report.shown_mfu(self.mfu):.1%}", refresh=False)
+                self._bar.set_postfix(
+                    loss=f"{out['loss']:.3f}",
+                    tok_s=f"{self.tokens_per_s:,.0f}",
+                    mfu=f"{report.shown_mfu(self.mfu):.1%}",
+                    refresh=False,
+                )
             if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step < stop_at:
                 self.save_checkpoint()
                 self._say(report.checkpoint_line(self.last_checkpoint, step))
@@ -459,12 +537,21 @@ class Trainer:
         if self.already_complete is not None:
             return self.already_complete
         plan, val_loss, sparsifier = self.plan, self.val_loss, self.sparsifier
-        return {"final_loss": self.last_loss, "val_loss": val_loss,
-                "val_ppl": math.exp(min(val_loss, 700)) if val_loss is not None else None,
-                "steps": self.step, "tokens": self.tokens, "skipped_steps": self.skipped,
-                "tokens_per_s": self.tokens_per_s, "mfu": self.mfu, "out_dir": str(self.out_dir),
-                "checkpoint": str(self.last_checkpoint), "model_dir": str(self.out_dir / "model"),
-                "plan": plan.to_dict(), **({"sparsity": sparsifier.report(plan.seq_len)} if sparsifier else {})}
+        return {
+            "final_loss": self.last_loss,
+            "val_loss": val_loss,
+            "val_ppl": math.exp(min(val_loss, 700)) if val_loss is not None else None,
+            "steps": self.step,
+            "tokens": self.tokens,
+            "skipped_steps": self.skipped,
+            "tokens_per_s": self.tokens_per_s,
+            "mfu": self.mfu,
+            "out_dir": str(self.out_dir),
+            "checkpoint": str(self.last_checkpoint),
+            "model_dir": str(self.out_dir / "model"),
+            "plan": plan.to_dict(),
+            **({"sparsity": sparsifier.report(plan.seq_len)} if sparsifier else {}),
+        }
 
     def export(self) -> dict[str, Any]:
         """End the run: ``out_dir/model`` from the last checkpoint, the metrics closed and plotted, and
@@ -481,8 +568,11 @@ class Trainer:
             out_dir = self.out_dir
             atomic.copy_dir(Path(self.last_checkpoint) / "model", out_dir / "model")
             self.metrics.close()
-            if (self.metrics.path.exists() and self.metrics.path.stat().st_size
-                    and have_extra("train", "matplotlib", skipped=f"the loss plot {out_dir / 'loss.png'}")):
+            if (
+                self.metrics.path.exists()
+                and self.metrics.path.stat().st_size
+                and have_extra("train", "matplotlib", skipped=f"the loss plot {out_dir / 'loss.png'}")
+            ):
                 plot_loss(self.metrics.path, out_dir / "loss.png")
             if self.step >= self.plan.total_steps:
                 rundir.write_results(out_dir, result)

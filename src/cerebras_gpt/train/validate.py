@@ -42,9 +42,24 @@ FINETUNE_RANGES: dict[str, tuple[float, float, bool]] = {
     "early_stopping_patience": (0, INF, True),
     "max_new_tokens": (1, INF, True),
 }
-INTEGER_OPTIONS = {"seq_len", "tokens", "steps", "batch_size", "micro_batch_size", "warmup_steps", "max_bad_steps",
-                   "eval_interval", "eval_batches", "log_interval", "checkpoint_interval", "keep_last",
-                   "stop_at_step", "seed", "early_stopping_patience", "max_new_tokens"}
+INTEGER_OPTIONS = {
+    "seq_len",
+    "tokens",
+    "steps",
+    "batch_size",
+    "micro_batch_size",
+    "warmup_steps",
+    "max_bad_steps",
+    "eval_interval",
+    "eval_batches",
+    "log_interval",
+    "checkpoint_interval",
+    "keep_last",
+    "stop_at_step",
+    "seed",
+    "early_stopping_patience",
+    "max_new_tokens",
+}
 
 
 def _flag(name: str) -> str:
@@ -85,8 +100,9 @@ def train_problems(cfg: Any) -> list[str]:
     problems = problems_in(values, TRAIN_RANGES)
     betas = getattr(cfg, "betas", None)
     if betas is not None:
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
-                                      and 0 <= b < 1 for b in betas):
+        if len(betas) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and 0 <= b < 1 for b in betas
+        ):
             problems.append(f"--betas {list(betas)!r} must be two finite numbers >= 0 and < 1")
     sparsity = getattr(cfg, "sparsity", None)
     level = getattr(sparsity, "sparsity", None)
