@@ -173,3 +173,16 @@ def test_storage_study_and_tpe_sampler(tmp_path):
 def test_bad_sampler_settings_are_clear(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SweepConfig(**kwargs).validate()
+
+
+def test_tpe_on_a_space_smaller_than_its_trials_stops(tmp_path):
+    """Two possible settings and --trials 5: the duplicates are told from the record, the sweep ends."""
+    cfg = SweepConfig(out=str(tmp_path / "sweep"), random=["width=choice:32,64"], trials=5, sampler="tpe")
+    runs = []
+
+    def fake_trial(settings, trial_dir):
+        runs.append(settings["width"])
+        return {"val_loss": settings["width"] / 100}
+
+    result = run_sweep(cfg, trial_fn=fake_trial, progress=False)
+    assert sorted(runs) == [32, 64] and result.best["settings"] == {"width": 32}

@@ -65,6 +65,7 @@ SPEC = "sweep.json"
 STUDY_DB = "study.db"
 DISTRIBUTIONS = ("loguniform", "uniform", "intuniform", "choice")
 SAMPLERS = ("auto", "grid", "random", "tpe")
+MAX_REPEATED_PROPOSALS = 20
 
 
 @dataclass
@@ -472,6 +473,7 @@ def run_sweep(cfg: SweepConfig, trial_fn: TrialFn | None = None, progress: bool 
         log.info("sweep %s: %d of %d trials already done", out, len(done_before), total)
     trial_fn = trial_fn or train_trial_fn(cfg)
     ran: list[str] = []
+    repeats = 0  # proposals in a row of settings already done (TPE on a small discrete space)
     bar = tqdm(total=total, initial=min(total, len(done_before)), desc="sweep", unit="trial", disable=not progress)
     while cfg.max_trials is None or len(ran) < cfg.max_trials:
         _fail_stale(study)
@@ -485,7 +487,19 @@ def run_sweep(cfg: SweepConfig, trial_fn: TrialFn | None = None, progress: bool 
         tid = trial_id(settings)
         if tid in done:  # another worker finished these settings, or results.jsonl already holds them
             _tell_recorded(study, trial, recorded.get(tid), cfg)
+            repeats += 1
+            if repeats >= MAX_REPEATED_PROPOSALS:
+                log.warning(
+                    "sweep %s: the last %d proposals were all settings already done; the search space "
+                    "has few left (%d of %d trials done): stopping",
+                    out,
+                    repeats,
+                    len(done),
+                    total,
+                )
+                break
             continue
+        repeats = 0
         bar.set_postfix_str(tid[:40])
         row = _run_trial(study, trial, tid, settings, trial_fn, out, cfg)
         recorded[tid] = row
