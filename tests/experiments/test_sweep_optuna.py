@@ -186,3 +186,26 @@ def test_tpe_on_a_space_smaller_than_its_trials_stops(tmp_path):
 
     result = run_sweep(cfg, trial_fn=fake_trial, progress=False)
     assert sorted(runs) == [32, 64] and result.best["settings"] == {"width": 32}
+
+
+def test_trial_orphaned_before_its_worker_wrote_its_name_is_retried(tmp_path):
+    """A worker killed between taking a trial and naming itself leaves a RUNNING trial without a worker:
+    in the sweep's own study the next worker fails it and runs its settings at once."""
+    from cerebras_gpt.experiments.sweep import _distributions, open_study
+
+    cfg = SweepConfig(out=str(tmp_path / "sweep"), grid=["lr=1e-3,2e-3"], max_trials=0)
+    run_sweep(cfg, trial_fn=lambda s, d: {"val_loss": s["lr"]}, progress=False)  # plans and queues both
+    # Taken from the queue as a worker takes it (its settings fixed), then "killed": no name, no heartbeat.
+    orphan = open_study(cfg).ask(fixed_distributions=_distributions(cfg))
+    cfg.max_trials = None
+    ran = []
+
+    def fake_trial(settings, trial_dir):
+        ran.append(settings["lr"])
+        return {"val_loss": settings["lr"]}
+
+    result = run_sweep(cfg, trial_fn=fake_trial, progress=False)
+    assert sorted(ran) == [1e-3, 2e-3] and result.pending == []
+    study = _study(tmp_path / "sweep")
+    assert [t.number for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))] == [orphan.number]
+    assert sorted(_complete_ids(tmp_path / "sweep")) == sorted(trial_id(s) for s in trial_settings(cfg))

@@ -476,7 +476,7 @@ def run_sweep(cfg: SweepConfig, trial_fn: TrialFn | None = None, progress: bool 
     repeats = 0  # proposals in a row of settings already done (TPE on a small discrete space)
     bar = tqdm(total=total, initial=min(total, len(done_before)), desc="sweep", unit="trial", disable=not progress)
     while cfg.max_trials is None or len(ran) < cfg.max_trials:
-        _fail_stale(study)
+        _fail_stale(study, out, own_storage=cfg.storage is None)
         done = _done(study, recorded, cfg)
         if len(done) >= total:
             break
@@ -606,20 +606,32 @@ def _next_trial(study, distributions: dict[str, Any], planned_only: bool, out: P
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if planned_only and not waiting:
             return None
-        return study.ask(fixed_distributions=distributions)
+        trial = study.ask(fixed_distributions=distributions)
+        # Who runs it, written before the lock is released: `_fail_stale` (under the same lock) then never
+        # sees a running trial of a live worker on this machine without its name.
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        study._storage.record_heartbeat(trial._trial_id)
+        return trial
 
 
-def _fail_stale(study) -> None:
+def _fail_stale(study, out: Path, own_storage: bool) -> None:
     """Fail (and so queue again) running trials whose worker is gone: at once when it was a process on this
-    machine that no longer exists, else when its heartbeat is older than the grace period."""
+    machine that no longer exists (or, in the sweep's own SQLite study, one killed before it could write
+    its name), else when its heartbeat is older than the grace period."""
+    from filelock import FileLock
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
     storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker") or {}
-        if worker.get("host") == socket.gethostname() and not _process_exists(worker.get("pid", -1)):
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+    with FileLock(str(out / "study.lock")):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = t.user_attrs.get("worker")
+            gone = (
+                own_storage
+                if worker is None
+                else worker.get("host") == socket.gethostname() and not _process_exists(worker.get("pid", -1))
+            )
+            if gone and storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(t._trial_id))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fail_stale_trials is marked experimental
@@ -675,7 +687,6 @@ def _run_trial(
     from optuna.trial import TrialState
 
     start = time.time()
-    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
     heartbeat = _Heartbeat(study, trial, cfg.heartbeat)
     try:
         metrics, status, error = trial_fn(settings, out / "trials" / tid), "ok", None
