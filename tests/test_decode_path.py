@@ -10,7 +10,7 @@ from conftest import engine_tokens
 from conftest import run_engine as run_requests
 
 from cerebras_gpt import GPT, GPTConfig, load_tokenizer
-from cerebras_gpt.generation import RowSampler, SamplingParams, generate, generate_ids
+from cerebras_gpt.generation import RowSampler, SamplingParams, generate, generate_ids, plain_greedy_tokens
 from cerebras_gpt.serve.engine import Engine, EngineConfig, SeqRequest
 
 
@@ -134,6 +134,37 @@ def test_openai_options_engine_equals_single_row_decode(model, tokenizer):
                 assert (top is None) == (ref_top is None)
                 if top:
                     assert [t for t, _ in top] == [t for t, _ in ref_top]
+
+
+def test_plain_greedy_rows_batched_beside_other_rows_equal_single_row_decode(model, tokenizer):
+    # The engine picks the plain greedy rows with one argmax; rows that sample, penalise or report
+    # log probabilities still go through their own sampler in the same step.
+    prompts = [tokenizer.encode(p) for p in PROMPTS]
+    greedy = SamplingParams(max_new_tokens=8, temperature=0, stop_at_eos=False)
+    requests = [
+        SeqRequest(prompts[0], 8, greedy),
+        SeqRequest(prompts[1], 8, SamplingParams(max_new_tokens=8, seed=3, stop_at_eos=False)),
+        SeqRequest(prompts[2], 8, greedy, logprobs=1),
+        SeqRequest(prompts[3], 8, SamplingParams(max_new_tokens=8, temperature=0, repetition_penalty=1.3)),
+    ]
+    events = run_engine(model, tokenizer, requests)
+    for req, evs in zip(requests, events):
+        assert engine_tokens(evs) == reference_decode(model, req, tokenizer.eos_id)[0]
+
+
+def test_plain_greedy_tokens_picks_only_plain_rows_and_leaves_nan_to_the_row():
+    vocab = 7
+    plain = RowSampler(SamplingParams(temperature=0), [1], vocab, "cpu")
+    sampled = RowSampler(SamplingParams(temperature=0.7, seed=0), [1], vocab, "cpu")
+    reported = RowSampler(SamplingParams(temperature=0), [1], vocab, "cpu", logprobs=0)
+    assert plain.plain_greedy and not sampled.plain_greedy and not reported.plain_greedy
+    logits = torch.randn(4, vocab)
+    picked = plain_greedy_tokens([plain, sampled, reported, plain], logits)
+    assert picked == {0: int(logits[0].argmax()), 3: int(logits[3].argmax())}
+    logits[3, 2] = float("nan")  # that row's own sampler raises, for that row alone
+    assert plain_greedy_tokens([plain, sampled, reported, plain], logits) == {}
+    with pytest.raises(ValueError, match="NaN logits"):
+        plain.sample(logits[3])
 
 
 def test_stop_strings_engine_text_equals_generate(model, tokenizer):

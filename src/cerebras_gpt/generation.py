@@ -100,8 +100,12 @@ def sample_next(
             "the model produced NaN logits; its weights are probably corrupt (check the model "
             "files, or load in float32)"
         )
+    penalized = params.repetition_penalty != 1.0 and seen is not None
+    if params.greedy and not penalized:
+        # float32 -> float64 is exact and keeps the order: the same argmax without the copy.
+        return logits.argmax(dim=-1)
     logits = logits.double()
-    if params.repetition_penalty != 1.0 and seen is not None:
+    if penalized:
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
     if params.greedy:
         return logits.argmax(dim=-1)
@@ -226,6 +230,17 @@ class RowSampler:
             self.bias = torch.zeros(vocab, device=device)
             self.bias[list(logit_bias)] = torch.tensor(list(logit_bias.values()), device=device)
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing to add, record or report: its token is the argmax of the raw logits."""
+        return (
+            self.params.greedy
+            and self.seen is None
+            and self.counts is None
+            and self.bias is None
+            and self.logprobs is None
+        )
+
     def sample(self, logits: torch.Tensor) -> tuple[int, float | None, list[tuple[int, float]] | None]:
         """Pick the next token from this row's logits (V,) and record it.
 
@@ -250,6 +265,19 @@ class RowSampler:
                 values, indices = torch.topk(logp, self.logprobs)
                 top = list(zip(indices.tolist(), values.tolist()))
         return token, logprob, top
+
+
+def plain_greedy_tokens(samplers: Sequence[RowSampler], logits: torch.Tensor) -> dict[int, int]:
+    """Tokens of the rows whose sampler is `RowSampler.plain_greedy`, from one argmax over their
+    logits (n, V) instead of one small call per row. Rows are left out (to their own sampler, which
+    raises for that row alone) when any of them has NaN logits."""
+    rows = [i for i, sampler in enumerate(samplers) if sampler.plain_greedy]
+    if not rows:
+        return {}
+    block = logits[rows] if len(rows) < len(samplers) else logits
+    if torch.isnan(block).any():
+        return {}
+    return dict(zip(rows, block.argmax(dim=-1).tolist()))
 
 
 def check_prompt_lengths(prompts: list[list[int]], params: SamplingParams, block_size: int) -> list[list[int]]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cerebras_gpt.decode_linear import decode_linears
-from cerebras_gpt.generation import DecodeState, RowSampler, SamplingParams, TextStreamer
+from cerebras_gpt.generation import DecodeState, RowSampler, SamplingParams, TextStreamer, plain_greedy_tokens
 from cerebras_gpt.model import GPT
 from cerebras_gpt.serve.metrics import ServerMetrics
 from cerebras_gpt.validation import finite_range_problem
@@ -368,9 +368,10 @@ class Engine:
         tokens = torch.tensor([s.pending for s in self._active], device=self.device)
         positions = torch.tensor([[s.pos] for s in self._active], device=self.device)
         logits = self._state.step(tokens, positions)  # (n, V)
+        greedy = plain_greedy_tokens([s.sampler for s in self._active], logits)  # one argmax for those rows
         for i, seq in enumerate(list(self._active)):
             seq.pos += 1
-            self._per_sequence(seq, self._sample, seq, logits[i])
+            self._per_sequence(seq, self._sample, seq, logits[i], greedy.get(i))
         for seq in [s for s in self._active if s.done]:
             self._remove(seq, None)
 
@@ -382,10 +383,16 @@ class Engine:
             log.exception("sequence %d of a request failed; ending it alone with an error", seq.index)
             self._finish(seq, "error")
 
-    def _sample(self, seq: _Seq, logits: torch.Tensor) -> None:
-        """Pick the next token of ``seq`` from its logits (V,), emit it, and finish it if it is done."""
+    def _sample(self, seq: _Seq, logits: torch.Tensor, chosen: int | None = None) -> None:
+        """Pick the next token of ``seq`` from its logits (V,), emit it, and finish it if it is done.
+
+        ``chosen``: the token `plain_greedy_tokens` already picked for this row (its sampler has
+        nothing to record), or None to sample here."""
         req, params = seq.req, seq.req.params
-        token, logprob, top = seq.sampler.sample(logits)
+        if chosen is None:
+            token, logprob, top = seq.sampler.sample(logits)
+        else:
+            token, logprob, top = chosen, None, None
         seq.n_out += 1
         self.metrics.add_generated(1)
         if seq.first_token_at is None:
