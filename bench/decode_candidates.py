@@ -4,11 +4,14 @@ quotes them. Cerebras-GPT-111M shape, random weights, batch 1, greedy, 32-token 
 
     flock /tmp/bench.lock python bench/decode_candidates.py compile       # torch.compile'd decode step vs eager
     flock /tmp/bench.lock python bench/decode_candidates.py bf16-packed   # bf16 linears: F.linear vs oneDNN-packed
+    flock /tmp/bench.lock python bench/decode_candidates.py overhead      # the step's fixed cost beside its weights
+    flock /tmp/bench.lock python bench/decode_candidates.py split-row     # one-row linears: split over cores vs F.linear
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -16,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cerebras_gpt import GPT, GPTConfig, generate_ids, generation, quantize
+from cerebras_gpt import GPT, GPTConfig, decode_linear, generate_ids, generation, quantize
 from cerebras_gpt.quantization import BF16Linear, native_bf16_cpu
 
 PROMPT = [list(range(100, 132))]
@@ -93,14 +96,66 @@ def bf16_packed(repeats: int, new_tokens: int) -> dict:
     return alternate({"F.linear": plain_setup, "oneDNN packed": packed_setup}, model, repeats, new_tokens)
 
 
+def step_overhead(repeats: int, new_tokens: int) -> dict:
+    """Median time of one batch-1 decode step (`DecodeState.step`, 32-token prompt) of the 111M shape and of
+    a model of the same depth and the same ops with width 64 and a 512-token vocabulary, whose weights are
+    too small to cost anything: what is left is the step's fixed cost (Python, dispatch, small kernels)."""
+    base = GPTConfig.from_name("Cerebras-GPT-111M")
+    shapes = {"111M": base, "same depth, width 64": dataclasses.replace(base, n_embd=64, n_head=2, vocab_size=512)}
+    result: dict[str, dict[str, float]] = {}
+    for precision in ("fp32", "bf16", "int8"):
+        for name, config in shapes.items():
+            torch.manual_seed(0)
+            model = GPT(config).eval()
+            if precision != "fp32":
+                model = quantize(model, precision)
+            state = generation.DecodeState(model, 1, 32 + new_tokens + 1)
+            times = []
+            with torch.inference_mode(), decode_linear.decode_linears(model, max_rows=1):
+                for _ in range(repeats):
+                    state.prefill([PROMPT[0]])
+                    token = torch.tensor([5])
+                    for i in range(new_tokens):
+                        t0 = time.perf_counter()
+                        state.step(token, torch.tensor([32 + i]))
+                        times.append(time.perf_counter() - t0)
+            state.close()
+            result.setdefault(precision, {})[f"{name} ms/step"] = round(statistics.median(times) * 1e3, 3)
+        whole, fixed = result[precision].values()
+        result[precision]["fixed share"] = round(fixed / whole, 3)
+    return result
+
+
+def split_row(repeats: int, new_tokens: int) -> dict:
+    """fp32 batch 1: `DecodeLinear`'s one row split into a block per core (`split_row_linear`) vs `F.linear`."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_name("Cerebras-GPT-111M")).eval()
+    init = decode_linear.DecodeLinear.__init__
+
+    def unsplit_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.splittable = False
+
+    def unsplit_setup():
+        decode_linear.DecodeLinear.__init__ = unsplit_init
+        return lambda: setattr(decode_linear.DecodeLinear, "__init__", init)
+
+    return alternate({"split rows": lambda: lambda: None, "F.linear": unsplit_setup}, model, repeats, new_tokens)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["compile", "bf16-packed"])
+    parser.add_argument("what", choices=["compile", "bf16-packed", "overhead", "split-row"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    run = {"compile": compiled_step, "bf16-packed": bf16_packed}[args.what]
+    run = {
+        "compile": compiled_step,
+        "bf16-packed": bf16_packed,
+        "overhead": step_overhead,
+        "split-row": split_row,
+    }[args.what]
     print(json.dumps({"what": args.what, "threads": torch.get_num_threads(), **run(args.repeats, args.new_tokens)}))
 
 
