@@ -127,20 +127,22 @@ def step_overhead(repeats: int, new_tokens: int) -> dict:
 
 
 def split_row(repeats: int, new_tokens: int) -> dict:
-    """fp32 batch 1: `DecodeLinear`'s one row split into a block per core (`split_row_linear`) vs `F.linear`."""
+    """fp32 batch 1: `DecodeLinear`'s one row split into a block per core (`split_row_linear`) vs `F.linear`,
+    each forced (`decode_linears` otherwise picks one by `split_row_pays`, whose choice is reported)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_name("Cerebras-GPT-111M")).eval()
-    init = decode_linear.DecodeLinear.__init__
+    measured = decode_linear.split_row_pays
 
-    def unsplit_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.splittable = False
+    def forced(split: bool):
+        def setup():
+            decode_linear.split_row_pays = lambda weight, threads: split
+            return lambda: setattr(decode_linear, "split_row_pays", measured)
 
-    def unsplit_setup():
-        decode_linear.DecodeLinear.__init__ = unsplit_init
-        return lambda: setattr(decode_linear.DecodeLinear, "__init__", init)
+        return setup
 
-    return alternate({"split rows": lambda: lambda: None, "F.linear": unsplit_setup}, model, repeats, new_tokens)
+    result = alternate({"split rows": forced(True), "F.linear": forced(False)}, model, repeats, new_tokens)
+    head = model.lm_head.weight.detach()
+    return {**result, "split_row_pays (the 111M LM head)": measured(head, torch.get_num_threads())}
 
 
 def main() -> None:

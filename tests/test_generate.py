@@ -4,13 +4,23 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from cerebras_gpt import GPT, GPTConfig, SamplingParams, generate, generate_ids, load_tokenizer, stream_text
+from cerebras_gpt import (
+    GPT,
+    GPTConfig,
+    SamplingParams,
+    decode_linear,
+    generate,
+    generate_ids,
+    load_tokenizer,
+    stream_text,
+)
 from cerebras_gpt.decode_linear import (
     DecodeLinear,
     decode_linears,
     packing_available,
     release_packed_weights,
     split_row_linear,
+    split_row_pays,
 )
 from cerebras_gpt.generation import TextStreamer, sample_next
 
@@ -183,6 +193,21 @@ def test_decode_linear_equals_linear_for_every_row_count(rows, packed, two_threa
     x.requires_grad_(True)
     DecodeLinear(linear, packed=packed)(x).sum().backward()  # with autograd: plain F.linear, gradients flow
     torch.testing.assert_close(x.grad, linear.weight.sum(0).expand(rows, 1, 96))
+
+
+def test_one_row_path_is_the_measured_one_and_measured_once(monkeypatch, two_threads):
+    weight = torch.randn(300, 64)
+    monkeypatch.setattr(decode_linear, "_split_pays", {})
+    choice = split_row_pays(weight, 2)
+    assert isinstance(choice, bool) and decode_linear._split_pays == {(2, (300, 64)): choice}
+    monkeypatch.setattr(decode_linear, "split_row_linear", None)  # a second timing would call it
+    assert split_row_pays(weight, 2) is choice
+    model = GPT(GPTConfig.from_name("debug-tiny")).eval()
+    largest = model.lm_head.weight  # the tied head: the most bytes, where the choice is measured
+    for measured in (True, False):
+        monkeypatch.setattr(decode_linear, "_split_pays", {(2, tuple(largest.shape)): measured})
+        with torch.inference_mode(), decode_linears(model, max_rows=1):
+            assert {m.splittable for m in model.modules() if isinstance(m, DecodeLinear)} == {measured}
 
 
 @pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN packed linear")

@@ -8,9 +8,12 @@ row, and four times at eight (the step times of each path: BENCHMARKS.md, "Figur
 
 Two remedies, neither of which changes the arithmetic beyond fp32 rounding (summation order):
 
-- One row (batch-1 decoding): MKL's GEMV runs on one core, and one core cannot stream memory as
-  fast as two. Viewing the weight as ``threads`` blocks of output rows and multiplying them with one
-  `torch.bmm` lets MKL's batched GEMM run the blocks on all cores. The blocks are views: no copy.
+- One row (batch-1 decoding): on some CPUs (the AVX2 AMD machines) MKL's GEMV runs on one core, and
+  one core cannot stream memory as fast as two. Viewing the weight as ``threads`` blocks of output rows
+  and multiplying them with one `torch.bmm` lets MKL's batched GEMM run the blocks on all cores. The
+  blocks are views: no copy. On others (the AVX-512 Xeons) MKL's own GEMV already uses every core and
+  the split is slower, so which one runs is measured once per process and weight shape
+  (`split_row_pays`), on the model's largest weight.
 - Several rows (batched prompts, a server): oneDNN with the weight reordered once into its blocked
   layout, the path PyTorch's Inductor takes for frozen CPU graphs
   (`torch.ops.mkldnn._reorder_linear_weight` / `_linear_pointwise`). Reordering the 111M weights takes
@@ -29,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import statistics
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -102,15 +107,57 @@ def split_row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return y if bias is None else y.add_(bias)
 
 
-class DecodeLinear(nn.Module):
-    """``y = x W^T + b`` sharing ``linear``'s weight, with the fast paths above for a few rows."""
+# (threads, weight shape) -> whether `split_row_linear` beat `F.linear` on one row, measured once.
+_split_pays: dict[tuple[int, tuple[int, ...]], bool] = {}
 
-    def __init__(self, linear: nn.Linear, packed: bool) -> None:
+
+def split_row_pays(weight: torch.Tensor, threads: int, repeats: int = 5) -> bool:
+    """Whether splitting one row over ``threads`` cores is faster than `F.linear` for ``weight``.
+
+    Timed here, once per process for each thread count and shape: a warm-up, then ``repeats``
+    alternating calls of each on a random row, medians compared (about 12 products: ~0.1 s for the
+    111M LM head). Which one wins depends on the CPU and its MKL code path, not on the values.
+    """
+    key = (threads, tuple(weight.shape))
+    if key not in _split_pays:
+        with torch.no_grad():
+            x = torch.randn(weight.shape[1], dtype=weight.dtype)
+            candidates = {
+                "F.linear": lambda: F.linear(x, weight),
+                "split": lambda: split_row_linear(x, weight, None, threads),
+            }
+            times: dict[str, list[float]] = {name: [] for name in candidates}
+            for run in candidates.values():
+                run()
+            for _ in range(repeats):
+                for name, run in candidates.items():
+                    t0 = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - t0)
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        _split_pays[key] = medians["split"] < medians["F.linear"]
+        log.info(
+            "one-row linear %s on %d threads: split %.2f ms, F.linear %.2f ms",
+            tuple(weight.shape),
+            threads,
+            medians["split"] * 1e3,
+            medians["F.linear"] * 1e3,
+        )
+    return _split_pays[key]
+
+
+class DecodeLinear(nn.Module):
+    """``y = x W^T + b`` sharing ``linear``'s weight, with the fast paths above for a few rows.
+
+    ``split``: one row goes through `split_row_linear` (where `split_row_pays`); else `F.linear`.
+    """
+
+    def __init__(self, linear: nn.Linear, packed: bool, split: bool = True) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias  # shared, not copied
         self.packed = _packed_weight(linear) if packed else None
-        self.splittable = linear.weight.is_contiguous()  # the blocks are views of the weight
+        self.splittable = split and linear.weight.is_contiguous()  # the blocks are views of the weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
@@ -166,9 +213,16 @@ def decode_linears(model: nn.Module, max_rows: int | None = None) -> Iterator[in
         if available is not None and need > available // 4:
             log.info("decode linears: %.1f GB of packed weights would not fit comfortably; not packing", need / 1e9)
             pack = False
+    # One row at a time (batch-1 decoding; a server's lone request): split it over the cores where
+    # that is measured to pay, on the largest weight (the LM head: most of a small model's bytes).
+    threads = torch.get_num_threads()
+    split = False
+    if targets and threads > 1 and not torch.is_grad_enabled():
+        largest = max(targets.values(), key=lambda mod: mod.weight.numel()).weight
+        split = largest.is_contiguous() and split_row_pays(largest.detach(), threads)
     try:
         for name, mod in targets.items():
-            model.set_submodule(name, DecodeLinear(mod, packed=pack))
+            model.set_submodule(name, DecodeLinear(mod, packed=pack, split=split))
             swapped[name] = mod
         yield len(swapped)
     finally:  # also when packing is interrupted half-way
@@ -193,4 +247,5 @@ __all__ = [
     "packing_available",
     "release_packed_weights",
     "split_row_linear",
+    "split_row_pays",
 ]

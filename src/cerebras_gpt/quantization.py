@@ -34,6 +34,7 @@ int8 weights and scales under our parameter names, with metadata keys ``cerebras
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -67,11 +68,15 @@ def check_precision(precision: str | None) -> str:
     return name
 
 
+# Both are fixed for the process; cached because every quantized linear asks on every call, and
+# `supported_engines` builds its list afresh each time (7 us a call, 41 calls a 111M decode step).
+@functools.cache
 def fbgemm_available() -> bool:
     """Whether this build has FBGEMM's prepacked dynamic-quantized linear (x86 CPU builds do)."""
     return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
 
 
+@functools.cache
 def native_bf16_cpu() -> bool:
     """Whether oneDNN runs bf16 matmuls natively on this CPU (AVX512-BF16 or AMX), where its packed layout pays."""
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
