@@ -3,7 +3,7 @@ medians), printed as JSON; BENCHMARKS.md ("Training step: what did not pay") quo
 
     flock /tmp/bench.lock python bench/train_candidates.py optimizer     # AdamW foreach / for-loop / fused, 111M
     flock /tmp/bench.lock python bench/train_candidates.py loss-blocks   # LM head + loss: whole logits vs row blocks
-    flock /tmp/bench.lock python bench/train_candidates.py loss-softmax  # chunked loss: before vs now (fewer passes)
+    flock /tmp/bench.lock python bench/train_candidates.py loss-softmax  # chunked loss: the passes over each block
     flock /tmp/bench.lock python bench/train_candidates.py compile       # torch.compile vs eager, debug-small
     flock /tmp/bench.lock python bench/train_candidates.py malloc --malloc-child 0|1   # run each in turn (below)
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from cerebras_gpt import GPT, GPTConfig
-from cerebras_gpt.train.loss import CHUNK_ROWS, ChunkedLinearCrossEntropy, token_loss
+from cerebras_gpt.train.loss import CHUNK_ROWS, ChunkedLinearCrossEntropy, _logits_block, token_loss
 from cerebras_gpt.train.optim import param_groups
 
 
@@ -102,8 +102,36 @@ class TwoPassChunkedLoss(torch.autograd.Function):
         return grad_h * grad_out, grad_w * grad_out, None, None
 
 
+class LogSoftmaxChunkedLoss(torch.autograd.Function):
+    """The chunked loss before the in-place softmax: log-probabilities written over the logits, the loss
+    read from them, then the softmax as their in-place exp (two passes over each block). Kept here to be
+    measured."""
+
+    @staticmethod
+    def forward(ctx, h, weight, y, chunk):
+        grad_h, grad_w = torch.empty_like(h), None
+        total = torch.zeros(())
+        for start in range(0, h.shape[0], chunk):
+            hc, yc = h[start : start + chunk], y[start : start + chunk]
+            logits = torch.mm(hc, weight.t(), out=_logits_block(len(hc), weight.shape[0], hc))
+            log_probs = torch.ops.aten._log_softmax.out(logits, 1, False, out=logits)
+            total -= log_probs.gather(1, yc.unsqueeze(1)).squeeze(1).sum()
+            probs = log_probs.exp_()
+            probs[torch.arange(len(yc)), yc] -= 1.0
+            torch.mm(probs, weight, out=grad_h[start : start + chunk])
+            grad_w = probs.t() @ hc if grad_w is None else grad_w.addmm_(probs.t(), hc)
+        ctx.save_for_backward(grad_h, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h.mul_(grad_out), grad_w.mul_(grad_out), None, None
+
+
 def loss_softmax(repeats: int) -> dict:
-    """The chunked loss with its gradients, two-pass vs one-pass, at debug-small's and 111M's head shapes."""
+    """The chunked loss with its gradients at debug-small's and 111M's head shapes: two-pass (logsumexp),
+    log-softmax in place + exp, and softmax in place (the code now)."""
     out = {}
     for n, d in ((1024, 256), (2048, 768)):
         torch.manual_seed(0)
@@ -114,7 +142,12 @@ def loss_softmax(repeats: int) -> dict:
             return lambda: fn.apply(h, w, y, CHUNK_ROWS).backward()
 
         for name, t in alternate(
-            {"two-pass": run(TwoPassChunkedLoss), "one-pass": run(ChunkedLinearCrossEntropy)}, repeats
+            {
+                "two-pass": run(TwoPassChunkedLoss),
+                "log-softmax + exp": run(LogSoftmaxChunkedLoss),
+                "softmax in place": run(ChunkedLinearCrossEntropy),
+            },
+            repeats,
         ).items():
             out[f"{n}x{d} {name}"] = t
     return out

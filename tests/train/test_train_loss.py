@@ -53,3 +53,26 @@ def test_the_logits_path_is_taken_where_chunking_does_not_apply(tiny_model):
     assert not train_loss.chunked_loss_applies(tiny_model, x)
     handle.remove()
     assert train_loss.chunked_loss_applies(tiny_model, x)
+
+
+def test_chunked_loss_is_exact_where_a_target_probability_underflows():
+    # Logits 0 or far above: targets at 0 have probabilities below float32's smallest normal (or 0), where
+    # -log(softmax) would be inf or imprecise; those rows take the recomputed logsumexp instead.
+    torch.manual_seed(0)
+    vocab, width = 50, 4
+    weight = torch.zeros(vocab, width)
+    weight[:10, 0] = torch.linspace(20.0, 200.0, 10)  # tokens 0-9: logits 20..200 times h[:, 0]
+    h = torch.zeros(8, width)
+    h[:, 0] = 1.0
+    y = torch.tensor([9, 0, 10, 45, 1, 8, -100, 0])  # targets 10, 45: logit 0 against 200 (p = e^-200)
+    h.requires_grad_(True)
+    weight.requires_grad_(True)
+    loss = train_loss.ChunkedLinearCrossEntropy.apply(h, weight, y, 3)
+    loss.backward()
+    h64, w64 = h.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    ref = F.cross_entropy(h64 @ w64.t(), y, ignore_index=-100, reduction="sum")
+    ref.backward()
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(h.grad.double(), h64.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=1e-5, atol=1e-5)

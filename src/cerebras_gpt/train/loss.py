@@ -48,12 +48,17 @@ def _logits_block(rows: int, vocab: int, like: torch.Tensor) -> torch.Tensor:
     return buffer[: rows * vocab].view(rows, vocab)
 
 
-def _log_softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(logits, dim=1)`` written over ``logits`` on the CPU, whose kernel reads each row
-    (max, sum of exps) before writing it; elsewhere a new tensor (the caching allocator makes that cheap)."""
+# Below this probability of its target a row's loss is taken from its recomputed logits (logsumexp minus
+# the target's logit) rather than -log(p): float32 probabilities lose precision (denormals) and reach 0.
+_LOG_OF_SOFTMAX_FLOOR = 1e-30
+
+
+def _softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits, dim=1)`` written over ``logits`` on the CPU, whose kernel reads each row (max,
+    sum of exps) before writing it; elsewhere a new tensor (the caching allocator makes that cheap)."""
     if logits.device.type == "cpu":
-        return torch.ops.aten._log_softmax.out(logits, 1, False, out=logits)
-    return torch.log_softmax(logits, dim=1)
+        return torch.ops.aten._softmax.out(logits, 1, False, out=logits)
+    return torch.softmax(logits, dim=1)
 
 
 def release_workspace() -> None:
@@ -77,13 +82,19 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             keep = yc != IGNORE_INDEX
             target = torch.where(keep, yc, 0)
             logits = torch.mm(hc, weight.t(), out=_logits_block(len(hc), weight.shape[0], hc))  # (n, V)
-            # Log-probabilities in place (one fused kernel over each row), the loss read from them, and the
-            # softmax as their exp, in place too: no (n, V) temporary and two passes over the block where
-            # `torch.logsumexp` + a shifted exp + a division took five (BENCHMARKS.md, "Training step").
-            log_probs = _log_softmax_in_place(logits)
-            total -= (log_probs.gather(1, target.unsqueeze(1)).squeeze(1) * keep).sum()
+            # The softmax in place (one fused kernel over each row, one pass over the block: no (n, V)
+            # temporary, where log-softmax + exp took two and `torch.logsumexp` + a shifted exp + a
+            # division five; BENCHMARKS.md, "Training step") and the loss as -log of the target's
+            # probability, exact to float32 rounding while that probability is a normal float.
+            probs = _softmax_in_place(logits)
+            target_probs = probs.gather(1, target.unsqueeze(1)).squeeze(1)
+            row_loss = torch.where(keep, -torch.log(target_probs), 0.0)
+            tiny = keep & (target_probs < _LOG_OF_SOFTMAX_FLOOR)
+            if bool(tiny.any()):  # rare: a target far below the rest; recompute those rows' logits
+                exact = hc[tiny] @ weight.t()
+                row_loss[tiny] = torch.logsumexp(exact, 1) - exact.gather(1, target[tiny].unsqueeze(1)).squeeze(1)
+            total += row_loss.sum()
             # d loss / d logits = softmax - one_hot, zero on ignored rows.
-            probs = log_probs.exp_()
             probs[torch.arange(len(yc), device=h.device), target] -= 1.0
             if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
                 probs[~keep] = 0.0
