@@ -136,7 +136,7 @@ def split_row_pays(weight: torch.Tensor, threads: int, repeats: int = 5) -> bool
                     times[name].append(time.perf_counter() - t0)
         medians = {name: statistics.median(t) for name, t in times.items()}
         _split_pays[key] = medians["split"] < medians["F.linear"]
-        log.info(
+        log.debug(  # the CLI shows INFO lines to the user; this one is for whoever tunes decoding
             "one-row linear %s on %d threads: split %.2f ms, F.linear %.2f ms",
             tuple(weight.shape),
             threads,
