@@ -219,7 +219,7 @@ def decode_linears(model: nn.Module, max_rows: int | None = None) -> Iterator[in
     split = False
     if targets and threads > 1 and not torch.is_grad_enabled():
         largest = max(targets.values(), key=lambda mod: mod.weight.numel()).weight
-        split = largest.is_contiguous() and split_row_pays(largest.detach(), threads)
+        split = largest.is_contiguous() and split_row_pays(largest, threads)
     try:
         for name, mod in targets.items():
             model.set_submodule(name, DecodeLinear(mod, packed=pack, split=split))

@@ -100,15 +100,12 @@ def sample_next(
             "the model produced NaN logits; its weights are probably corrupt (check the model "
             "files, or load in float32)"
         )
-    penalized = params.repetition_penalty != 1.0 and seen is not None
-    if params.greedy and not penalized:
-        # float32 -> float64 is exact and keeps the order: the same argmax without the copy.
-        return logits.argmax(dim=-1)
-    logits = logits.double()
-    if penalized:
-        logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
+    if params.repetition_penalty != 1.0 and seen is not None:
+        logits = apply_repetition_penalty(logits.double(), seen, params.repetition_penalty)
     if params.greedy:
+        # float32 -> float64 is exact and keeps the order: unpenalized logits need no copy for the argmax.
         return logits.argmax(dim=-1)
+    logits = logits.double()  # no copy where the penalty already made them float64
     # Tokens at +inf (an overflowed logit): they share all the mass, the others none.
     infinite = logits == float("inf")
     has_inf = infinite.any(dim=-1, keepdim=True)

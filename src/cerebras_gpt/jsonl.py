@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,10 @@ def read(path: str | Path) -> list[dict[str, Any]]:
     return [record for _, record in iterate(path)]
 
 
-def dumps(record: Any) -> str:
-    """One line: compact JSON and its newline (non-ASCII kept as is: the files are UTF-8)."""
-    return json.dumps(record, ensure_ascii=False) + "\n"
+def dumps(record: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """One line: compact JSON and its newline (non-ASCII kept as is: the files are UTF-8). ``default`` turns
+    what JSON cannot hold into what it can, as in `json.dumps`."""
+    return json.dumps(record, ensure_ascii=False, default=default) + "\n"
 
 
 def write(path: str | Path, records: Iterable[Any]) -> Path:
@@ -73,14 +74,15 @@ def write(path: str | Path, records: Iterable[Any]) -> Path:
     return path
 
 
-def append(path: str | Path, record: Any) -> None:
+def append(path: str | Path, record: Any, default: Callable[[Any], Any] | None = None) -> None:
     """Add one record to ``path`` (created if missing), as one write of one whole line, flushed to disk.
 
     If an earlier writer died mid-line, the file does not end in a newline: one is written first, so the
-    torn line stays one bad line (named by `iterate`) instead of swallowing this record too.
+    torn line stays one bad line (named by `iterate`) instead of swallowing this record too. ``default``: as
+    in `dumps`.
     """
     path = Path(path)
-    line = dumps(record).encode("utf-8")
+    line = dumps(record, default).encode("utf-8")
     with path.open("ab") as f:
         if f.tell() > 0:
             with path.open("rb") as r:

@@ -19,7 +19,6 @@ typo fix", ModelZoo/paper Pile test losses), so the fit can be checked against t
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cerebras_gpt import jsonl
 from cerebras_gpt.config import RECIPES, GPTConfig
 from cerebras_gpt.extras import require_extra
 
@@ -476,14 +476,10 @@ def read_runs(out: str | Path) -> list[dict[str, Any]]:
     path = Path(out) / RUNS
     if not path.exists():
         return []
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n} is not valid JSON ({e}); remove that line to rerun its rung") from e
-    return rows
+    try:
+        return jsonl.read(path)
+    except jsonl.JSONLError as e:
+        raise ValueError(f"{e.where}: {e.reason}; remove that line to rerun its rung") from None
 
 
 TrainFn = Callable[[Rung, Path], dict[str, Any]]
@@ -527,8 +523,7 @@ def run_ladder(rungs: Sequence[Rung], out: str | Path, train_fn: TrainFn, metric
             "architecture": rung.config.to_dict(),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
         }
-        with open(out / RUNS, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        jsonl.append(out / RUNS, row)
     return sorted(read_runs(out), key=lambda r: r["flops"])
 
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from cerebras_gpt import atomic
+from cerebras_gpt import atomic, jsonl
 from cerebras_gpt.extras import require_extra
 
 log = logging.getLogger(__name__)
@@ -293,27 +293,18 @@ def read_results(out: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    lines = path.read_bytes().splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(jsonl.parse_line(line, f"{path}:{n}"))
+        except jsonl.JSONLError as e:
             # Only the last line can be torn (a kill mid-append); anything else is damage worth stopping on.
-            if n != len(path.read_text().splitlines()):
-                raise ValueError(f"{path}:{n} is not valid JSON; fix or remove that line") from None
+            if n != len(lines):
+                raise ValueError(f"{e.where}: {e.reason}; fix or remove that line") from None
             log.warning("%s: ignoring a torn last line (an interrupted append); that trial runs again", path)
     return rows
-
-
-def _append_result(out: Path, row: dict[str, Any]) -> None:
-    path = out / RESULTS
-    text = path.read_text() if path.exists() else ""
-    with open(path, "a") as f:
-        if text and not text.endswith("\n"):
-            f.write("\n")  # after a torn line, start a fresh one
-        f.write(json.dumps(row, default=_jsonable) + "\n")
-        f.flush()
 
 
 def _jsonable(value: Any) -> Any:
@@ -726,7 +717,7 @@ def _run_trial(
     if error:
         row["error"] = error
         log.warning("trial %s failed: %s", tid, error)
-    _append_result(out, row)
+    jsonl.append(out / RESULTS, row, default=_jsonable)  # after a torn line, on a fresh one
     write_table(out, _latest_rows(out), cfg.metric, cfg.mode)
     if status == "ok":
         study.tell(trial, float(metrics[cfg.metric]))

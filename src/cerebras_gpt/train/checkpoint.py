@@ -287,6 +287,7 @@ def _interrupts_deferred():
         raise KeyboardInterrupt
 
 
+@_interrupts_deferred()
 def save(
     out_dir: str | Path,
     step: int,
@@ -301,27 +302,7 @@ def save(
     tokenizer=None,
 ) -> Path | None:
     """Write checkpoint ``step`` (collective under torchrun: every rank calls it); returns its path.
-    A Ctrl-C meanwhile is raised once the checkpoint is complete."""
-    with _interrupts_deferred():
-        return _save(
-            out_dir, step, model, raw_model, optimizer, state, run_config, keep_last, sharded, is_main, tokenizer
-        )
-
-
-def _save(
-    out_dir: str | Path,
-    step: int,
-    model: nn.Module,
-    raw_model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
-    run_config: dict[str, Any],
-    keep_last: int,
-    sharded: bool,
-    is_main: bool,
-    tokenizer=None,
-) -> Path | None:
-    """`save` without the deferred interrupt.
+    A Ctrl-C meanwhile is raised once the checkpoint is complete.
 
     Args:
         model: the model as trained (DDP/FSDP2-wrapped or plain).

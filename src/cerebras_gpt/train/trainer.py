@@ -387,7 +387,8 @@ class Trainer:
         set_lr(optimizer, lr)
         count = torch.tensor([sum(b.target_count() for b in micro)], dtype=torch.float64, device=device)
         distributed.all_reduce_sum(count)
-        scale = self.info.world_size / max(1.0, float(count.item()))
+        targets = max(1.0, float(count.item()))  # target tokens in the global batch
+        scale = self.info.world_size / targets
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
@@ -399,7 +400,7 @@ class Trainer:
                 (loss * scale).backward()
             loss_sum += loss.detach().double()
         distributed.all_reduce_sum(loss_sum)
-        step_loss = float(loss_sum.item()) / max(1.0, float(count.item()))
+        step_loss = float(loss_sum.item()) / targets
         grad_norm = float("nan")
         if math.isfinite(step_loss):
             self.bad_run = 0
