@@ -27,6 +27,7 @@ by this run), with `GPTConfig.flops_per_token`, the formula `train --dry-run` an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 PARTS = ("forward", "loss", "backward", "optimizer")
 LOGITS_LOSS = "ours, logits loss"
+TORCH_MM = "ours, torch.mm"
 
 
 def _rss_bytes() -> int:
@@ -79,6 +81,13 @@ class Runner:
             self.params = list(model.parameters())
 
     def step(self, batch: torch.Tensor) -> dict[str, float]:
+        from cerebras_gpt.train.cpu_matmul import onednn_forced
+
+        # "ours, torch.mm": the same step with every matmul through torch's BLAS, none through oneDNN.
+        with onednn_forced(False) if self.impl == TORCH_MM else contextlib.nullcontext():
+            return self._step(batch)
+
+    def _step(self, batch: torch.Tensor) -> dict[str, float]:
         x, y = batch[:, :-1], batch[:, 1:]
         t = [time.perf_counter()]
         if self.impl.startswith("ours"):
@@ -105,13 +114,17 @@ class Runner:
         return parts
 
 
-def build(impl: str, preset: str, hf_dir: str | None = None):
+def build(impl: str, preset: str, rows: int, hf_dir: str | None = None):
     from cerebras_gpt import GPT, GPTConfig
+    from cerebras_gpt.train.cpu_matmul import apply_onednn_linears
 
     config = GPTConfig.from_name(preset)
     if impl.startswith("ours"):
         torch.manual_seed(0)
-        return Runner(impl, GPT(config).train(), config)
+        model = GPT(config).train()
+        if impl != TORCH_MM:  # what `parallelize` does for CPU training: oneDNN where measured faster
+            apply_onednn_linears(model.transformer.h, rows)
+        return Runner(impl, model, config)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if hf_dir is not None:
@@ -135,7 +148,7 @@ def build(impl: str, preset: str, hf_dir: str | None = None):
 
 def rss_child(impl: str, preset: str, seq: int, batch: int) -> None:
     """Two steps of ``impl`` alone in this process; prints its peak RSS and the rise over the built model."""
-    runner = build(impl, preset)
+    runner = build(impl, preset, batch * seq)
     x = torch.randint(0, runner.config.vocab_size, (batch, seq + 1))
     before = _rss_bytes()
     for _ in range(2):
@@ -154,14 +167,18 @@ def measure_rss(impl: str, preset: str, seq: int, batch: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_shape(preset: str, seq: int, batch: int, repeats: int, peak: float, compare_logits_loss: bool) -> dict:
-    ours = build("ours", preset)
+def bench_shape(
+    preset: str, seq: int, batch: int, repeats: int, peak: float, compare_logits_loss: bool, compare_matmul: bool
+) -> dict:
+    ours = build("ours", preset, batch * seq)
     with tempfile.TemporaryDirectory() as d:
         ours.model.save_pretrained(d)
-        theirs = build("transformers", preset, hf_dir=d)
+        theirs = build("transformers", preset, batch * seq, hf_dir=d)
     runners = {"ours": ours, "transformers": theirs}
     if compare_logits_loss:
-        runners[LOGITS_LOSS] = build(LOGITS_LOSS, preset)
+        runners[LOGITS_LOSS] = build(LOGITS_LOSS, preset, batch * seq)
+    if compare_matmul:
+        runners[TORCH_MM] = build(TORCH_MM, preset, batch * seq)
     x = torch.randint(0, ours.config.vocab_size, (batch, seq + 1))
     times: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
     for runner in runners.values():  # warm-up (allocator, optimizer state)
@@ -184,6 +201,8 @@ def bench_shape(preset: str, seq: int, batch: int, repeats: int, peak: float, co
     row["speedup"] = row["ours"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
     if compare_logits_loss:
         row["chunked_loss_speedup"] = row["ours"]["tokens_per_s"] / row[LOGITS_LOSS]["tokens_per_s"]
+    if compare_matmul:
+        row["onednn_speedup"] = row["ours"]["tokens_per_s"] / row[TORCH_MM]["tokens_per_s"]
     return row
 
 
@@ -199,6 +218,11 @@ def main() -> None:
         action="store_true",
         help="also run ours with the textbook loss over its logits, to measure what the chunked loss buys",
     )
+    parser.add_argument(
+        "--compare-matmul",
+        action="store_true",
+        help="also run ours with every matmul through torch's BLAS, to measure what oneDNN buys here",
+    )
     parser.add_argument("--rss-child", nargs=4, metavar=("IMPL", "PRESET", "SEQ", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -212,13 +236,16 @@ def main() -> None:
     rows = []
     for spec in args.shapes:
         preset, seq, batch = spec.split(":")
-        rows.append(bench_shape(preset, int(seq), int(batch), args.repeats, peak, args.compare_logits_loss))
+        rows.append(
+            bench_shape(preset, int(seq), int(batch), args.repeats, peak, args.compare_logits_loss, args.compare_matmul)
+        )
         print(json.dumps(rows[-1]))
     lines = [
         "## Training throughput (`train`)",
         "",
         f"`flock /tmp/bench.lock .venv/bin/python bench/train.py --repeats {args.repeats}"
-        f"{' --compare-logits-loss' if args.compare_logits_loss else ''}` on {platform.machine()}, "
+        f"{' --compare-logits-loss' if args.compare_logits_loss else ''}"
+        f"{' --compare-matmul' if args.compare_matmul else ''}` on {platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; fp32 CPU; matmul peak "
         f"{peak / 1e9:.1f} GFLOP/s ({how.split(';')[0]}; shared machine: read the ratios). One step = "
         "forward, cross-entropy, backward, clip 1.0, AdamW; the two alternate within the run; median of "
@@ -241,6 +268,12 @@ def main() -> None:
             + ", ".join(f"{r['preset']} {r['chunked_loss_speedup']:.2f}x" for r in rows)
             + ".",
         ]
+    if args.compare_matmul:
+        lines += [
+            "",
+            "oneDNN where measured faster (`train/cpu_matmul.py`), side by side with ours with every matmul "
+            "through torch's BLAS: " + ", ".join(f"{r['preset']} {r['onednn_speedup']:.2f}x" for r in rows) + ".",
+        ]
     lines += [
         "",
         "Per part (median seconds per step) and memory:",
@@ -249,7 +282,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for impl in [name for name in ("ours", "transformers", LOGITS_LOSS) if name in r]:
+        for impl in [name for name in ("ours", "transformers", LOGITS_LOSS, TORCH_MM) if name in r]:
             m = r[impl]["median_s"]
             lines.append(
                 f"| {r['preset']} | {impl} | "

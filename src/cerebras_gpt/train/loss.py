@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cerebras_gpt.runtime import is_dtensor
+from cerebras_gpt.train.cpu_matmul import nt_matmul
 
 # Rows of logits per block: 1,024 x 50,257 fp32 is 206 MB. Much smaller blocks make the head's matmuls too
 # thin for the BLAS; the measured block sizes are in BENCHMARKS.md, "Figures from the code".
@@ -81,7 +82,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             hc, yc = h[start : start + chunk], y[start : start + chunk]
             keep = yc != IGNORE_INDEX
             target = torch.where(keep, yc, 0)
-            logits = torch.mm(hc, weight.t(), out=_logits_block(len(hc), weight.shape[0], hc))  # (n, V)
+            logits = nt_matmul(hc, weight, out=_logits_block(len(hc), weight.shape[0], hc))  # (n, V)
             # The softmax in place (one fused kernel over each row, one pass over the block: no (n, V)
             # temporary, where log-softmax + exp took two and `torch.logsumexp` + a shifted exp + a
             # division five; BENCHMARKS.md, "Training step") and the loss as -log of the target's

@@ -31,21 +31,29 @@ def measure_peak_flops(
 ) -> float:
     """Measured dense matmul FLOP/s of ``device`` in ``dtype``: an n x n x n matmul on all of torch's
     threads, two warm-up calls, then the best of ``repeats`` (load from other processes only ever slows
-    a call down, so the fastest one is the machine's)."""
+    a call down, so the fastest one is the machine's). On a CPU in float32 both BLAS that training may use
+    are timed, torch's and oneDNN's (`train.cpu_matmul`), and the faster one is the peak."""
     n = n or (CUDA_PEAK_GEMM_N if device.type == "cuda" else CPU_PEAK_GEMM_N)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
+    kernels = [lambda: a @ b]
+    if device.type == "cpu" and dtype == torch.float32:
+        from cerebras_gpt.train.cpu_matmul import _onednn_nt, onednn_available
+
+        if onednn_available():
+            kernels.append(lambda: _onednn_nt(a, b))
     best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t0)
+    for matmul in kernels:
+        for _ in range(2):
+            matmul()
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            matmul()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
 
@@ -102,7 +110,7 @@ def peak_key(device: torch.device, dtype: torch.dtype) -> str:
     return f"{device.type}: {where}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}"
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
+def read_json_cache(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):  # absent or damaged: measured again and rewritten
@@ -117,7 +125,7 @@ def measured_peak(device: torch.device, dtype: torch.dtype, refresh: bool = Fals
     machine can only under-measure a peak, and an under-measured peak is what makes MFU read over 100%.
     """
     path, key = peak_cache_path(), peak_key(device, dtype)
-    entry = _read_cache(path).get(key)
+    entry = read_json_cache(path).get(key)
     cached = isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float))
     if refresh or not cached:
         n = CUDA_PEAK_GEMM_N if device.type == "cuda" else CPU_PEAK_GEMM_N
@@ -130,7 +138,7 @@ def measured_peak(device: torch.device, dtype: torch.dtype, refresh: bool = Fals
         if not cached or fresh["flops"] > entry["flops"]:
             entry = fresh
         try:  # re-read: another process may have added its own machine's entry meanwhile
-            atomic.write_json(path, dict(_read_cache(path), **{key: entry}))
+            atomic.write_json(path, dict(read_json_cache(path), **{key: entry}))
         except OSError as e:  # a read-only home: the figure is still right for this run
             log.debug("cannot cache the measured peak in %s: %s", path, e)
     how = (

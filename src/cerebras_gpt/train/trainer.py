@@ -37,7 +37,7 @@ from cerebras_gpt import atomic
 from cerebras_gpt.config import GPTConfig
 from cerebras_gpt.extras import have_extra
 from cerebras_gpt.runtime import autocast_context, full_tensor
-from cerebras_gpt.train import checkpoint, distributed, parallelize, report, rundir
+from cerebras_gpt.train import checkpoint, cpu_matmul, distributed, parallelize, report, rundir
 from cerebras_gpt.train.batch import Batch, as_batch
 from cerebras_gpt.train.config import TrainConfig
 from cerebras_gpt.train.loss import loss_from_output, output_for_loss, release_workspace
@@ -258,6 +258,7 @@ class Trainer:
             fsdp=cfg.fsdp,
             activation_checkpointing=cfg.activation_checkpointing,
             compile=cfg.compile,
+            cpu_rows=plan.micro_batch * plan.seq_len,
         )
         self.optimizer = build_optimizer(self.model, config, plan.lr, cfg.betas, plan.eps, cfg.weight_decay)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -583,6 +584,7 @@ class Trainer:
     def unwrap(self) -> nn.Module:
         """The model as passed in (or built), its blocks plain again where that can be undone (activation
         checkpointing and compile; FSDP2 sharding stays), so it can be used for inference."""
+        cpu_matmul.remove_onednn_linears(self.raw_model)
         if not self.cfg.fsdp:
             parallelize.remove_compile(self.raw_model)
             parallelize.remove_activation_checkpointing(self.raw_model)

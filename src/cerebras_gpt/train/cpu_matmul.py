@@ -1,0 +1,269 @@
+"""CPU float32 training matmuls through oneDNN where it is measured faster than PyTorch's default.
+
+PyTorch multiplies CPU float32 matrices with MKL. On AMD CPUs MKL takes a generic code path, and the
+``x @ W.T`` of a linear layer's forward ran there at 117-175 GFLOP/s where oneDNN, which ships in the
+same PyTorch build and dispatches on the CPU's features rather than its vendor, ran at 166-216
+(2-core AMD EPYC with AVX-512, the 111M shapes; BENCHMARKS.md, "Training step"). Which one is faster
+depends on the machine, so it is timed, never assumed: once per machine and matrix shape, the answer
+kept beside the matmul peak (``~/.cache/cerebras_gpt/cpu_matmul.json``), so that every process on the
+machine takes the same kernels and a resumed run repeats the interrupted one's arithmetic exactly.
+
+Two users:
+
+- `apply_onednn_linears` swaps the ``nn.Linear`` layers of a model for `OneDNNLinear` (the same
+  parameter objects under the same names: state dicts, optimizers and checkpoints do not change) when
+  oneDNN's forward is faster at the model's shape. Its forward and the input gradient (``dy @ W``) go
+  through oneDNN; the weight gradient (``dy.T @ x``) stays with `torch.mm`, which was as fast or faster
+  there. `parallelize` applies it for CPU float32 training without torch.compile or FSDP2.
+- `nt_matmul` is ``a @ w.T`` for the chunked LM-head loss (`train/loss.py`), through oneDNN where that
+  pays at the block's shape, otherwise `torch.mm` into the caller's reused buffer.
+
+Both change only the summation order of float32 products (results agree to float32 rounding), and both
+kernels are deterministic for a given shape and thread count, so resumed runs repeat exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cerebras_gpt import atomic
+from cerebras_gpt.train import metrics
+
+log = logging.getLogger("cerebras_gpt.train")
+
+# "machine, threads, torch: rows x in x out" -> whether oneDNN's x @ W.T beat torch's (this process's
+# copy of the machine's cache file).
+_onednn_pays: dict[str, bool] = {}
+# Set by `onednn_forced`: the answer of `onednn_pays` for every shape, or None to measure.
+_forced: bool | None = None
+# oneDNN is taken only when this much faster, so that at shapes where the two are close (debug-small's on
+# the AMD box) the timing's noise does not decide.
+_MARGIN = 0.95
+# The most rows timed: enough for the BLAS to reach its speed; more only costs time at setup.
+_TIMED_ROWS = 2048
+
+
+def onednn_available() -> bool:
+    """Whether this PyTorch build has oneDNN's linear (x86 and ARM CPU builds do)."""
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ w.T + bias`` for a 2-D ``a`` through oneDNN (``w`` may be a transposed view)."""
+    return torch.ops.mkldnn._linear_pointwise(a, w, bias, "none", [], "")
+
+
+def decisions_path() -> Path:
+    """Where each machine's measured choices are kept: beside the matmul peak's cache."""
+    return metrics.peak_cache_path().with_name("cpu_matmul.json")
+
+
+def onednn_pays(rows: int, in_features: int, out_features: int, backward: bool = False, repeats: int = 5) -> bool:
+    """Whether oneDNN's ``x @ W.T`` (and with ``backward`` also the input gradient ``g @ W``) is faster
+    than `torch.mm`'s on this machine at this shape.
+
+    Timed once per machine (`decisions_path`), thread count, torch version and shape on random values:
+    a warm-up each, then ``repeats`` alternating calls, medians compared; oneDNN must win by 5%.
+    oneDNN's calls allocate their outputs and the others write into reused ones, as the loss's calls do.
+    False where oneDNN is missing.
+    """
+    if _forced is not None:
+        return _forced and onednn_available()
+    if not onednn_available():
+        return False
+    rows = min(rows, _TIMED_ROWS)
+    shape = f"{rows}x{in_features}x{out_features}{' with backward' if backward else ''}"
+    key = f"{metrics.peak_key(torch.device('cpu'), torch.float32)}: {shape}"
+    if key not in _onednn_pays:
+        _onednn_pays[key] = _cached_or_measured(
+            key, lambda: _measure(rows, in_features, out_features, backward, repeats)
+        )
+    return _onednn_pays[key]
+
+
+def _cached_or_measured(key: str, measure) -> bool:
+    """The machine's answer for ``key`` from `decisions_path`, else ``measure()``'s, written there. Under a
+    file lock, so that processes starting together (torchrun ranks, test workers) measure once and agree."""
+    from filelock import FileLock
+
+    path = decisions_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path.with_suffix(".lock"))
+    except OSError as e:  # a read-only home: measured for this process alone
+        log.debug("cannot cache the matmul choice in %s: %s", path, e)
+        return measure()
+    with lock:
+        cached = metrics.read_json_cache(path).get(key)
+        if isinstance(cached, bool):
+            return cached
+        answer = measure()
+        try:
+            atomic.write_json(path, dict(metrics.read_json_cache(path), **{key: answer}))
+        except OSError as e:
+            log.debug("cannot cache the matmul choice in %s: %s", path, e)
+        return answer
+
+
+def _measure(rows: int, in_features: int, out_features: int, backward: bool, repeats: int) -> bool:
+    with torch.no_grad():
+        x, w = torch.randn(rows, in_features), torch.randn(out_features, in_features)
+        g = torch.randn(rows, out_features)
+        y, grad_x = torch.empty(rows, out_features), torch.empty(rows, in_features)
+
+        def torch_mm():
+            torch.mm(x, w.t(), out=y)
+            if backward:
+                torch.mm(g, w, out=grad_x)
+
+        def onednn():
+            _onednn_nt(x, w)
+            if backward:
+                _onednn_nt(g, w.t())
+
+        candidates = {"torch.mm": torch_mm, "oneDNN": onednn}
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        for run in candidates.values():
+            run()
+        for _ in range(repeats):
+            for name, run in candidates.items():
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    log.debug(
+        "x @ W.T%s, x (%d, %d), W (%d, %d), %d threads: oneDNN %.2f ms, torch.mm %.2f ms (medians of %d)",
+        " and g @ W" if backward else "",
+        rows,
+        in_features,
+        out_features,
+        in_features,
+        torch.get_num_threads(),
+        median["oneDNN"] * 1e3,
+        median["torch.mm"] * 1e3,
+        repeats,
+    )
+    return median["oneDNN"] < _MARGIN * median["torch.mm"]
+
+
+@contextlib.contextmanager
+def onednn_forced(use: bool) -> Iterator[None]:
+    """Within the block `onednn_pays` answers ``use`` for every shape, unmeasured: for side-by-side
+    comparisons (bench/train.py) and for tests that need one path or the other."""
+    global _forced
+    saved, _forced = _forced, use
+    try:
+        yield
+    finally:
+        _forced = saved
+
+
+def nt_matmul(a: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``a @ w.T`` for CPU float32 2-D ``a``: through oneDNN where `onednn_pays` at this shape (a new
+    tensor), else `torch.mm` into ``out``. Anything else goes to `torch.mm`."""
+    if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_pays(a.shape[0], a.shape[1], w.shape[0]):
+        return _onednn_nt(a, w)
+    return torch.mm(a, w.t(), out=out)
+
+
+class _OneDNNLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        y = _onednn_nt(x.reshape(-1, x.shape[-1]), weight, bias)
+        return y.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        g = grad_y.reshape(-1, grad_y.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_nt(g, weight.t()).view(x.shape)  # dy @ W
+        if ctx.needs_input_grad[1]:
+            grad_w = g.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class OneDNNLinear(nn.Linear):
+    """An ``nn.Linear`` whose CPU float32 matmuls run through oneDNN; built around an existing layer's
+    parameters (shared, not copied), so its state dict is the layer's. Other devices and dtypes, and
+    anything under autocast (which `F.linear` obeys and a custom function would not), take `F.linear`."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        nn.Module.__init__(self)  # not nn.Linear's: it would allocate and initialise a new weight
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or self.weight.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")
+        ):
+            return F.linear(x, self.weight, self.bias)
+        return _OneDNNLinearFunction.apply(x, self.weight, self.bias)
+
+    def plain(self) -> nn.Linear:
+        """An ``nn.Linear`` holding the same parameters."""
+        linear = nn.Linear.__new__(nn.Linear)
+        nn.Module.__init__(linear)
+        linear.in_features, linear.out_features = self.in_features, self.out_features
+        linear.weight, linear.bias = self.weight, self.bias
+        return linear
+
+
+def _swappable(module: nn.Module) -> bool:
+    # Exactly nn.Linear: LoRA wrappers and other subclasses keep their own forward.
+    return type(module) is nn.Linear and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32
+
+
+def apply_onednn_linears(blocks: nn.ModuleList, rows: int) -> int:
+    """Swap the CPU float32 ``nn.Linear`` layers of the transformer ``blocks`` for `OneDNNLinear`, in
+    place, if oneDNN is faster on the largest of them (forward and input gradient) with ``rows`` rows
+    (tokens per micro-batch); returns how many were swapped. Layers already swapped stay as they are.
+
+    The LM head is not in the blocks: the chunked loss multiplies by it itself, through `nt_matmul`.
+    """
+    targets = [(block, name, mod) for block in blocks for name, mod in block.named_modules() if _swappable(mod)]
+    if not targets:
+        return 0
+    largest = max((mod for _, _, mod in targets), key=lambda mod: mod.weight.numel())
+    if not onednn_pays(rows, largest.in_features, largest.out_features, backward=True):
+        return 0
+    for block, name, mod in targets:
+        block.set_submodule(name, OneDNNLinear(mod))
+    log.debug("%d linear layers through oneDNN", len(targets))
+    return len(targets)
+
+
+def remove_onednn_linears(model: nn.Module) -> None:
+    """Put plain ``nn.Linear`` layers back wherever `apply_onednn_linears` swapped them in ``model``."""
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, OneDNNLinear):
+            model.set_submodule(name, mod.plain())
+
+
+__all__ = [
+    "OneDNNLinear",
+    "decisions_path",
+    "apply_onednn_linears",
+    "nt_matmul",
+    "onednn_available",
+    "onednn_forced",
+    "onednn_pays",
+    "remove_onednn_linears",
+]
