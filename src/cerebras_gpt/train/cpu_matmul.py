@@ -80,7 +80,9 @@ def onednn_pays(rows: int, in_features: int, out_features: int, backward: bool =
         return _forced and onednn_available()
     if not onednn_available():
         return False
-    rows = min(rows, _TIMED_ROWS)
+    # Row counts share the answer of their power of two (a fine-tuning run's ragged batches would
+    # otherwise each be timed), up to the most rows timed.
+    rows = min(1 << max(rows - 1, 0).bit_length(), _TIMED_ROWS)
     shape = f"{rows}x{in_features}x{out_features}{' with backward' if backward else ''}"
     key = f"{metrics.peak_key(torch.device('cpu'), torch.float32)}: {shape}"
     if key not in _onednn_pays:
