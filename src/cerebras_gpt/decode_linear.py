@@ -32,14 +32,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import statistics
-import time
 import weakref
 from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from cerebras_gpt.runtime import median_times
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +126,7 @@ def split_row_pays(weight: torch.Tensor, threads: int, repeats: int = 5) -> bool
                 "F.linear": lambda: F.linear(x, weight),
                 "split": lambda: split_row_linear(x, weight, None, threads),
             }
-            times: dict[str, list[float]] = {name: [] for name in candidates}
-            for run in candidates.values():
-                run()
-            for _ in range(repeats):
-                for name, run in candidates.items():
-                    t0 = time.perf_counter()
-                    run()
-                    times[name].append(time.perf_counter() - t0)
-        medians = {name: statistics.median(t) for name, t in times.items()}
+            medians = median_times(candidates, repeats)
         _split_pays[key] = medians["split"] < medians["F.linear"]
         log.debug(  # the CLI shows INFO lines to the user; this one is for whoever tunes decoding
             "one-row linear %s on %d threads: split %.2f ms, F.linear %.2f ms",

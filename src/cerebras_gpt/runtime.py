@@ -1,6 +1,6 @@
 """The runtime layer under everything that runs a model: which device and dtype, the autocast every
-forward pass runs under, and parameters seen through the wrappers that training puts around a model (their
-names, and FSDP2's sharded DTensors).
+forward pass runs under, parameters seen through the wrappers that training puts around a model (their
+names, and FSDP2's sharded DTensors), and the timing by which kernels are chosen on this machine.
 
 Commands, the server, the lm-eval adapter and the benchmarks resolve the user's 'auto'-able
 ``--device``/``--dtype`` strings here (never through a command module).
@@ -9,6 +9,9 @@ Commands, the server, the lm-eval adapter and the benchmarks resolve the user's 
 from __future__ import annotations
 
 import contextlib
+import statistics
+import time
+from collections.abc import Callable
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -101,3 +104,18 @@ __all__ = [
     "resolve_device_dtype",
     "unwrap_model",
 ]
+
+
+def median_times(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each of ``candidates`` (name -> call): one warm-up call each, then ``repeats``
+    rounds calling them in turn, so that a machine's load falls on all of them alike. How the kernel
+    choices measured on this machine (`decode_linear.split_row_pays`, `train.cpu_matmul.onednn_pays`) time."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for run in candidates.values():
+        run()
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import statistics
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cerebras_gpt import atomic
+from cerebras_gpt.runtime import median_times
 from cerebras_gpt.train import metrics
 
 log = logging.getLogger("cerebras_gpt.train")
@@ -132,16 +131,7 @@ def _measure(rows: int, in_features: int, out_features: int, backward: bool, rep
             if backward:
                 _onednn_nt(g, w.t())
 
-        candidates = {"torch.mm": torch_mm, "oneDNN": onednn}
-        times: dict[str, list[float]] = {name: [] for name in candidates}
-        for run in candidates.values():
-            run()
-        for _ in range(repeats):
-            for name, run in candidates.items():
-                t0 = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t0)
-    median = {name: statistics.median(t) for name, t in times.items()}
+        median = median_times({"torch.mm": torch_mm, "oneDNN": onednn}, repeats)
     log.debug(
         "x @ W.T%s, x (%d, %d), W (%d, %d), %d threads: oneDNN %.2f ms, torch.mm %.2f ms (medians of %d)",
         " and g @ W" if backward else "",
