@@ -98,10 +98,8 @@ class CausalSelfAttention(nn.Module):
         span: int | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        # Packed [q | k | v] along the last dim -> three (B, nh, T, hd) views, in three ops instead of seven.
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if kv_cache is None:
             # mask: None (plain causal) or the block-diagonal causal mask of packed segments (B, 1, T, T).
             y = F.scaled_dot_product_attention(
@@ -117,8 +115,9 @@ class CausalSelfAttention(nn.Module):
             # Only the slots some query can see: 0..max position (span).
             k, v = kv_cache.update(input_pos, k, v, span=span, rows=cache_rows)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        # Dropout is the identity outside training: not calling it saves a module call per block and step.
+        return self.resid_dropout(y) if self.training else y
 
 
 class MLP(nn.Module):
@@ -130,7 +129,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Exact erf GELU: the HF configs say "gelu", not GPT-2's tanh "gelu_new".
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        y = self.c_proj(F.gelu(self.c_fc(x)))
+        return self.dropout(y) if self.training else y
 
 
 class Block(nn.Module):
@@ -273,7 +273,8 @@ class GPT(nn.Module):
         x = self.transformer.wte(input_ids) + self.transformer.wpe(input_pos)
         if self.embeddings_scale != 1.0:
             x = x * self.embeddings_scale
-        x = self.transformer.drop(x)
+        if self.training:
+            x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, input_pos, mask, cache_rows, span)
         if isinstance(logits_index, int):
