@@ -83,6 +83,14 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return torch.where(seen, penalized, logits)
 
 
+def _check_no_nan(logits: torch.Tensor) -> None:
+    if torch.isnan(logits).any():
+        raise ValueError(
+            "the model produced NaN logits; its weights are probably corrupt (check the model "
+            "files, or load in float32)"
+        )
+
+
 def sample_next(
     logits: torch.Tensor,
     params: SamplingParams,
@@ -95,16 +103,14 @@ def sample_next(
     probabilities to NaN; top-k and top-p always keep the most likely token; a row whose logits hold
     +inf samples among its +inf tokens. NaN logits (a broken model) raise `ValueError`.
     """
-    if torch.isnan(logits).any():
-        raise ValueError(
-            "the model produced NaN logits; its weights are probably corrupt (check the model "
-            "files, or load in float32)"
-        )
     if params.repetition_penalty != 1.0 and seen is not None:
         logits = apply_repetition_penalty(logits.double(), seen, params.repetition_penalty)
     if params.greedy:
         # float32 -> float64 is exact and keeps the order: unpenalized logits need no copy for the argmax.
-        return logits.argmax(dim=-1)
+        tokens = logits.argmax(dim=-1)
+        _check_no_nan(logits.gather(-1, tokens.unsqueeze(-1)))  # argmax takes a row's NaN where it has one
+        return tokens
+    _check_no_nan(logits)
     logits = logits.double()  # no copy where the penalty already made them float64
     # Tokens at +inf (an overflowed logit): they share all the mass, the others none.
     infinite = logits == float("inf")
@@ -272,9 +278,11 @@ def plain_greedy_tokens(samplers: Sequence[RowSampler], logits: torch.Tensor) ->
     if not rows:
         return {}
     block = logits[rows] if len(rows) < len(samplers) else logits
-    if torch.isnan(block).any():
+    tokens = block.argmax(dim=-1)
+    # argmax takes a row's NaN where it has one: the chosen logits alone say whether any row is broken.
+    if torch.isnan(block.gather(-1, tokens.unsqueeze(-1))).any():
         return {}
-    return dict(zip(rows, block.argmax(dim=-1).tolist()))
+    return dict(zip(rows, tokens.tolist()))
 
 
 def check_prompt_lengths(prompts: list[list[int]], params: SamplingParams, block_size: int) -> list[list[int]]:

@@ -59,6 +59,23 @@ def test_infinite_logits_share_the_mass_and_nan_is_a_clear_error():
         sample_next(logits, SamplingParams())
 
 
+@pytest.mark.parametrize("where", [0, 5, 9999])
+def test_greedy_raises_on_nan_anywhere_in_any_row(where):
+    """Greedy checks only the logits argmax chose: argmax takes a row's NaN wherever it is, even
+    beside +inf and after the largest value, with or without a repetition penalty."""
+    logits = torch.randn(3, 10000)
+    logits[0, 4] = float("inf")
+    logits[2, 17] = 50.0
+    logits[2, where] = float("nan")
+    seen = torch.zeros(3, 10000, dtype=torch.bool)
+    seen[2, :100] = True
+    for params in (SamplingParams(temperature=0), SamplingParams(temperature=0, repetition_penalty=1.3)):
+        with pytest.raises(ValueError, match="NaN logits"):
+            sample_next(logits, params, seen=seen)
+    logits[2, where] = 0.0
+    assert sample_next(logits, SamplingParams(temperature=0)).tolist() == logits.argmax(-1).tolist()
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
