@@ -71,6 +71,47 @@ def test_two_ranks_match_one_process_and_resume_on_one(tmp_path, data_dir, singl
         assert resumed[step] == pytest.approx(single[step], abs=1e-5)
 
 
+def _onednn_everywhere(cache_home: Path) -> dict[str, bool]:
+    """A matmul-choice cache saying "oneDNN" for every shape these runs ask about (debug-tiny: the blocks'
+    largest linear 32 -> 128, the LM head 32 -> 50,257; 64 rows a rank under two ranks, 128 in one process;
+    one thread, as `_run` sets), so the runs take oneDNN's matmuls wherever training can."""
+    import torch
+
+    from cerebras_gpt.train import cpu_matmul
+
+    if not cpu_matmul.onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        keys = [cpu_matmul.decision_key(rows, 32, 128, backward=True) for rows in (64, 128)]
+        keys += [cpu_matmul.decision_key(rows, 32, 50257) for rows in (64, 128)]
+    finally:
+        torch.set_num_threads(threads)
+    seeded = dict.fromkeys(keys, True)
+    path = cache_home / "cerebras_gpt" / "cpu_matmul.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(seeded))
+    return seeded
+
+
+@pytest.mark.distributed
+def test_two_ranks_match_one_process_with_onednn_matmuls(tmp_path, data_dir, single):
+    """DDP over `OneDNNLinear` and the loss's oneDNN head: two ranks give one process's losses, and both
+    give the default run's to float32 rounding; the choices were read from the cache, none measured."""
+    seeded = _onednn_everywhere(tmp_path / "cache")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    _run(tmp_path / "one", data_dir, "--steps", "4", env=env)
+    _run(tmp_path / "two", data_dir, "--steps", "4", nproc=2, env=env)
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-5)
+        assert one[step] == pytest.approx(single[step], abs=1e-4)
+    cached = json.loads((tmp_path / "cache" / "cerebras_gpt" / "cpu_matmul.json").read_text())
+    assert {k: v for k, v in cached.items() if "float32" in k} == seeded
+
+
 def test_exact_resume_after_sigkill_mid_save(tmp_path, data_dir, single):
     proc = _run(tmp_path, data_dir, "--steps", "4", "--checkpoint-interval", "1", env=kill_in_save_env(3), check=False)
     assert proc.returncode == -9

@@ -66,6 +66,18 @@ def decisions_path() -> Path:
     return metrics.peak_cache_path().with_name("cpu_matmul.json")
 
 
+def timed_rows(rows: int) -> int:
+    """The row count a choice is measured and kept for: row counts share the answer of their power of two
+    (a fine-tuning run's ragged batches would otherwise each be timed), up to the most rows timed."""
+    return min(1 << max(rows - 1, 0).bit_length(), _TIMED_ROWS)
+
+
+def decision_key(rows: int, in_features: int, out_features: int, backward: bool = False) -> str:
+    """The key of a choice in `decisions_path`: this machine, torch's thread count and version, the shape."""
+    shape = f"{timed_rows(rows)}x{in_features}x{out_features}{' with backward' if backward else ''}"
+    return f"{metrics.peak_key(torch.device('cpu'), torch.float32)}: {shape}"
+
+
 def onednn_pays(rows: int, in_features: int, out_features: int, backward: bool = False, repeats: int = 5) -> bool:
     """Whether oneDNN's ``x @ W.T`` (and with ``backward`` also the input gradient ``g @ W``) is faster
     than `torch.mm`'s on this machine at this shape.
@@ -79,11 +91,8 @@ def onednn_pays(rows: int, in_features: int, out_features: int, backward: bool =
         return _forced and onednn_available()
     if not onednn_available():
         return False
-    # Row counts share the answer of their power of two (a fine-tuning run's ragged batches would
-    # otherwise each be timed), up to the most rows timed.
-    rows = min(1 << max(rows - 1, 0).bit_length(), _TIMED_ROWS)
-    shape = f"{rows}x{in_features}x{out_features}{' with backward' if backward else ''}"
-    key = f"{metrics.peak_key(torch.device('cpu'), torch.float32)}: {shape}"
+    rows = timed_rows(rows)
+    key = decision_key(rows, in_features, out_features, backward)
     if key not in _onednn_pays:
         _onednn_pays[key] = _cached_or_measured(
             key, lambda: _measure(rows, in_features, out_features, backward, repeats)
@@ -251,6 +260,7 @@ def remove_onednn_linears(model: nn.Module) -> None:
 
 __all__ = [
     "OneDNNLinear",
+    "decision_key",
     "decisions_path",
     "apply_onednn_linears",
     "nt_matmul",
