@@ -23,20 +23,9 @@ from pathlib import Path
 import torch
 
 from cerebras_gpt import GPT, GPTConfig
+from cerebras_gpt.runtime import median_times
 from cerebras_gpt.train.loss import CHUNK_ROWS, ChunkedLinearCrossEntropy, _logits_block, token_loss
 from cerebras_gpt.train.optim import param_groups
-
-
-def alternate(fns: dict, repeats: int) -> dict[str, float]:
-    for fn in fns.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def optimizer(repeats: int) -> dict:
@@ -51,7 +40,7 @@ def optimizer(repeats: int) -> dict:
         opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, **kw)
         return lambda: (torch.nn.utils.clip_grad_norm_(params, 1.0), opt.step())
 
-    return alternate(
+    return median_times(
         {"foreach": make(foreach=True), "for-loop": make(foreach=False), "fused": make(fused=True)}, repeats
     )
 
@@ -73,7 +62,9 @@ def loss_blocks(repeats: int) -> dict:
 
         return run
 
-    return alternate({"whole logits": whole, **{f"{r}-row blocks": blocks(r) for r in (256, 512, CHUNK_ROWS)}}, repeats)
+    return median_times(
+        {"whole logits": whole, **{f"{r}-row blocks": blocks(r) for r in (256, 512, CHUNK_ROWS)}}, repeats
+    )
 
 
 class TwoPassChunkedLoss(torch.autograd.Function):
@@ -141,7 +132,7 @@ def loss_softmax(repeats: int) -> dict:
         def run(fn, h=h, w=w, y=y):
             return lambda: fn.apply(h, w, y, CHUNK_ROWS).backward()
 
-        for name, t in alternate(
+        for name, t in median_times(
             {
                 "two-pass": run(TwoPassChunkedLoss),
                 "log-softmax + exp": run(LogSoftmaxChunkedLoss),
@@ -176,7 +167,7 @@ def compile_step(repeats: int, preset: str = "debug-small", seq: int = 128, batc
     t0 = time.perf_counter()
     steps["compiled"]()
     first = time.perf_counter() - t0
-    return {**alternate(steps, repeats), "compiled first step (compilation)": first}
+    return {**median_times(steps, repeats), "compiled first step (compilation)": first}
 
 
 def malloc_child(tuned: bool, steps: int = 4) -> dict:

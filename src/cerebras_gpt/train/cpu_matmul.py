@@ -39,9 +39,10 @@ from cerebras_gpt.train import metrics
 
 log = logging.getLogger("cerebras_gpt.train")
 
-# "machine, threads, torch: rows x in x out" -> whether oneDNN's x @ W.T beat torch's (this process's
-# copy of the machine's cache file).
-_onednn_pays: dict[str, bool] = {}
+# (threads, timed rows, in, out, backward) -> whether oneDNN beat torch: this process's copy of the
+# machine's answers, looked up on every call of the loss's head (the file's key names the machine too,
+# which takes reading /proc/cpuinfo: done once per shape).
+_onednn_pays: dict[tuple[int, int, int, int, bool], bool] = {}
 # Set by `onednn_forced`: the answer of `onednn_pays` for every shape, or None to measure.
 _forced: bool | None = None
 # oneDNN is taken only when this much faster, so that at shapes where the two are close (debug-small's on
@@ -56,7 +57,7 @@ def onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _onednn_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def onednn_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ w.T + bias`` for a 2-D ``a`` through oneDNN (``w`` may be a transposed view)."""
     return torch.ops.mkldnn._linear_pointwise(a, w, bias, "none", [], "")
 
@@ -92,12 +93,13 @@ def onednn_pays(rows: int, in_features: int, out_features: int, backward: bool =
     if not onednn_available():
         return False
     rows = timed_rows(rows)
-    key = decision_key(rows, in_features, out_features, backward)
-    if key not in _onednn_pays:
-        _onednn_pays[key] = _cached_or_measured(
-            key, lambda: _measure(rows, in_features, out_features, backward, repeats)
+    shape = (torch.get_num_threads(), rows, in_features, out_features, backward)
+    if shape not in _onednn_pays:
+        _onednn_pays[shape] = _cached_or_measured(
+            decision_key(rows, in_features, out_features, backward),
+            lambda: _measure(rows, in_features, out_features, backward, repeats),
         )
-    return _onednn_pays[key]
+    return _onednn_pays[shape]
 
 
 def _cached_or_measured(key: str, measure) -> bool:
@@ -112,13 +114,13 @@ def _cached_or_measured(key: str, measure) -> bool:
     except OSError as e:  # a read-only home: measured for this process alone
         log.debug("cannot cache the matmul choice in %s: %s", path, e)
         return measure()
-    with lock:
-        cached = metrics.read_json_cache(path).get(key)
-        if isinstance(cached, bool):
-            return cached
+    with lock:  # no other process writes the file meanwhile: one read serves the lookup and the update
+        answers = metrics.read_json_cache(path)
+        if isinstance(answers.get(key), bool):
+            return answers[key]
         answer = measure()
         try:
-            atomic.write_json(path, dict(metrics.read_json_cache(path), **{key: answer}))
+            atomic.write_json(path, {**answers, key: answer})
         except OSError as e:
             log.debug("cannot cache the matmul choice in %s: %s", path, e)
         return answer
@@ -136,9 +138,9 @@ def _measure(rows: int, in_features: int, out_features: int, backward: bool, rep
                 torch.mm(g, w, out=grad_x)
 
         def onednn():
-            _onednn_nt(x, w)
+            onednn_nt(x, w)
             if backward:
-                _onednn_nt(g, w.t())
+                onednn_nt(g, w.t())
 
         median = median_times({"torch.mm": torch_mm, "oneDNN": onednn}, repeats)
     log.debug(
@@ -172,7 +174,7 @@ def nt_matmul(a: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tens
     """``a @ w.T`` for CPU float32 2-D ``a``: through oneDNN where `onednn_pays` at this shape (a new
     tensor), else `torch.mm` into ``out``. Anything else goes to `torch.mm`."""
     if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_pays(a.shape[0], a.shape[1], w.shape[0]):
-        return _onednn_nt(a, w)
+        return onednn_nt(a, w)
     return torch.mm(a, w.t(), out=out)
 
 
@@ -181,7 +183,7 @@ class _OneDNNLinearFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        y = _onednn_nt(x.reshape(-1, x.shape[-1]), weight, bias)
+        y = onednn_nt(x.reshape(-1, x.shape[-1]), weight, bias)
         return y.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
@@ -190,7 +192,7 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         g = grad_y.reshape(-1, grad_y.shape[-1])
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn_nt(g, weight.t()).view(x.shape)  # dy @ W
+            grad_x = onednn_nt(g, weight.t()).view(x.shape)  # dy @ W
         if ctx.needs_input_grad[1]:
             grad_w = g.t() @ x.reshape(-1, x.shape[-1])
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -266,6 +268,7 @@ __all__ = [
     "nt_matmul",
     "onednn_available",
     "onednn_forced",
+    "onednn_nt",
     "onednn_pays",
     "remove_onednn_linears",
 ]

@@ -38,10 +38,10 @@ def measure_peak_flops(
     b = torch.randn(n, n, device=device, dtype=dtype)
     kernels = [lambda: a @ b]
     if device.type == "cpu" and dtype == torch.float32:
-        from cerebras_gpt.train.cpu_matmul import _onednn_nt, onednn_available
+        from cerebras_gpt.train.cpu_matmul import onednn_available, onednn_nt
 
         if onednn_available():
-            kernels.append(lambda: _onednn_nt(a, b))
+            kernels.append(lambda: onednn_nt(a, b))
     best = float("inf")
     for matmul in kernels:
         for _ in range(2):

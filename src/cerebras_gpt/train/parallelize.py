@@ -9,6 +9,10 @@ The order is torchtitan's (``models/llama3/infra/parallelize.py``: ``apply_ac`` 
    checkpointed, and parameter names keep no ``_orig_mod`` prefix;
 3. FSDP2 (``fully_shard`` per block, then the root) or DDP under torchrun; nothing in one process.
 
+Before them, on a CPU without compile or FSDP2 (``cpu_rows``), the blocks' float32 linears are swapped for
+oneDNN's where that is measured faster (`cpu_matmul.apply_onednn_linears`): checkpointing and DDP then
+wrap the swapped layers.
+
 Every step is idempotent: a model that already carries a wrapper is not wrapped again, so calling
 `parallelize` twice on the same model (as a second `Trainer` over it would) changes nothing the second
 time. The DDP wrapper is the one step that returns a new module; pass the unwrapped model again and it
