@@ -59,6 +59,11 @@ def main() -> None:
         choices=[p for p, _ in PAIRS],
         help="which of our precisions to compare (each with its llama.cpp type)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also decode through our compiled step (generate_ids(..., compile=True)); ratios are then the compiled step's",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -87,6 +92,8 @@ def main() -> None:
     base = GPT.from_pretrained(model_dir).eval()
     what = f"{args.preset} shape, random weights" if args.model is None else f"the model in {args.model}"
     ours = {p: quantize(copy.deepcopy(base), p) for p, _ in pairs}
+    # A model of its own for the compiled step: compiling keeps bf16 weights out of oneDNN's packed layout.
+    compiled = {p: quantize(copy.deepcopy(base), p) for p, _ in pairs} if args.compile else {}
     theirs = {}
     for _, g in pairs:
         path = f"{work.name}/model-{g}.gguf"
@@ -106,6 +113,10 @@ def main() -> None:
     def run_ours(p: str, count: int) -> list[int]:
         return generate_ids(ours[p], [prompt], max_new_tokens=count, temperature=0, stop_at_eos=False)[0]
 
+    def run_compiled(p: str, count: int) -> list[int]:
+        model = compiled[p]
+        return generate_ids(model, [prompt], max_new_tokens=count, temperature=0, stop_at_eos=False, compile=True)[0]
+
     def run_theirs(g: str, count: int) -> list[int]:
         out = []
         for token in theirs[g].generate(prompt, top_k=1, temp=0.0, reset=True):
@@ -116,20 +127,35 @@ def main() -> None:
 
     # Same tokens first: the comparison is fair only if both decode the same sequence. Random weights
     # give near-ties, so this reports agreement rather than requiring it.
-    agree = {}
+    def same_prefix(a: list[int], b: list[int]) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    agree, compile_s = {}, {}
     for p, g in pairs:
         a, b = run_ours(p, n), run_theirs(g, n)
-        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        agree[p] = same
-        print(f"{p} vs {g}: the first {same} of {n} greedy tokens agree", flush=True)
+        agree[p] = same_prefix(a, b)
+        print(f"{p} vs {g}: the first {agree[p]} of {n} greedy tokens agree", flush=True)
+        if args.compile:
+            start = time.perf_counter()
+            c = run_compiled(p, n)  # compiles (or loads Inductor's cache) on this first call
+            compile_s[p] = time.perf_counter() - start
+            agree[p + " compiled"] = same_prefix(c, b)
+            print(
+                f"{p} compiled ({compile_s[p]:.0f} s first call) vs {g}: the first {agree[p + ' compiled']} of {n} "
+                f"agree; vs our eager {p}: {same_prefix(c, a)}",
+                flush=True,
+            )
 
-    times = {p: [] for p, _ in pairs} | {g: [] for _, g in pairs}
+    sides = [(p, run_ours, p) for p, _ in pairs] + [(g, run_theirs, g) for _, g in pairs]
+    sides += [(p + " compiled", run_compiled, p) for p in compiled]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in sides}
     for _ in range(args.repeats):
         for p, g in pairs:
-            for name, fn, key in ((p, run_ours, p), (g, run_theirs, g)):
-                start = time.perf_counter()
-                count = len(fn(key, n))
-                times[name].append(count / (time.perf_counter() - start))
+            for name, fn, key in sides:
+                if key in (p, g):
+                    start = time.perf_counter()
+                    count = len(fn(key, n))
+                    times[name].append(count / (time.perf_counter() - start))
     med = {k: statistics.median(v) for k, v in times.items()}
     bandwidth = read_bandwidth_gbs()
 
@@ -140,18 +166,31 @@ def main() -> None:
 
     rows = []
     for p, g in pairs:
-        ratio = med[p] / med[g]
-        verdict = "met" if ratio >= GOALS[p] else "not met"
-        rows.append(
-            f"| {p} vs {g} | {med[p]:.1f} | {med[g]:.1f} | **{ratio:.2f}x** ({verdict}, goal {GOALS[p]}x) | "
-            f"{weight_gb(p) * med[p]:.0f} / {weight_gb(g) * med[g]:.0f} | {agree[p]}/{n} | "
-            f"{', '.join(f'{x:.0f}' for x in times[p])} / {', '.join(f'{x:.0f}' for x in times[g])} |"
+        for ours_name in [p] + ([p + " compiled"] if args.compile else []):
+            ratio = med[ours_name] / med[g]
+            verdict = "met" if ratio >= GOALS[p] else "not met"
+            rows.append(
+                f"| {ours_name} vs {g} | {med[ours_name]:.1f} | {med[g]:.1f} | **{ratio:.2f}x** ({verdict}, goal "
+                f"{GOALS[p]}x) | {weight_gb(p) * med[ours_name]:.0f} / {weight_gb(g) * med[g]:.0f} | "
+                f"{agree[ours_name]}/{n} | {', '.join(f'{x:.0f}' for x in times[ours_name])} / "
+                f"{', '.join(f'{x:.0f}' for x in times[g])} |"
+            )
+            print(
+                f"{ours_name} {med[ours_name]:.1f} tok/s vs llama.cpp {g} {med[g]:.1f} tok/s: {ratio:.2f}x", flush=True
+            )
+    compiled_note = ""
+    if args.compile:
+        firsts = ", ".join(f"{p} {s:.0f} s" for p, s in compile_s.items())
+        compiled_note = (
+            '\n"compiled" rows decode through `generate_ids(..., compile=True)` (`cerebras_gpt.compiled_decode`), on a model '
+            f"copy of their own; its first call, which compiles or loads Inductor's on-disk cache, took {firsts} "
+            "and is not in the timings.\n"
         )
-        print(f"{p} {med[p]:.1f} tok/s vs llama.cpp {g} {med[g]:.1f} tok/s: {ratio:.2f}x", flush=True)
     command = (
         "flock /tmp/bench.lock .venv/bin/python bench/llamacpp.py"
         + (f" --model {args.model}" if args.model else "")
         + f" --repeats {args.repeats} --new-tokens {n} --threads {args.threads}"
+        + (" --compile" if args.compile else "")
     )
     section = f"""## CPU decoding vs llama.cpp (`bench/llamacpp.py`)
 
@@ -163,7 +202,7 @@ Batch 1, greedy, {args.prompt_tokens}-token prompt, {n} new tokens, {args.thread
 | precision (ours vs llama.cpp) | ours tok/s | llama.cpp tok/s | ratio | effective GB/s (ours / llama.cpp) | greedy tokens agreeing | all repeats (ours / llama.cpp) |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
-
+{compiled_note}
 Memory read bandwidth of this machine, all {args.threads} threads (the best of a reduction and a copy over 1 GiB):
 **{bandwidth:.1f} GB/s**. "Effective" is the weight bytes one decode step reads (block matrices and the LM
 head at that precision) times tokens/s: what each side gets out of that bandwidth.

@@ -15,12 +15,14 @@ Layers, after litgpt's `generate/base.py`:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from cerebras_gpt import compiled_decode
 from cerebras_gpt.decode_linear import decode_linears
 from cerebras_gpt.model import GPT
 from cerebras_gpt.validation import finite_range_problem
@@ -146,12 +148,20 @@ class DecodeState:
         model: the GPT (eval mode).
         rows: cache rows to allocate.
         max_seq_len: positions per row.
+        compiled: decode steps through the model's compiled step (`cerebras_gpt.compiled_decode`): the
+            cache length is rounded up to a power of two (the step attends over all of it, and similar
+            lengths then share one graph); a step that does not compile runs eagerly.
     """
 
-    def __init__(self, model: GPT, rows: int, max_seq_len: int) -> None:
+    def __init__(self, model: GPT, rows: int, max_seq_len: int, compiled: bool = False) -> None:
         self.model = model
         self.device = model.transformer.wte.weight.device
-        model.setup_kv_cache(rows, max_seq_len, device=self.device)
+        self.compiled_step: compiled_decode.CompiledStep | None = None
+        if compiled:
+            max_seq_len = min(model.config.block_size, 1 << (max_seq_len - 1).bit_length())
+            self.compiled_step = compiled_decode.attach(model, rows, max_seq_len, self.device)
+        else:
+            model.setup_kv_cache(rows, max_seq_len, device=self.device)
 
     def prefill(self, prompts: Sequence[Sequence[int]], rows: Sequence[int] | None = None) -> torch.Tensor:
         """Write ``prompts`` into cache rows ``rows`` (default 0..n-1); logits of each last token (n, V)."""
@@ -176,6 +186,10 @@ class DecodeState:
         ``positions`` is (n, 1), one position per row, or (1,) when every row is at the same position,
         which lets the model skip the attention mask (the common batch-1 case).
         """
+        if self.compiled_step is not None:
+            logits = self.compiled_step(tokens, positions)
+            if logits is not None:
+                return logits
         return self.model(tokens.unsqueeze(1), positions)[:, -1]
 
     def move_row(self, dst: int, src: int, length: int) -> None:
@@ -311,12 +325,19 @@ def check_prompt_lengths(prompts: list[list[int]], params: SamplingParams, block
 
 @torch.inference_mode()
 def stream_tokens(
-    model: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams, eos_id: int | None = 50256
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    eos_id: int | None = 50256,
+    *,
+    compile: bool = False,
 ) -> Iterator[list[int | None]]:
     """Yield, per decoding step, one new token id per prompt (None once that row has finished).
 
     Prompts may differ in length: each row is written to the KV cache at its own positions, so no
-    padding token ever enters attention.
+    padding token ever enters attention. ``compile`` decodes through the model's compiled step
+    (`cerebras_gpt.compiled_decode`: fastest on CPU once compiled; the first call compiles for tens of
+    seconds, later processes reuse Inductor's on-disk cache).
     """
     prompts = check_prompt_lengths([list(p) for p in prompts], params, model.config.block_size)
     device = model.transformer.wte.weight.device
@@ -332,10 +353,10 @@ def stream_tokens(
         for row, ids in enumerate(prompts):
             seen[row, ids] = True
 
-    state = DecodeState(model, B, min(max_len + params.max_new_tokens, model.config.block_size))
-    # On CPU, decode steps take the fast paths of decode_linear.py (one row split over the cores,
-    # 2-32 rows through oneDNN-packed weights).
-    with decode_linears(model, max_rows=B):
+    state = DecodeState(model, B, min(max_len + params.max_new_tokens, model.config.block_size), compiled=compile)
+    # On CPU, eager decode steps take the fast paths of decode_linear.py (one row split over the cores,
+    # 2-32 rows through oneDNN-packed weights); a compiled step needs the model's own linears.
+    with contextlib.nullcontext() if compile else decode_linears(model, max_rows=B):
         try:
             logits = state.prefill(prompts)
             finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -366,12 +387,14 @@ def generate_ids(
     prompts: Sequence[Sequence[int]],
     params: SamplingParams | None = None,
     eos_id: int | None = 50256,
+    *,
+    compile: bool = False,
     **sampling,
 ) -> list[list[int]]:
-    """New token ids for each prompt (EOS not included)."""
+    """New token ids for each prompt (EOS not included); ``compile`` as in `stream_tokens`."""
     params = params or SamplingParams(**sampling)
     outputs: list[list[int]] = [[] for _ in prompts]
-    for step in stream_tokens(model, prompts, params, eos_id):
+    for step in stream_tokens(model, prompts, params, eos_id, compile=compile):
         for row, token in enumerate(step):
             if token is not None and not (params.stop_at_eos and token == eos_id):
                 outputs[row].append(token)
@@ -444,11 +467,13 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-def stream_text(model: GPT, tokenizer, prompt: str, params: SamplingParams | None = None, **sampling) -> Iterator[str]:
-    """Yield text chunks as they are generated for one prompt."""
+def stream_text(
+    model: GPT, tokenizer, prompt: str, params: SamplingParams | None = None, *, compile: bool = False, **sampling
+) -> Iterator[str]:
+    """Yield text chunks as they are generated for one prompt; ``compile`` as in `stream_tokens`."""
     params = params or SamplingParams(**sampling)
     streamer = TextStreamer(tokenizer, params.stop)
-    for (token,) in stream_tokens(model, [tokenizer.encode(prompt)], params, tokenizer.eos_id):
+    for (token,) in stream_tokens(model, [tokenizer.encode(prompt)], params, tokenizer.eos_id, compile=compile):
         if token is None or (params.stop_at_eos and token == tokenizer.eos_id):
             break
         chunk = streamer.push(token)
@@ -462,15 +487,21 @@ def stream_text(model: GPT, tokenizer, prompt: str, params: SamplingParams | Non
 
 
 def generate(
-    model: GPT, tokenizer, prompt: str | Sequence[str], params: SamplingParams | None = None, **sampling
+    model: GPT,
+    tokenizer,
+    prompt: str | Sequence[str],
+    params: SamplingParams | None = None,
+    *,
+    compile: bool = False,
+    **sampling,
 ) -> str | list[str]:
-    """Generated text (without the prompt) for one prompt or a batch of prompts."""
+    """Generated text (without the prompt) for one prompt or a batch of prompts; ``compile`` as in `stream_tokens`."""
     params = params or SamplingParams(**sampling)
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
     streamers = [TextStreamer(tokenizer, params.stop) for _ in prompts]
     texts = ["" for _ in prompts]
-    for step in stream_tokens(model, [tokenizer.encode(p) for p in prompts], params, tokenizer.eos_id):
+    for step in stream_tokens(model, [tokenizer.encode(p) for p in prompts], params, tokenizer.eos_id, compile=compile):
         for row, token in enumerate(step):
             if token is None or streamers[row].stopped or (params.stop_at_eos and token == tokenizer.eos_id):
                 continue

@@ -51,10 +51,12 @@ class KVCache(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, nh, T, hd) at positions (T,) or (B, T); return keys/values to attend to.
 
-        Returns slots ``0..span-1`` of the batch's rows. ``rows`` (B,) selects which cache rows the
-        batch occupies (a server prefilling one request while others decode); default rows 0..B-1.
+        Returns slots ``0..span-1`` of the batch's rows (every slot when ``span`` is None). ``rows`` (B,)
+        selects which cache rows the batch occupies (a server prefilling one request while others decode);
+        default rows 0..B-1.
         """
         B, nh, T, hd = k.shape
+        span = span or self.k.shape[2]
         if rows is None and input_pos.dim() == 1 and B == self.k.shape[0]:
             self.k.index_copy_(2, input_pos, k)
             self.v.index_copy_(2, input_pos, v)
@@ -111,10 +113,17 @@ class CausalSelfAttention(nn.Module):
                 scale=self.scale,
                 dropout_p=self.dropout if self.training else 0.0,
             )
-        else:
+        elif span is not None:
             # Only the slots some query can see: 0..max position (span).
             k, v = kv_cache.update(input_pos, k, v, span=span, rows=cache_rows)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        else:
+            # Every slot, masked (GPT.forward's whole_cache, for a compiled decode step). Written out:
+            # Inductor fuses it into one loop, where its lowering of SDPA with a mask costs several
+            # times more at one query a row (BENCHMARKS.md, "Compiled decode step").
+            k, v = kv_cache.update(input_pos, k, v, span=None, rows=cache_rows)
+            scores = (q @ k.transpose(-2, -1)) * self.scale
+            y = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
         y = self.c_proj(y.transpose(1, 2).reshape(B, T, C))
         # Dropout is the identity outside training: not calling it saves a module call per block and step.
         return self.resid_dropout(y) if self.training else y
@@ -222,6 +231,7 @@ class GPT(nn.Module):
         logits_index: int | torch.Tensor | None = None,
         cache_rows: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        whole_cache: bool = False,
     ) -> torch.Tensor:
         """Logits for ``input_ids`` (B, T).
 
@@ -237,6 +247,9 @@ class GPT(nn.Module):
             segment_ids: documents packed into one row, (B, T): each run of equal ids is a document that
                 attends only within itself (block-diagonal causal mask) and has positions from 0, so it
                 gets the logits it would get alone. Without a KV cache or input_pos only.
+            whole_cache: with a KV cache, attend over all of its slots, masked past each position,
+                instead of cutting them at the furthest position: no shape then depends on the
+                positions' values (no host sync either), so a compiled decode step keeps one graph.
         """
         B, T = input_ids.shape
         caching = self.transformer.h[0].kv_cache is not None
@@ -257,7 +270,12 @@ class GPT(nn.Module):
                 )
             input_pos = torch.arange(T, device=input_ids.device)
         mask, span = None, None
-        if caching:
+        if caching and whole_cache:
+            # Position p sees cache slots 0..p of its own row, out of all of them (span None).
+            slots = torch.arange(self.transformer.h[0].kv_cache.k.shape[2], device=input_ids.device)
+            mask = slots <= input_pos.unsqueeze(-1)  # (T, S) or (B, T, S)
+            mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (B, 1, T, S)
+        elif caching:
             # Position p sees cache slots 0..p of its own row; slots past the furthest position are cut.
             span = int(input_pos.max()) + 1
             if span > self.transformer.h[0].kv_cache.k.shape[2]:
@@ -293,14 +311,14 @@ class GPT(nn.Module):
         max_seq_len: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-    ) -> None:
-        """Allocate a cache of ``batch_size`` rows x ``max_seq_len`` positions in every block."""
+    ) -> list[KVCache]:
+        """Allocate a cache of ``batch_size`` rows x ``max_seq_len`` positions in every block; returns them."""
         max_seq_len = max_seq_len or self.config.block_size
         if max_seq_len > self.config.block_size:
             raise ValueError(f"max_seq_len={max_seq_len} exceeds the context ({self.config.block_size})")
         param = self.transformer.wte.weight
-        for block in self.transformer.h:
-            block.kv_cache = KVCache(
+        caches = [
+            KVCache(
                 batch_size,
                 max_seq_len,
                 self.config.n_head,
@@ -308,6 +326,20 @@ class GPT(nn.Module):
                 device=device or param.device,
                 dtype=dtype or param.dtype,
             )
+            for _ in self.transformer.h
+        ]
+        self.attach_kv_cache(caches)
+        return caches
+
+    def attach_kv_cache(self, caches: list[KVCache]) -> None:
+        """Decode into caches set up before (`setup_kv_cache`'s result), one per block, as they are.
+
+        A compiled decode step is specialized to the cache tensors it was traced with; reattaching
+        them (instead of allocating new ones) lets the next generation reuse it."""
+        if len(caches) != len(self.transformer.h):
+            raise ValueError(f"{len(caches)} KV caches for {len(self.transformer.h)} blocks")
+        for block, cache in zip(self.transformer.h, caches):
+            block.kv_cache = cache
 
     def clear_kv_cache(self) -> None:
         for block in self.transformer.h:

@@ -103,6 +103,7 @@ class BF16Linear(nn.Module):
             else None
         )
         self._packed: torch.Tensor | None = None  # W in oneDNN's layout; `weight` is None while it is set
+        self._packing = True  # off once a compiled step holds the plain weight (`compile_ready`)
 
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> BF16Linear:
@@ -115,7 +116,7 @@ class BF16Linear(nn.Module):
         return module
 
     def _pack(self) -> None:
-        if self._packed is None and self.weight.device.type == "cpu" and native_bf16_cpu():
+        if self._packing and self._packed is None and self.weight.device.type == "cpu" and native_bf16_cpu():
             self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
             self.weight = None
 
@@ -124,8 +125,14 @@ class BF16Linear(nn.Module):
             self.weight = nn.Parameter(self._packed.to_dense(), requires_grad=False)
             self._packed = None
 
+    def compile_ready(self) -> None:
+        """Keep W plain from now on: a compiled decode step (`cerebras_gpt.compiled_decode`) freezes it
+        into its graph and packs it its own way, and eager calls must not swap the tensor under it."""
+        self._unpack()
+        self._packing = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
             self._pack()
         if self._packed is None:
             return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
@@ -194,6 +201,12 @@ class Int8Linear(nn.Module):
         return self._packed[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            # The form Inductor's freezing passes match to their weight-only int8 kernel (bf16 rows, int8
+            # weight, bf16 scales: `cerebras_gpt.compiled_decode`); the rows are rounded to bf16 for it.
+            y = F.linear(x.to(torch.bfloat16), self.weight_int8.to(torch.bfloat16))
+            y = (y * self.weight_scale.to(torch.bfloat16)).to(x.dtype)
+            return y if self.bias is None else y + self.bias.to(x.dtype)
         if x.device.type == "cpu" and x.dtype == torch.float32 and fbgemm_available():
             rows = x.reshape(-1, self.in_features)
             y = torch.ops.quantized.linear_dynamic(rows, self._fbgemm_weight(), True)  # reduce_range (x86)

@@ -38,6 +38,9 @@ class GenerateArgs:
     quantize: str = "none"
     """Weight precision for inference: none (as loaded), bf16 or int8 (8-bit weights, per-channel scales;
     fastest on CPU). int4 is refused (no kernel that pays). A directory saved quantized loads as it was saved."""
+    compile: bool = False
+    """Decode through a compiled step (torch.compile with Inductor's C++ GEMMs): the fastest CPU decoding
+    (BENCHMARKS.md); the first run compiles for tens of seconds, later runs reuse Inductor's on-disk cache."""
     sampling: Annotated[SamplingParams, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=SamplingParams)
 
 
@@ -88,12 +91,12 @@ def run(args: GenerateArgs) -> int:
     if args.stream:
         for prompt in prompts:
             sys.stdout.write(prompt)
-            for chunk in stream_text(model, tokenizer, prompt, args.sampling):
+            for chunk in stream_text(model, tokenizer, prompt, args.sampling, compile=args.compile):
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
             sys.stdout.write("\n")
         return 0
-    outputs = generate(model, tokenizer, prompts, args.sampling)
+    outputs = generate(model, tokenizer, prompts, args.sampling, compile=args.compile)
     for prompt, text in zip(prompts, outputs):
         print(prompt + text)
     return 0

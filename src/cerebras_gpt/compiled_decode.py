@@ -1,0 +1,136 @@
+"""A decode step compiled by TorchInductor for the CPU: the weights frozen into the graph and each linear
+multiplied by Inductor's own C++ GEMM template (``max_autotune``), which packs the weight once at
+compile time and reads it at about the machine's memory bandwidth at one or a few rows. Eager
+`F.linear` (MKL) reads the same weights at about half of it here, and a step's few hundred small ops
+each pay Python and dispatch; the compiled step is one C++ graph. Measured against llama.cpp on our own
+GGUF export: `bench/llamacpp.py --compile` (BENCHMARKS.md, "Compiled decode step").
+
+What it costs: compiling (tens of seconds on two cores the first time; Inductor keeps the result and its
+kernel timings in its on-disk cache, so the next process takes a few seconds), and the step attends
+over every slot of the KV cache (`GPT.forward`'s ``whole_cache``), so `DecodeState` rounds the cache
+length up to a power of two and a generation of a similar length reuses the graph.
+
+Weights are constants of the compiled graph: the step is compiled again when any parameter or buffer of
+the model has changed in place since (their version counters), and `release_compiled(model)` drops it.
+Where compiling fails (no C++ compiler, an unsupported op) decoding falls back to the eager step, with
+one warning naming the error.
+
+Quantized linears (`cerebras_gpt.quantization`) trace to their compiled forms: bf16 as a plain bf16
+`F.linear`, int8 as ``F.linear(x_bf16, W_int8.to(bf16)) * s`` with bf16 scales, which Inductor matches
+to its weight-only int8 kernel (`aten._weight_int8pack_mm`, lowered to the same C++ template).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+import weakref
+
+import torch
+import torch._inductor.config
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+# Inductor options of the compiled step (torch._inductor.config names): weights frozen to constants
+# (the template prepacks them; Dynamo must see it while tracing too, so these are patched around every
+# call rather than passed as torch.compile options), GEMMs autotuned between the C++ template and ATen.
+INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+
+
+class DecodeStep(nn.Module):
+    """One decode step of ``model`` over its whole KV cache: tokens (B,), positions (1,) or (B, 1) -> logits (B, V)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens.unsqueeze(1), positions, whole_cache=True)[:, -1]
+
+
+class CompiledStep:
+    """A compiled decode step bound to one set of KV caches (one per block) of ``model``.
+
+    Each has its own `torch.compile` (``isolate_recompiles``): its one graph is specialized to these
+    cache tensors, so Dynamo's guards on the model's modules are dropped (checking them cost ~0.25 ms a
+    step, BENCHMARKS.md) and only the inputs' shapes are guarded.
+    """
+
+    def __init__(self, model: nn.Module, caches: list) -> None:
+        self.model = model
+        self.caches = caches
+        self.compiled = torch.compile(
+            DecodeStep(model),
+            fullgraph=True,
+            options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
+            isolate_recompiles=True,
+        )
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
+        """Logits (compiling on the first call of these input shapes); None where compiling fails here,
+        after one warning (the caller runs the eager step)."""
+        if self.model in _failed:
+            return None
+        try:
+            with torch._inductor.config.patch(INDUCTOR_OPTIONS):
+                return self.compiled(tokens, positions)
+        except Exception as error:  # noqa: BLE001 - whatever stops the compiler, decoding goes on eagerly
+            _failed[self.model] = repr(error)
+            warnings.warn(f"compiling the decode step failed; decoding eagerly instead ({error!r})", stacklevel=2)
+            return None
+
+
+@dataclasses.dataclass
+class _Compiled:
+    weights: tuple  # `weights_key` of the model when its steps were made
+    steps: dict[tuple, CompiledStep] = dataclasses.field(default_factory=dict)  # by (rows, positions, device)
+
+
+# Per model, weakly: it all dies with the model.
+_compiled: weakref.WeakKeyDictionary[nn.Module, _Compiled] = weakref.WeakKeyDictionary()
+_failed: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def weights_key(model: nn.Module) -> tuple:
+    """Which tensors ``model``'s parameters and non-cache buffers are, and their version counters:
+    replacing one or updating it in place changes the key. Tensors made under inference mode (a bf16
+    weight unpacked while generating) keep no counter and count 0: they cannot be updated in place
+    outside inference mode."""
+    tensors = list(model.parameters()) + [b for name, b in model.named_buffers() if ".kv_cache." not in name]
+    return tuple((id(t), 0 if t.is_inference() else t._version) for t in tensors)
+
+
+def attach(model: nn.Module, rows: int, positions: int, device: torch.device) -> CompiledStep:
+    """Give ``model`` a KV cache of ``rows`` x ``positions`` for the compiled step and return that step.
+
+    The same cache tensors (zeroed) and step as the last time these dimensions were asked for, while
+    the weights are the same: a step's graph holds the weights as constants. New ones otherwise."""
+    key = weights_key(model)
+    entry = _compiled.get(model)
+    if entry is None or entry.weights != key:
+        prepare_for_compile(model)
+        entry = _compiled[model] = _Compiled(weights_key(model))
+    shape = (rows, positions, str(device))
+    step = entry.steps.get(shape)
+    if step is None:
+        step = entry.steps[shape] = CompiledStep(model, model.setup_kv_cache(rows, positions, device=device))
+    else:
+        for cache in step.caches:
+            cache.reset()
+        model.attach_kv_cache(step.caches)
+    return step
+
+
+def prepare_for_compile(model: nn.Module) -> None:
+    """Put layouts that only the eager path understands back to plain tensors (oneDNN-packed bf16 weights)."""
+    for module in model.modules():
+        if hasattr(module, "compile_ready"):
+            module.compile_ready()
+
+
+def release_compiled(model: nn.Module) -> bool:
+    """Drop ``model``'s compiled steps and their KV caches (and a recorded failure); True if there were any."""
+    _failed.pop(model, None)
+    return _compiled.pop(model, None) is not None

@@ -1,0 +1,115 @@
+"""The compiled decode step (compiled_decode.py): the same tokens and logits as the eager step at each
+precision, one compilation reused across generations, weights changed in place followed, a failed
+compile falling back to eager decoding with a warning, and `generate --compile` on the command line.
+
+Each compilation takes a few seconds to tens of seconds here (Inductor, C++ GEMM autotuning), so the
+tests share a few models and shapes."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from cerebras_gpt import GPT, GPTConfig, compiled_decode, generate_ids, quantize
+from cerebras_gpt.generation import DecodeState
+
+PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
+# Max |logit - fp32 eager logit| relative to the largest fp32 logit (as in test_quantize.py). The compiled
+# int8 step rounds its rows to bf16 where the eager one quantizes them to 7 bits: no wider than eager int8.
+TOLERANCE = {"fp32": 1e-4, "bf16": 0.02, "int8": 0.05}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_name("debug-tiny", block_size=64)).eval()
+
+
+def compiled_graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@torch.inference_mode()
+def step_logits(model: GPT, compiled: bool, rows: int) -> list[torch.Tensor]:
+    """Prefill PROMPTS[:rows] (ragged when 2) and take 4 decode steps of fixed tokens; each step's logits."""
+    prompts = PROMPTS[:rows]
+    state = DecodeState(model, rows, 16, compiled=compiled)
+    try:
+        state.prefill(prompts)
+        positions = torch.tensor([len(p) for p in prompts])
+        out = []
+        for k in range(4):
+            tokens = torch.tensor([20 + k] * rows)
+            pos = positions[:1] if rows == 1 else positions.unsqueeze(1)
+            out.append(state.step(tokens, pos).clone())
+            positions += 1
+        return out
+    finally:
+        state.close()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_compiled_step_logits_match_eager(model, precision):
+    """Batch 1 (shared position) and a ragged batch of 2 (a position per row): every step's logits
+    close to the eager fp32 model's; fp32 to float rounding."""
+    quantized = quantize(copy.deepcopy(model), precision)
+    for rows in (1, 2):
+        ref = step_logits(model, compiled=False, rows=rows)
+        out = step_logits(quantized, compiled=True, rows=rows)
+        for r, o in zip(ref, out):
+            assert (o - r).abs().max() <= TOLERANCE[precision] * r.abs().max()
+            if precision == "fp32":
+                assert torch.equal(o.argmax(-1), r.argmax(-1))
+    assert quantized not in compiled_decode._failed
+
+
+def test_generation_reuses_the_compiled_step_and_follows_weight_updates(model):
+    m = copy.deepcopy(model)
+    eager = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None)
+    first = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None, compile=True)
+    assert first == eager
+    graphs = compiled_graphs()
+    # The same prompt lengths again, and other lengths whose cache rounds up to the same power of two.
+    again = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None, compile=True)
+    other = generate_ids(m, [[1, 2, 3, 4], [7, 8]], temperature=0, max_new_tokens=5, eos_id=None, compile=True)
+    assert again == eager
+    assert other == generate_ids(m, [[1, 2, 3, 4], [7, 8]], temperature=0, max_new_tokens=5, eos_id=None)
+    assert compiled_graphs() == graphs  # nothing compiled again
+    # Weights are constants of the graph: an in-place update (an optimizer step) makes a new one.
+    with torch.no_grad():
+        m.transformer.h[0].mlp.c_fc.weight.mul_(3.0)
+        m.transformer.wpe.weight.add_(0.5)
+    updated = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None, compile=True)
+    assert updated == generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None)
+    assert compiled_graphs() > graphs
+    assert compiled_decode.release_compiled(m) and not compiled_decode.release_compiled(m)
+
+
+def test_a_step_that_does_not_compile_decodes_eagerly_with_one_warning(model, monkeypatch):
+    """A C++ compiler that is not there: Inductor fails, the step warns once and decodes eagerly."""
+    m = copy.deepcopy(model)
+    monkeypatch.setitem(compiled_decode.INDUCTOR_OPTIONS, "cpp.cxx", ("/nonexistent/c++",))
+    monkeypatch.setitem(compiled_decode.INDUCTOR_OPTIONS, "fx_graph_cache", False)
+    with pytest.warns(UserWarning, match="compiling the decode step failed; decoding eagerly instead") as caught:
+        out = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None, compile=True)
+    assert len([w for w in caught if "compiling the decode step failed" in str(w.message)]) == 1
+    assert out == generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per model, not on every generation
+        generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None, compile=True)
+
+
+def test_generate_command_takes_compile(model, tmp_path, capsys):
+    from cerebras_gpt.commands.generate import main
+
+    model.save_pretrained(tmp_path / "model")
+    common = ["--model", str(tmp_path / "model"), "--prompt", "Hello there", "--max-new-tokens", "6"]
+    common += ["--temperature", "0"]
+    assert main(common) == 0
+    eager = capsys.readouterr().out
+    assert main([*common, "--compile"]) == 0
+    assert capsys.readouterr().out == eager
