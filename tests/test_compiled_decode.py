@@ -73,7 +73,7 @@ def test_generation_reuses_the_compiled_step_and_follows_weight_updates(model):
     first = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None, compile=True)
     assert first == eager
     graphs = compiled_graphs()
-    # The same prompt lengths again, and other lengths whose cache rounds up to the same power of two.
+    # The same prompt lengths again, and other lengths whose cache rounds up to the same length (16).
     again = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None, compile=True)
     other = generate_ids(m, [[1, 2, 3, 4], [7, 8]], temperature=0, max_new_tokens=5, eos_id=None, compile=True)
     assert again == eager
@@ -113,3 +113,11 @@ def test_generate_command_takes_compile(model, tmp_path, capsys):
     eager = capsys.readouterr().out
     assert main([*common, "--compile"]) == 0
     assert capsys.readouterr().out == eager
+
+
+def test_cache_length_rounds_up_by_at_most_a_quarter_or_16():
+    lengths = {n: compiled_decode.cache_length(n, 2048) for n in range(1, 2049)}
+    assert lengths[160] == 160 and lengths[161] == 192 and lengths[2048] == 2048
+    assert all(n <= c < n + max(16, n // 4 + 1) for n, c in lengths.items())
+    assert len(set(lengths.values())) < 30  # few distinct graphs over the whole context
+    assert compiled_decode.cache_length(100, 64) == 64  # never past the context

@@ -8,7 +8,7 @@ GGUF export: `bench/llamacpp.py --compile` (BENCHMARKS.md, "Compiled decode step
 What it costs: compiling (tens of seconds on two cores the first time; Inductor keeps the result and its
 kernel timings in its on-disk cache, so the next process takes a few seconds), and the step attends
 over every slot of the KV cache (`GPT.forward`'s ``whole_cache``), so `DecodeState` rounds the cache
-length up to a power of two and a generation of a similar length reuses the graph.
+length up a little (`cache_length`) and a generation of a similar length reuses the graph.
 
 Weights are constants of the compiled graph: the step is compiled again when any parameter or buffer of
 the model has changed in place since (their version counters), and `release_compiled(model)` drops it.
@@ -100,6 +100,15 @@ def weights_key(model: nn.Module) -> tuple:
     outside inference mode."""
     tensors = list(model.parameters()) + [b for name, b in model.named_buffers() if ".kv_cache." not in name]
     return tuple((id(t), 0 if t.is_inference() else t._version) for t in tensors)
+
+
+def cache_length(positions: int, block_size: int) -> int:
+    """The KV cache length a compiled step gets for ``positions``: rounded up to a multiple of an eighth
+    of the power of two above it (..., 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, ...; at least 16),
+    at most ``block_size``. The step attends over every slot, so rounding adds at most a quarter to
+    the attention's work; lengths that round alike share one compiled graph (a new length compiles anew)."""
+    quantum = max(16, 1 << max(0, (max(positions, 1) - 1).bit_length() - 3))
+    return min(block_size, -(-positions // quantum) * quantum)
 
 
 def attach(model: nn.Module, rows: int, positions: int, device: torch.device) -> CompiledStep:

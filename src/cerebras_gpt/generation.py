@@ -149,8 +149,8 @@ class DecodeState:
         rows: cache rows to allocate.
         max_seq_len: positions per row.
         compiled: decode steps through the model's compiled step (`cerebras_gpt.compiled_decode`): the
-            cache length is rounded up to a power of two (the step attends over all of it, and similar
-            lengths then share one graph); a step that does not compile runs eagerly.
+            cache length is rounded up by `compiled_decode.cache_length` (the step attends over all of it,
+            and similar lengths then share one graph); a step that does not compile runs eagerly.
     """
 
     def __init__(self, model: GPT, rows: int, max_seq_len: int, compiled: bool = False) -> None:
@@ -158,7 +158,7 @@ class DecodeState:
         self.device = model.transformer.wte.weight.device
         self.compiled_step: compiled_decode.CompiledStep | None = None
         if compiled:
-            max_seq_len = min(model.config.block_size, 1 << (max_seq_len - 1).bit_length())
+            max_seq_len = compiled_decode.cache_length(max_seq_len, model.config.block_size)
             self.compiled_step = compiled_decode.attach(model, rows, max_seq_len, self.device)
         else:
             model.setup_kv_cache(rows, max_seq_len, device=self.device)
