@@ -39,6 +39,13 @@ PROMPTS = [
 GOALS = {"bf16": 0.001, "int8": 0.01}
 
 
+COMPILED_NOTE = """"compiled" rows: the same quantized model's greedy continuations through the compiled decode step
+(`generate_ids(..., compile=True)`), against the eager fp32 ones; its int8 linears take bf16 rows and bf16
+scales (Inductor's weight-only int8 kernel) where the eager int8 step quantizes its rows to 8 bits.
+
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a trained model directory")
@@ -54,6 +61,11 @@ def main() -> None:
         metavar="TYPE",
         help="also llama.cpp on our GGUF export at these types (default f16 q8_0): perplexity on "
         "the same windows and greedy continuations (needs llama-cpp-python)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also decode the continuations through the compiled step (generate_ids(..., compile=True))",
     )
     parser.add_argument("--trained", default="", help="how the model was trained, for the record")
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
@@ -83,7 +95,14 @@ def main() -> None:
             for ids in prompts
         ]
         print(f"{p}: perplexity {ppl[p]:.4f}", flush=True)
-    names = list(precisions)
+        if args.compile:  # the compiled step decodes only: its perplexity is the eager forward's above
+            continuations[p + " compiled"] = [
+                generate_ids(
+                    model, [ids], max_new_tokens=args.new_tokens, temperature=0, stop_at_eos=False, compile=True
+                )[0]
+                for ids in prompts
+            ]
+    names = [n for p in precisions for n in ([p, p + " compiled"] if args.compile else [p])]
     if args.llamacpp is not None:
         for outtype in args.llamacpp or ["f16", "q8_0"]:
             name = f"llama.cpp {outtype}"
@@ -98,10 +117,14 @@ def main() -> None:
         same = sum(a == b for x, y in zip(continuations[p], continuations[ref]) for a, b in zip(x, y))
         total = sum(len(x) for x in continuations[ref])
         whole = sum(x == y for x, y in zip(continuations[p], continuations[ref]))
-        rel = ppl[p] / ppl[ref] - 1
-        goal = GOALS.get(p)
-        verdict = "" if goal is None else f"{'met' if abs(rel) <= goal else 'not met'} (goal ±{goal:.1%})"
-        rows.append(f"| {p} | {ppl[p]:.4f} | {rel:+.3%} {verdict} | {same}/{total} | {whole}/{len(prompts)} |")
+        if p in ppl:
+            rel = ppl[p] / ppl[ref] - 1
+            goal = GOALS.get(p)
+            verdict = "" if goal is None else f"{'met' if abs(rel) <= goal else 'not met'} (goal ±{goal:.1%})"
+            scored = f"{ppl[p]:.4f} | {rel:+.3%} {verdict}"
+        else:
+            scored = "(decoding only) | —"
+        rows.append(f"| {p} | {scored} | {same}/{total} | {whole}/{len(prompts)} |")
         print(rows[-1], flush=True)
     section = f"""## Quantized inference: quality (`bench/quantize_quality.py`)
 
@@ -113,10 +136,10 @@ compared with {ref}, position by position.
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-llama.cpp rows: llama-cpp-python on our GGUF export of the same model at that type, the same windows scored
+{COMPILED_NOTE if args.compile else ""}llama.cpp rows: llama-cpp-python on our GGUF export of the same model at that type, the same windows scored
 from its logits, the same prompts decoded greedily (top_k=1).
 
-Command: `.venv/bin/python bench/quantize_quality.py --model {args.model} --data {args.data}{f" --context {args.context}" if args.context else ""}{f" --max-batches {args.max_batches}" if args.max_batches else ""}{" --llamacpp " + " ".join(args.llamacpp) if args.llamacpp else (" --llamacpp" if args.llamacpp is not None else "")}` — torch {torch.__version__}."""
+Command: `.venv/bin/python bench/quantize_quality.py --model {args.model} --data {args.data}{f" --context {args.context}" if args.context else ""}{f" --max-batches {args.max_batches}" if args.max_batches else ""}{" --llamacpp " + " ".join(args.llamacpp) if args.llamacpp else (" --llamacpp" if args.llamacpp is not None else "")}{" --compile" if args.compile else ""}` — torch {torch.__version__}."""
     print(section)
     if not args.no_record:
         from update_section import update_section
