@@ -121,3 +121,18 @@ def test_cache_length_rounds_up_by_at_most_a_quarter_or_16():
     assert all(n <= c < n + max(16, n // 4 + 1) for n, c in lengths.items())
     assert len(set(lengths.values())) < 30  # few distinct graphs over the whole context
     assert compiled_decode.cache_length(100, 64) == 64  # never past the context
+
+
+def test_a_few_cache_shapes_are_kept_per_model(model):
+    """Each (rows, length) keeps its compiled step and KV cache between generations; the least recently
+    used goes beyond KEPT_SHAPES. (attach compiles nothing: that happens on a step's first call.)"""
+    m = copy.deepcopy(model)
+    first = compiled_decode.attach(m, 1, 16, torch.device("cpu"))
+    assert compiled_decode.attach(m, 1, 16, torch.device("cpu")) is first
+    assert m.transformer.h[0].kv_cache is first.caches[0]
+    for rows in range(2, 2 + compiled_decode.KEPT_SHAPES):
+        compiled_decode.attach(m, rows, 16, torch.device("cpu"))
+    kept = compiled_decode._compiled[m].steps
+    assert len(kept) == compiled_decode.KEPT_SHAPES and (1, 16, "cpu") not in kept
+    assert compiled_decode.attach(m, 1, 16, torch.device("cpu")) is not first
+    assert compiled_decode.release_compiled(m)

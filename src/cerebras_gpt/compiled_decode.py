@@ -10,8 +10,10 @@ kernel timings in its on-disk cache, so the next process takes a few seconds), a
 over every slot of the KV cache (`GPT.forward`'s ``whole_cache``), so `DecodeState` rounds the cache
 length up a little (`cache_length`) and a generation of a similar length reuses the graph.
 
-Weights are constants of the compiled graph: the step is compiled again when any parameter or buffer of
-the model has changed in place since (their version counters), and `release_compiled(model)` drops it.
+Weights are constants of the compiled graph: the step is compiled again when a parameter or buffer of the
+model has been replaced or changed in place since (`weights_key`: which tensors, their version counters).
+A compiled step keeps its KV cache allocated between generations, for up to `KEPT_SHAPES` (rows, length)
+shapes per model; `release_compiled(model)` frees them.
 Where compiling fails (no C++ compiler, an unsupported op) decoding falls back to the eager step, with
 one warning naming the error.
 
@@ -88,6 +90,9 @@ class _Compiled:
     steps: dict[tuple, CompiledStep] = dataclasses.field(default_factory=dict)  # by (rows, positions, device)
 
 
+# Compiled steps (each with its KV cache, which stays allocated between generations) kept per model.
+KEPT_SHAPES = 4
+
 # Per model, weakly: it all dies with the model.
 _compiled: weakref.WeakKeyDictionary[nn.Module, _Compiled] = weakref.WeakKeyDictionary()
 _failed: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
@@ -122,13 +127,16 @@ def attach(model: nn.Module, rows: int, positions: int, device: torch.device) ->
         prepare_for_compile(model)
         entry = _compiled[model] = _Compiled(weights_key(model))
     shape = (rows, positions, str(device))
-    step = entry.steps.get(shape)
+    step = entry.steps.pop(shape, None)
     if step is None:
-        step = entry.steps[shape] = CompiledStep(model, model.setup_kv_cache(rows, positions, device=device))
+        while len(entry.steps) >= KEPT_SHAPES:  # the least recently used goes, with its cache's memory
+            entry.steps.pop(next(iter(entry.steps)))
+        step = CompiledStep(model, model.setup_kv_cache(rows, positions, device=device))
     else:
         for cache in step.caches:
             cache.reset()
         model.attach_kv_cache(step.caches)
+    entry.steps[shape] = step  # (re)inserted last: the dict runs from least to most recently used
     return step
 
 
