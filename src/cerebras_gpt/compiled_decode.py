@@ -25,15 +25,12 @@ to its weight-only int8 kernel (`aten._weight_int8pack_mm`, lowered to the same 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import warnings
 import weakref
 
 import torch
 import torch._inductor.config
 import torch.nn as nn
-
-log = logging.getLogger(__name__)
 
 # Inductor options of the compiled step (torch._inductor.config names): weights frozen to constants
 # (the template prepacks them; Dynamo must see it while tracing too, so these are patched around every
