@@ -114,8 +114,9 @@ def main() -> None:
         return generate_ids(ours[p], [prompt], max_new_tokens=count, temperature=0, stop_at_eos=False)[0]
 
     def run_compiled(p: str, count: int) -> list[int]:
-        model = compiled[p]
-        return generate_ids(model, [prompt], max_new_tokens=count, temperature=0, stop_at_eos=False, compile=True)[0]
+        return generate_ids(
+            compiled[p], [prompt], max_new_tokens=count, temperature=0, stop_at_eos=False, compile=True
+        )[0]
 
     def run_theirs(g: str, count: int) -> list[int]:
         out = []
@@ -146,16 +147,17 @@ def main() -> None:
                 flush=True,
             )
 
-    sides = [(p, run_ours, p) for p, _ in pairs] + [(g, run_theirs, g) for _, g in pairs]
-    sides += [(p + " compiled", run_compiled, p) for p in compiled]
-    times: dict[str, list[float]] = {name: [] for name, _, _ in sides}
+    # Per pair, each side (name, run, model key) in the order they alternate.
+    sides = {p: [(p, run_ours, p), (g, run_theirs, g)] for p, g in pairs}
+    for p in compiled:
+        sides[p].append((p + " compiled", run_compiled, p))
+    times: dict[str, list[float]] = {name: [] for pair in sides.values() for name, _, _ in pair}
     for _ in range(args.repeats):
-        for p, g in pairs:
-            for name, fn, key in sides:
-                if key in (p, g):
-                    start = time.perf_counter()
-                    count = len(fn(key, n))
-                    times[name].append(count / (time.perf_counter() - start))
+        for pair in sides.values():
+            for name, fn, key in pair:
+                start = time.perf_counter()
+                count = len(fn(key, n))
+                times[name].append(count / (time.perf_counter() - start))
     med = {k: statistics.median(v) for k, v in times.items()}
     bandwidth = read_bandwidth_gbs()
 

@@ -46,6 +46,16 @@ scales (Inductor's weight-only int8 kernel) where the eager int8 step quantizes 
 """
 
 
+def continue_greedily(model, prompts: list[list[int]], new_tokens: int, compile: bool = False) -> list[list[int]]:
+    """Greedy continuations, one prompt at a time: batch-1 decoding, no padding effects between prompts."""
+    from cerebras_gpt.generation import generate_ids
+
+    return [
+        generate_ids(model, [ids], max_new_tokens=new_tokens, temperature=0, stop_at_eos=False, compile=compile)[0]
+        for ids in prompts
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a trained model directory")
@@ -74,7 +84,6 @@ def main() -> None:
     import torch
 
     from cerebras_gpt.evaluate.perplexity import evaluate_perplexity
-    from cerebras_gpt.generation import generate_ids
     from cerebras_gpt.hf import load_model_and_tokenizer
     from cerebras_gpt.quantization import check_precision, quantize
 
@@ -89,19 +98,10 @@ def main() -> None:
             model, tokenizer, [args.data], context=args.context, max_batches=args.max_batches, show_progress=False
         )
         ppl[p] = result.metrics["perplexity"]
-        # One prompt at a time: batch-1 decoding, and no padding effects between prompts.
-        continuations[p] = [
-            generate_ids(model, [ids], max_new_tokens=args.new_tokens, temperature=0, stop_at_eos=False)[0]
-            for ids in prompts
-        ]
+        continuations[p] = continue_greedily(model, prompts, args.new_tokens)
         print(f"{p}: perplexity {ppl[p]:.4f}", flush=True)
         if args.compile:  # the compiled step decodes only: its perplexity is the eager forward's above
-            continuations[p + " compiled"] = [
-                generate_ids(
-                    model, [ids], max_new_tokens=args.new_tokens, temperature=0, stop_at_eos=False, compile=True
-                )[0]
-                for ids in prompts
-            ]
+            continuations[p + " compiled"] = continue_greedily(model, prompts, args.new_tokens, compile=True)
     names = [n for p in precisions for n in ([p, p + " compiled"] if args.compile else [p])]
     if args.llamacpp is not None:
         for outtype in args.llamacpp or ["f16", "q8_0"]:

@@ -150,7 +150,7 @@ def test_a_few_cache_shapes_are_kept_per_model(model):
     assert m.transformer.h[0].kv_cache is first.caches[0]
     for rows in range(2, 2 + compiled_decode.KEPT_SHAPES):
         compiled_decode.attach(m, rows, 16, torch.device("cpu"))
-    kept = compiled_decode._compiled[m].steps
+    kept = compiled_decode._entry(m).steps
     assert len(kept) == compiled_decode.KEPT_SHAPES and (1, 16, "cpu") not in kept
     assert compiled_decode.attach(m, 1, 16, torch.device("cpu")) is not first
     assert compiled_decode.release_compiled(m)

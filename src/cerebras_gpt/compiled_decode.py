@@ -86,13 +86,21 @@ class _Compiled:
     weights: tuple  # `weights_key` of the model when its steps were made
     steps: dict[tuple, CompiledStep] = dataclasses.field(default_factory=dict)  # by (rows, positions, device)
 
+    def __getstate__(self) -> dict:
+        return {"weights": (), "steps": {}}  # a copied or pickled model compiles its own
+
 
 # Compiled steps (each with its KV cache, which stays allocated between generations) kept per model.
 KEPT_SHAPES = 4
 
-# Per model, weakly: it all dies with the model.
-_compiled: weakref.WeakKeyDictionary[nn.Module, _Compiled] = weakref.WeakKeyDictionary()
+# A model's compiled steps live on the model (this attribute): they hold the model, so a registry
+# beside it would keep every model that ever compiled alive; on it, the cycle dies with the model.
+_ATTRIBUTE = "_compiled_decode"
 _failed: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def _entry(model: nn.Module) -> _Compiled | None:
+    return model.__dict__.get(_ATTRIBUTE)
 
 
 def weights_key(model: nn.Module) -> tuple:
@@ -118,11 +126,11 @@ def attach(model: nn.Module, rows: int, positions: int, device: torch.device) ->
 
     The same cache tensors (zeroed) and step as the last time these dimensions were asked for, while
     the weights are the same: a step's graph holds the weights as constants. New ones otherwise."""
-    key = weights_key(model)
-    entry = _compiled.get(model)
-    if entry is None or entry.weights != key:
-        prepare_for_compile(model)
-        entry = _compiled[model] = _Compiled(weights_key(model))
+    entry = _entry(model)
+    if entry is None or entry.weights != weights_key(model):
+        prepare_for_compile(model)  # may swap tensors (unpacked bf16 weights): keyed after it
+        entry = _Compiled(weights_key(model))
+        model.__dict__[_ATTRIBUTE] = entry
     shape = (rows, positions, str(device))
     step = entry.steps.pop(shape, None)
     if step is None:
@@ -147,4 +155,4 @@ def prepare_for_compile(model: nn.Module) -> None:
 def release_compiled(model: nn.Module) -> bool:
     """Drop ``model``'s compiled steps and their KV caches (and a recorded failure); True if there were any."""
     _failed.pop(model, None)
-    return _compiled.pop(model, None) is not None
+    return model.__dict__.pop(_ATTRIBUTE, None) is not None

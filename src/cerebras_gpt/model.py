@@ -270,20 +270,19 @@ class GPT(nn.Module):
                 )
             input_pos = torch.arange(T, device=input_ids.device)
         mask, span = None, None
-        if caching and whole_cache:
-            # Position p sees cache slots 0..p of its own row, out of all of them (span None).
-            slots = torch.arange(self.transformer.h[0].kv_cache.k.shape[2], device=input_ids.device)
-            mask = slots <= input_pos.unsqueeze(-1)  # (T, S) or (B, T, S)
-            mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (B, 1, T, S)
-        elif caching:
-            # Position p sees cache slots 0..p of its own row; slots past the furthest position are cut.
-            span = int(input_pos.max()) + 1
-            if span > self.transformer.h[0].kv_cache.k.shape[2]:
-                raise ValueError(f"position {span - 1} is past the KV cache length; set up a longer cache")
-            if input_pos.dim() == 1 and T == 1:
+        if caching:
+            # Position p sees cache slots 0..p of its own row. Slots past the furthest position are cut
+            # (span), or with whole_cache all are kept and masked (span None: nothing depends on values).
+            slots_kept = self.transformer.h[0].kv_cache.k.shape[2]
+            if not whole_cache:
+                span = int(input_pos.max()) + 1
+                if span > slots_kept:
+                    raise ValueError(f"position {span - 1} is past the KV cache length; set up a longer cache")
+                slots_kept = span
+            if not whole_cache and input_pos.dim() == 1 and T == 1:
                 mask = None  # one shared position p: slots 0..p are all visible, no mask needed
             else:
-                slots = torch.arange(span, device=input_ids.device)
+                slots = torch.arange(slots_kept, device=input_ids.device)
                 mask = slots <= input_pos.unsqueeze(-1)  # (T, S) or (B, T, S)
                 mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (B, 1, T, S)
         if segment_ids is not None:

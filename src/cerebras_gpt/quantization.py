@@ -201,19 +201,22 @@ class Int8Linear(nn.Module):
         return self._packed[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            # The form Inductor's freezing passes match to their weight-only int8 kernel (bf16 rows, int8
-            # weight, bf16 scales: `cerebras_gpt.compiled_decode`); the rows are rounded to bf16 for it.
-            y = F.linear(x.to(torch.bfloat16), self.weight_int8.to(torch.bfloat16))
-            y = (y * self.weight_scale.to(torch.bfloat16)).to(x.dtype)
-            return y if self.bias is None else y + self.bias.to(x.dtype)
-        if x.device.type == "cpu" and x.dtype == torch.float32 and fbgemm_available():
+        compiling = torch.compiler.is_compiling()
+        if not compiling and x.device.type == "cpu" and x.dtype == torch.float32 and fbgemm_available():
             rows = x.reshape(-1, self.in_features)
             y = torch.ops.quantized.linear_dynamic(rows, self._fbgemm_weight(), True)  # reduce_range (x86)
             return y.view(*x.shape[:-1], self.out_features)
-        # Fallback: dequantize in the input's dtype (scales applied to the output: one multiply per column).
-        y = F.linear(x, self.weight_int8.to(x.dtype)) * self.weight_scale.to(x.dtype)
+        if compiling:
+            # The form Inductor's freezing passes match to their weight-only int8 kernel (bf16 rows, int8
+            # weight, bf16 scales: `cerebras_gpt.compiled_decode`); the rows are rounded to bf16 for it.
+            y = self._dequantizing_matmul(x.to(torch.bfloat16)).to(x.dtype)
+        else:
+            y = self._dequantizing_matmul(x)  # where FBGEMM is not: right, not fast
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def _dequantizing_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (s ⊙ Q)^T`` in x's dtype, the scales applied to the output (one multiply per column)."""
+        return F.linear(x, self.weight_int8.to(x.dtype)) * self.weight_scale.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8 (per-channel scales)"
