@@ -2,9 +2,9 @@
 precision, one compilation reused across generations, weights changed in place followed, a failed
 compile falling back to eager decoding with a warning, and `generate --compile` on the command line.
 
-With the production options each compilation autotunes every GEMM shape (about 4 s a shape on a cold
-Inductor cache here, a minute per test), so one test compiles with them and the rest with freezing alone:
-the same graph and the same plumbing (caches, guards, fallback), ATen's kernels instead of the C++ template."""
+The production options build a C++ GEMM kernel per matmul shape (a few seconds more per test on a cold
+Inductor cache), so one test compiles with them and the rest with freezing alone: the same graph and the
+same plumbing (caches, guards, fallbacks), ATen's kernels instead of the C++ template."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def model():
 def quick_compile(request, monkeypatch):
     if "production_options" not in request.node.name:
         monkeypatch.setattr(compiled_decode, "INDUCTOR_OPTIONS", {"freezing": True})
+        monkeypatch.setattr(compiled_decode, "FALLBACK_OPTIONS", {"freezing": True})
 
 
 def compiled_graphs() -> int:
@@ -75,14 +76,16 @@ def test_compiled_step_logits_match_eager(model, precision):
 
 
 def test_production_options_give_eager_logits_and_tokens(model):
-    """INDUCTOR_OPTIONS as shipped (max-autotune, the C++ GEMM template), fp32, batch 1."""
-    assert compiled_decode.INDUCTOR_OPTIONS["max_autotune"]
+    """INDUCTOR_OPTIONS as shipped (max-autotune, the C++ GEMM template alone), fp32, batch 1."""
+    assert compiled_decode.INDUCTOR_OPTIONS["max_autotune_gemm_backends"] == "CPP"
     m = copy.deepcopy(model)
     for r, o in zip(step_logits(model, compiled=False, rows=1), step_logits(m, compiled=True, rows=1)):
         assert (o - r).abs().max() <= TOLERANCE["fp32"] * r.abs().max()
     eager = generate_ids(model, PROMPTS[:1], temperature=0, max_new_tokens=6, eos_id=None)
     assert generate_ids(m, PROMPTS[:1], temperature=0, max_new_tokens=6, eos_id=None, compile=True) == eager
     assert m not in compiled_decode._failed
+    (step,) = compiled_decode._entry(m).steps.values()
+    assert step.options is compiled_decode.INDUCTOR_OPTIONS  # the template took every matmul
 
 
 def test_generation_reuses_the_compiled_step_and_follows_weight_updates(model):
@@ -107,11 +110,28 @@ def test_generation_reuses_the_compiled_step_and_follows_weight_updates(model):
     assert compiled_decode.release_compiled(m) and not compiled_decode.release_compiled(m)
 
 
-def test_a_step_that_does_not_compile_decodes_eagerly_with_one_warning(model, monkeypatch):
-    """A C++ compiler that is not there: Inductor fails, the step warns once and decodes eagerly."""
+def broken(options: dict) -> dict:
+    """``options`` with a C++ compiler that is not there (and no cached graph to hide it)."""
+    return {**options, "cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}
+
+
+def test_a_step_that_fails_with_the_first_options_compiles_with_the_fallback(model, monkeypatch):
     m = copy.deepcopy(model)
-    monkeypatch.setitem(compiled_decode.INDUCTOR_OPTIONS, "cpp.cxx", ("/nonexistent/c++",))
-    monkeypatch.setitem(compiled_decode.INDUCTOR_OPTIONS, "fx_graph_cache", False)
+    monkeypatch.setattr(compiled_decode, "INDUCTOR_OPTIONS", broken(compiled_decode.INDUCTOR_OPTIONS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no word of a failure: the fallback compiled
+        out = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None, compile=True)
+    assert out == generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None)
+    (step,) = compiled_decode._entry(m).steps.values()
+    assert step.options is compiled_decode.FALLBACK_OPTIONS and m not in compiled_decode._failed
+
+
+def test_a_step_that_does_not_compile_decodes_eagerly_with_one_warning(model, monkeypatch):
+    """A C++ compiler that is not there: Inductor fails with both sets of options, the step warns once
+    and decodes eagerly."""
+    m = copy.deepcopy(model)
+    monkeypatch.setattr(compiled_decode, "INDUCTOR_OPTIONS", broken(compiled_decode.INDUCTOR_OPTIONS))
+    monkeypatch.setattr(compiled_decode, "FALLBACK_OPTIONS", broken(compiled_decode.FALLBACK_OPTIONS))
     with pytest.warns(UserWarning, match="compiling the decode step failed; decoding eagerly instead") as caught:
         out = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None, compile=True)
     assert len([w for w in caught if "compiling the decode step failed" in str(w.message)]) == 1

@@ -34,8 +34,15 @@ import torch.nn as nn
 
 # Inductor options of the compiled step (torch._inductor.config names): weights frozen to constants
 # (the template prepacks them; Dynamo must see it while tracing too, so these are patched around every
-# call rather than passed as torch.compile options), GEMMs autotuned between the C++ template and ATen.
-INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+# call rather than passed as torch.compile options), every GEMM through the C++ template. Not autotuned
+# against ATen's kernels: autotuning times each kernel over and over on the same weights, warm in the
+# cache, where MKL looks as fast or faster, while a decode step streams its weights from memory, where the
+# template reads them about twice as fast. With ATen in the running, some GEMMs went to ATen and the bf16
+# step was 1.18x slower; one choice also skips the timing (BENCHMARKS.md, "Compiled decode step").
+INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP"}
+# Tried when those fail to compile (a matmul the template does not take has no kernel under them):
+# ATen's kernels in the running beside the template.
+FALLBACK_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
 class DecodeStep(nn.Module):
@@ -60,25 +67,36 @@ class CompiledStep:
     def __init__(self, model: nn.Module, caches: list) -> None:
         self.model = model
         self.caches = caches
-        self.compiled = torch.compile(
-            DecodeStep(model),
+        self.options, self.untried = INDUCTOR_OPTIONS, [FALLBACK_OPTIONS]
+        self.compiled = self._compile()
+
+    def _compile(self):
+        return torch.compile(
+            DecodeStep(self.model),
             fullgraph=True,
             options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
             isolate_recompiles=True,
         )
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
-        """Logits (compiling on the first call of these input shapes); None where compiling fails here,
-        after one warning (the caller runs the eager step)."""
+        """Logits (compiling on the first call of these input shapes, with `FALLBACK_OPTIONS` where
+        `INDUCTOR_OPTIONS` fail); None where compiling fails with both, after one warning (the caller
+        runs the eager step)."""
         if self.model in _failed:
             return None
-        try:
-            with torch._inductor.config.patch(INDUCTOR_OPTIONS):
-                return self.compiled(tokens, positions)
-        except Exception as error:  # noqa: BLE001 - whatever stops the compiler, decoding goes on eagerly
-            _failed[self.model] = repr(error)
-            warnings.warn(f"compiling the decode step failed; decoding eagerly instead ({error!r})", stacklevel=2)
-            return None
+        while True:
+            try:
+                with torch._inductor.config.patch(self.options):
+                    return self.compiled(tokens, positions)
+            except Exception as error:  # noqa: BLE001 - whatever stops the compiler, decoding goes on
+                if self.untried:  # a fresh torch.compile: Dynamo remembers a frame that failed
+                    self.options, self.compiled = self.untried.pop(0), self._compile()
+                    continue
+                _failed[self.model] = repr(error)
+                warnings.warn(
+                    f"compiling the decode step failed; decoding eagerly instead ({error!r})", stacklevel=2
+                )
+                return None
 
 
 @dataclasses.dataclass
