@@ -93,9 +93,7 @@ class CompiledStep:
                     self.options, self.compiled = self.untried.pop(0), self._compile()
                     continue
                 _failed[self.model] = repr(error)
-                warnings.warn(
-                    f"compiling the decode step failed; decoding eagerly instead ({error!r})", stacklevel=2
-                )
+                warnings.warn(f"compiling the decode step failed; decoding eagerly instead ({error!r})", stacklevel=2)
                 return None
 
 
