@@ -150,7 +150,9 @@ def test_generate_command_takes_compile(model, tmp_path, capsys):
     assert main(common) == 0
     eager = capsys.readouterr().out
     assert main([*common, "--compile"]) == 0
-    assert capsys.readouterr().out == eager
+    compiled = capsys.readouterr()
+    assert compiled.out == eager
+    assert "compiling the decode step" in compiled.err  # the wait before the first token is explained
 
 
 def test_cache_length_rounds_up_by_at_most_a_quarter_or_16():

@@ -88,6 +88,8 @@ def run(args: GenerateArgs) -> int:
 
         swapped = sum(c.kernel != "dense" for c in sparsify_for_inference(model, args.sparse_kernels))
         print(f"sparse kernels: {swapped} linear layers swapped", file=sys.stderr)
+    if args.compile:  # the first step of each process traces and compiles (or loads) its graph: say why it waits
+        print("compiling the decode step (up to tens of seconds before the first token)", file=sys.stderr)
     if args.stream:
         for prompt in prompts:
             sys.stdout.write(prompt)
