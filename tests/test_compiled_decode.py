@@ -141,6 +141,29 @@ def test_a_step_that_does_not_compile_decodes_eagerly_with_one_warning(model, mo
         generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None, compile=True)
 
 
+def test_an_older_torch_compile_without_isolate_recompiles_still_compiles(model, monkeypatch):
+    """torch 2.11 has no ``isolate_recompiles``: the step compiles without it (and keeps Dynamo's guards)."""
+    m = copy.deepcopy(model)
+    older = compiled_decode._COMPILE_KEYWORDS - {"isolate_recompiles"}
+    monkeypatch.setattr(compiled_decode, "_COMPILE_KEYWORDS", older)
+    out = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None, compile=True)
+    assert out == generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None)
+    assert m not in compiled_decode._failed
+
+
+def test_a_torch_compile_that_refuses_the_call_decodes_eagerly(model, monkeypatch):
+    """torch.compile itself raising (a keyword this PyTorch lacks) is a failed compile, not a crash."""
+    m = copy.deepcopy(model)
+
+    def refusing_compile(*args, **kwargs):
+        raise TypeError("compile() got an unexpected keyword argument 'isolate_recompiles'")
+
+    monkeypatch.setattr(torch, "compile", refusing_compile)
+    with pytest.warns(UserWarning, match="decoding eagerly instead.*isolate_recompiles"):
+        out = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None, compile=True)
+    assert out == generate_ids(m, PROMPTS, temperature=0, max_new_tokens=5, eos_id=None)
+
+
 def test_generate_command_takes_compile(model, tmp_path, capsys):
     from cerebras_gpt.commands.generate import main
 

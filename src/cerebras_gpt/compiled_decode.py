@@ -25,6 +25,7 @@ to its weight-only int8 kernel (`aten._weight_int8pack_mm`, lowered to the same 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 import weakref
 
@@ -43,6 +44,16 @@ INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_b
 # Tried when those fail to compile (a matmul the template does not take has no kernel under them):
 # ATen's kernels in the running beside the template.
 FALLBACK_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+# On a CUDA device: the weights frozen, and the step's kernels replayed as one CUDA graph (torch.compile's
+# "reduce-overhead" mode), which removes the per-kernel launch cost that bounds decoding a small model
+# there (the 111M shape at batch 1 on an H200: 4.8x the eager step, BENCHMARKS.md "GPU check").
+CUDA_OPTIONS = {"freezing": True}
+CUDA_MODE = "reduce-overhead"
+
+# Keywords of torch.compile that older PyTorch releases lack (the toolkit supports torch >= 2.4; 2.11 has
+# no isolate_recompiles): the step compiles without them there, with Dynamo's guards and recompile limit.
+_COMPILE_KEYWORDS = set(inspect.signature(torch.compile).parameters)
+_SKIP_MODULE_GUARDS = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)
 
 
 class DecodeStep(nn.Module):
@@ -61,22 +72,26 @@ class CompiledStep:
 
     Each has its own `torch.compile` (``isolate_recompiles``): its one graph is specialized to these
     cache tensors, so Dynamo's guards on the model's modules are dropped (checking them cost ~0.25 ms a
-    step, BENCHMARKS.md) and only the inputs' shapes are guarded.
+    step, BENCHMARKS.md) and only the inputs' shapes are guarded. On a PyTorch without
+    ``isolate_recompiles`` the guards stay. On a CUDA device the step is replayed as a CUDA graph.
     """
 
     def __init__(self, model: nn.Module, caches: list) -> None:
         self.model = model
         self.caches = caches
-        self.options, self.untried = INDUCTOR_OPTIONS, [FALLBACK_OPTIONS]
-        self.compiled = self._compile()
+        self.on_cuda = bool(caches) and caches[0].k.device.type == "cuda"
+        self.options, self.untried = (CUDA_OPTIONS, []) if self.on_cuda else (INDUCTOR_OPTIONS, [FALLBACK_OPTIONS])
+        self.compiled = None  # made on the first call, inside its error handling
 
     def _compile(self):
-        return torch.compile(
-            DecodeStep(self.model),
-            fullgraph=True,
-            options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
-            isolate_recompiles=True,
-        )
+        keywords: dict = {"fullgraph": True}
+        if "isolate_recompiles" in _COMPILE_KEYWORDS:
+            keywords["isolate_recompiles"] = True
+        if self.on_cuda:
+            keywords["mode"] = CUDA_MODE  # (torch.compile takes a mode or options, not both)
+        elif _SKIP_MODULE_GUARDS is not None and "isolate_recompiles" in keywords:
+            keywords["options"] = {"guard_filter_fn": _SKIP_MODULE_GUARDS}
+        return torch.compile(DecodeStep(self.model), **keywords)
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
         """Logits (compiling on the first call of these input shapes, with `FALLBACK_OPTIONS` where
@@ -86,11 +101,15 @@ class CompiledStep:
             return None
         while True:
             try:
+                if self.compiled is None:
+                    self.compiled = self._compile()
                 with torch._inductor.config.patch(self.options):
-                    return self.compiled(tokens, positions)
+                    logits = self.compiled(tokens, positions)
+                # A CUDA graph writes each replay's output into the same memory: the caller's copy.
+                return logits.clone() if self.on_cuda else logits
             except Exception as error:  # noqa: BLE001 - whatever stops the compiler, decoding goes on
                 if self.untried:  # a fresh torch.compile: Dynamo remembers a frame that failed
-                    self.options, self.compiled = self.untried.pop(0), self._compile()
+                    self.options, self.compiled = self.untried.pop(0), None
                     continue
                 _failed[self.model] = repr(error)
                 warnings.warn(f"compiling the decode step failed; decoding eagerly instead ({error!r})", stacklevel=2)
