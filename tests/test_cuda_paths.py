@@ -182,3 +182,20 @@ def test_cache_decoding_matches_no_cache(dtype):
                 if float(top2[0] - top2[1]) > (1e-4 if dtype == torch.float32 else 1e-1):
                     assert int(logits.argmax()) == want
                 seq.append(want)
+
+
+def test_compiled_decoding_as_a_cuda_graph_gives_the_eager_tokens():
+    """`compile=True` on CUDA (torch.compile's reduce-overhead mode: one CUDA graph a step) decodes the
+    tokens the eager step decodes, ragged rows included, twice (the graph replayed), without failing over."""
+    from cerebras_gpt import compiled_decode
+    from cerebras_gpt.generation import generate_ids
+
+    model = _model("debug-small").eval()
+    prompts = _tokens(3, 12).tolist()
+    prompts[1] = prompts[1][:7]
+    eager = generate_ids(model, prompts, max_new_tokens=16, temperature=0, stop_at_eos=False)
+    for _ in range(2):
+        assert generate_ids(model, prompts, max_new_tokens=16, temperature=0, stop_at_eos=False, compile=True) == eager
+    assert model not in compiled_decode._failed
+    (step,) = compiled_decode._entry(model).steps.values()
+    assert step.on_cuda
