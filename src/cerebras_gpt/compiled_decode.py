@@ -5,8 +5,11 @@ compile time and reads it at about the machine's memory bandwidth at one or a fe
 each pay Python and dispatch; the compiled step is one C++ graph. Measured against llama.cpp on our own
 GGUF export: `bench/llamacpp.py --compile` (BENCHMARKS.md, "Compiled decode step").
 
-What it costs: compiling (tens of seconds on two cores the first time; Inductor keeps the result and its
-kernel timings in its on-disk cache, so the next process takes a few seconds), and the step attends
+On a CUDA device the step is compiled in torch.compile's "reduce-overhead" mode instead: its kernels are
+replayed as one CUDA graph, which removes the launch cost that bounds decoding a small model on a GPU.
+
+What it costs: compiling (tens of seconds on two cores the first time, some seconds less once Inductor's
+on-disk cache holds the kernels; every process traces the step again), and the step attends
 over every slot of the KV cache (`GPT.forward`'s ``whole_cache``), so `DecodeState` rounds the cache
 length up a little (`cache_length`) and a generation of a similar length reuses the graph.
 
