@@ -82,7 +82,7 @@ class CompiledStep:
     def __init__(self, model: nn.Module, caches: list) -> None:
         self.model = model
         self.caches = caches
-        self.on_cuda = bool(caches) and caches[0].k.device.type == "cuda"
+        self.on_cuda = caches[0].k.device.type == "cuda"
         self.options, self.untried = (CUDA_OPTIONS, []) if self.on_cuda else (INDUCTOR_OPTIONS, [FALLBACK_OPTIONS])
         self.compiled = None  # made on the first call, inside its error handling
 
@@ -97,9 +97,9 @@ class CompiledStep:
         return torch.compile(DecodeStep(self.model), **keywords)
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
-        """Logits (compiling on the first call of these input shapes, with `FALLBACK_OPTIONS` where
-        `INDUCTOR_OPTIONS` fail); None where compiling fails with both, after one warning (the caller
-        runs the eager step)."""
+        """Logits (compiling on the first call of these input shapes; on the CPU with `FALLBACK_OPTIONS`
+        where `INDUCTOR_OPTIONS` fail); None where compiling fails with every set of options tried, after
+        one warning (the caller runs the eager step)."""
         if self.model in _failed:
             return None
         while True:
