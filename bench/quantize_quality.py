@@ -41,7 +41,8 @@ GOALS = {"bf16": 0.001, "int8": 0.01}
 
 COMPILED_NOTE = """"compiled" rows: the same quantized model's greedy continuations through the compiled decode step
 (`generate_ids(..., compile=True)`), against the eager fp32 ones; its int8 linears take bf16 rows and bf16
-scales (Inductor's weight-only int8 kernel) where the eager int8 step quantizes its rows to 8 bits.
+scales (Inductor's weight-only int8 kernel) where the eager int8 step quantizes its rows to 8 bits, and
+a bf16 or int8 model's KV cache is bfloat16 there (float32 in the eager step).
 
 """
 

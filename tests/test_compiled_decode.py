@@ -73,6 +73,9 @@ def test_compiled_step_logits_match_eager(model, precision):
             if precision == "fp32":
                 assert torch.equal(o.argmax(-1), r.argmax(-1))
     assert quantized not in compiled_decode._failed
+    # A quantized model's step keeps its KV cache in bfloat16 (half the bytes read a step), fp32's in fp32.
+    for step in compiled_decode._entry(quantized).steps.values():
+        assert step.caches[0].k.dtype == (torch.float32 if precision == "fp32" else torch.bfloat16)
 
 
 def test_production_options_give_eager_logits_and_tokens(model):

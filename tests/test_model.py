@@ -177,6 +177,21 @@ def test_ragged_rows_in_one_cache_match_separate_runs(tiny_model):
     assert max_diff(step[0, 0], full[0, 9]) <= 1e-5 and max_diff(step[1, 0], full[1, 5]) <= 1e-5
 
 
+def test_a_bfloat16_cache_holds_rounded_keys_and_gives_float32_attention(tiny_model):
+    """A cache kept below the activations' precision (a quantized model's compiled step): written rounded,
+    read back as float32, on the plain and the ragged write; logits within bf16 rounding of the fp32 cache."""
+    ids = random_ids(n=2, t=12)
+    with torch.no_grad():
+        full = tiny_model(ids)
+        caches = tiny_model.setup_kv_cache(2, 16, dtype=torch.bfloat16)
+        first = tiny_model(ids[:, :8], torch.arange(8))
+        rest = tiny_model(ids[:, 8:], torch.tensor([[8, 9, 10, 11], [8, 9, 10, 11]]))
+        tiny_model.clear_kv_cache()
+    assert caches[0].k.dtype == torch.bfloat16 and caches[0].k[:, :, :12].abs().sum() > 0
+    assert first.dtype == torch.float32
+    assert 0 < max_diff(torch.cat([first, rest], dim=1), full) <= 0.02 * full.abs().max()
+
+
 def test_context_and_cache_errors(tiny_model):
     with pytest.raises(ValueError, match="longer than the context"):
         tiny_model(torch.zeros(1, 129, dtype=torch.long))

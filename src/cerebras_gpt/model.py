@@ -30,6 +30,10 @@ class KVCache(nn.Module):
     Slot ``p`` of a row holds the key/value of the token at position ``p`` of that row, so rows
     of a batch may sit at different positions (ragged prompts, continuous batching): a query at
     position ``p`` attends to slots ``0..p`` of its own row and never sees stale slots beyond.
+
+    The cache may be kept at a lower precision than the keys and values it is given (the compiled
+    decode step of a quantized model keeps bfloat16): they are rounded to it when written and read
+    back at the precision they came in.
     """
 
     def __init__(
@@ -55,8 +59,20 @@ class KVCache(nn.Module):
         selects which cache rows the batch occupies (a server prefilling one request while others decode);
         default rows 0..B-1.
         """
-        B, nh, T, hd = k.shape
         span = span or self.k.shape[2]
+        dtype = k.dtype
+        if dtype != self.k.dtype:
+            k, v = k.to(self.k.dtype), v.to(self.v.dtype)
+        keys, values = self._write(input_pos, k, v, span, rows)
+        if dtype != self.k.dtype:
+            keys, values = keys.to(dtype), values.to(dtype)
+        return keys, values
+
+    def _write(
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int, rows: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`update` with k, v at the cache's dtype."""
+        B, nh, T, hd = k.shape
         if rows is None and input_pos.dim() == 1 and B == self.k.shape[0]:
             self.k.index_copy_(2, input_pos, k)
             self.v.index_copy_(2, input_pos, v)

@@ -3,7 +3,8 @@
 `quantize(model, precision)` swaps every `nn.Linear` of a GPT, the tied LM head included, for a module
 holding its weight at the chosen precision. Everything else stays float32: embeddings (lookups),
 LayerNorms, the residual stream, attention's softmax, the logits and the KV cache (its dtype follows
-``wte``). Only the matmuls change, so the numerics of the rest of the network are the fp32 model's.
+``wte``; the compiled decode step keeps a quantized model's in bfloat16, `compiled_decode.cache_dtype`).
+Only the matmuls change, so the numerics of the rest of the network are the fp32 model's.
 
 - ``bf16``: weights in bfloat16; inputs are cast to bf16 for the matmul and the output back to fp32.
 - ``int8``: 8-bit weights with one scale per output channel (symmetric, max-abs / 127). On CPU the
