@@ -8,8 +8,8 @@ side and decodes with each, alternating within one run so both see the same mach
     ours int8  vs  llama.cpp q8_0
 
 Batch 1, greedy, a random ``--prompt-tokens`` prompt and ``--new-tokens`` new tokens (EOS ignored),
-``--threads`` threads on both sides, median of ``--repeats`` alternating repeats; time includes the
-prompt on both sides. Ours is `generate_ids` on `cerebras_gpt.quantize(model, precision)`; llama.cpp
+``--threads`` threads on both sides, median of ``--repeats`` alternating repeats (the order of the
+sides turning by one each repeat); time includes the prompt on both sides. Ours is `generate_ids` on `cerebras_gpt.quantize(model, precision)`; llama.cpp
 is `llama_cpp.Llama.generate` (top_k=1) on `cerebras-gpt export --format gguf --outtype ...`.
 
 It also measures what bounds decoding on this machine: the memory read bandwidth with all threads
@@ -152,9 +152,13 @@ def main() -> None:
     for p in compiled:
         sides[p].append((p + " compiled", run_compiled, p))
     times: dict[str, list[float]] = {name: [] for pair in sides.values() for name, _, _ in pair}
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
         for pair in sides.values():
-            for name, fn, key in pair:
+            # The order turns by one each repeat: a side that runs right after another decodes a little
+            # slower (ours compiled int8 ~8% right after llama.cpp than after ours; BENCHMARKS.md, "Compiled
+            # decode step"), so no side always follows the same one.
+            turn = repeat % len(pair)
+            for name, fn, key in pair[turn:] + pair[:turn]:
                 start = time.perf_counter()
                 count = len(fn(key, n))
                 times[name].append(count / (time.perf_counter() - start))
@@ -199,7 +203,7 @@ def main() -> None:
 {what}; ours at each precision (`cerebras_gpt.quantize`) against llama.cpp (llama-cpp-python
 {llama_cpp.__version__}, built from PyPI source) on our own GGUF export of the same weights at the matched type.
 Batch 1, greedy, {args.prompt_tokens}-token prompt, {n} new tokens, {args.threads} threads on both sides; median of
-{args.repeats} alternating repeats, prompt included.
+{args.repeats} alternating repeats (the order turning by one each repeat), prompt included.
 
 | precision (ours vs llama.cpp) | ours tok/s | llama.cpp tok/s | ratio | effective GB/s (ours / llama.cpp) | greedy tokens agreeing | all repeats (ours / llama.cpp) |
 |---|---|---|---|---|---|---|
