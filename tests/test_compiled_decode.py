@@ -91,6 +91,20 @@ def test_production_options_give_eager_logits_and_tokens(model):
     assert step.options is compiled_decode.INDUCTOR_OPTIONS  # the template took every matmul
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_production_options_are_right_at_the_13b_ffn_width(precision):
+    """A 20,480-wide FFN (Cerebras-GPT-13B's; K of its down-projection): the C++ GEMM template's blocking
+    over a long K gives eager's logits. (Inductor's bmm template is wrong at K >= 16,384 in torch 2.13;
+    the step's linears go through its mm template on frozen weights, which this keeps in check.)"""
+    torch.manual_seed(0)
+    wide = GPT(GPTConfig.from_name("debug-tiny", block_size=64, n_inner=20480)).eval()
+    quantized = quantize(copy.deepcopy(wide), precision)
+    for r, o in zip(step_logits(wide, compiled=False, rows=1), step_logits(quantized, compiled=True, rows=1)):
+        assert (o - r).abs().max() <= TOLERANCE[precision] * r.abs().max()
+    (step,) = compiled_decode._entry(quantized).steps.values()
+    assert step.options is compiled_decode.INDUCTOR_OPTIONS  # the template took every matmul
+
+
 def test_generation_reuses_the_compiled_step_and_follows_weight_updates(model):
     m = copy.deepcopy(model)
     eager = generate_ids(m, PROMPTS, temperature=0, max_new_tokens=6, eos_id=None)
