@@ -9,8 +9,9 @@ side and decodes with each, alternating within one run so both see the same mach
 
 Batch 1, greedy, a random ``--prompt-tokens`` prompt and ``--new-tokens`` new tokens (EOS ignored),
 ``--threads`` threads on both sides, median of ``--repeats`` alternating repeats (the order of the
-sides turning by one each repeat); time includes the prompt on both sides. Ours is `generate_ids` on `cerebras_gpt.quantize(model, precision)`; llama.cpp
-is `llama_cpp.Llama.generate` (top_k=1) on `cerebras-gpt export --format gguf --outtype ...`.
+sides turning by one each repeat); time includes the prompt on both sides. Ours is `generate_ids` on
+`cerebras_gpt.quantize(model, precision)`; llama.cpp is `llama_cpp.Llama.generate` (top_k=1) on
+`cerebras-gpt export --format gguf --outtype ...`.
 
 It also measures what bounds decoding on this machine: the memory read bandwidth with all threads
 (the best of a reduction and a copy over 1 GiB), next to each side's effective bandwidth (weight

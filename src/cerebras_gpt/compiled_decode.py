@@ -37,6 +37,8 @@ import torch
 import torch._inductor.config
 import torch.nn as nn
 
+from cerebras_gpt.quantization import precision_of
+
 # Inductor options of the compiled step (torch._inductor.config names): weights frozen to constants
 # (the template prepacks them; Dynamo must see it while tracing too, so these are patched around every
 # call rather than passed as torch.compile options), every GEMM through the C++ template. Not autotuned
@@ -161,11 +163,11 @@ def cache_length(positions: int, block_size: int) -> int:
 
 
 def cache_dtype(model: nn.Module) -> torch.dtype | None:
-    """The KV cache's dtype for ``model``'s compiled step: bfloat16 for weights quantized to bf16 or int8
-    (as llama.cpp keeps f16 keys and values by default: the step reads the whole cache every token,
-    and half the bytes made the 111M int8 step 1.10-1.15x faster, BENCHMARKS.md "Compiled decode
-    step"), the model's own (None) for an fp32 model, whose step stays float32 throughout."""
-    return torch.bfloat16 if getattr(model, "precision", "fp32") in ("bf16", "int8") else None
+    """The KV cache's dtype for ``model``'s compiled step: bfloat16 for quantized weights (bf16, int8; as
+    llama.cpp keeps f16 keys and values by default: the step reads the whole cache every token, and half
+    the bytes made the 111M int8 step 1.10-1.15x faster, BENCHMARKS.md "Compiled decode step"), the
+    model's own (None) for an fp32 model, whose step stays float32 throughout."""
+    return None if precision_of(model) == "fp32" else torch.bfloat16
 
 
 def attach(model: nn.Module, rows: int, positions: int, device: torch.device) -> CompiledStep:

@@ -61,12 +61,10 @@ class KVCache(nn.Module):
         """
         span = span or self.k.shape[2]
         dtype = k.dtype
-        if dtype != self.k.dtype:
-            k, v = k.to(self.k.dtype), v.to(self.v.dtype)
-        keys, values = self._write(input_pos, k, v, span, rows)
-        if dtype != self.k.dtype:
-            keys, values = keys.to(dtype), values.to(dtype)
-        return keys, values
+        if dtype == self.k.dtype:
+            return self._write(input_pos, k, v, span, rows)
+        keys, values = self._write(input_pos, k.to(self.k.dtype), v.to(self.v.dtype), span, rows)
+        return keys.to(dtype), values.to(dtype)
 
     def _write(
         self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int, rows: torch.Tensor | None
