@@ -19,10 +19,10 @@ Only the matmuls change, so the numerics of the rest of the network are the fp32
 The tied LM head (``x @ wte.T``) gets its own quantized copy of ``wte``; the fp32 embedding stays for
 lookups (a dequantizing lookup would save its 154 MB at 111M, at a cost on every token).
 
-``int4`` is refused: no CPU int4 kernel in this PyTorch build was measured to pay here. Eagerly
-`aten._weight_int4pack_mm_for_cpu` is far slower than int8; compiled, Inductor's 4-bit kernel unpacks
-nibbles at about the rate the int8 step reads bytes, so 4-bit blocks decoded no faster than int8 ones
-(166 against 162 tok/s at 111M) at much worse fidelity (BENCHMARKS.md, "Figures from the code").
+``int4`` is refused: no CPU int4 kernel in this PyTorch build was measured to pay here.
+`aten._weight_int4pack_mm_for_cpu` (on bf16 rows, eager or compiled) unpacks nibbles at about the rate the
+compiled int8 step reads bytes, so 4-bit blocks decoded no faster than int8 ones (166 against 162 tok/s at
+111M, both compiled) at much worse fidelity (BENCHMARKS.md, "Figures from the code").
 
 FBGEMM's entry points sit beside PyTorch's deprecated quantized-tensor API (`torch.quantize_per_channel`
 warns); they are used in this module only, and tests/test_quantize.py fails loudly if they disappear.
