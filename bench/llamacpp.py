@@ -75,7 +75,7 @@ def main() -> None:
             "llama-cpp-python is not installed; it builds from source (about ten minutes on two "
             "cores): CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install llama-cpp-python==0.3.36"
         ) from None
-    from generate import cpu_name
+    from generate import cpu_name, read_bandwidth_gbs
 
     from cerebras_gpt import GPT, GPTConfig
     from cerebras_gpt.export import export_model
@@ -223,26 +223,6 @@ llama-cpp-python==0.3.36` (a source build, about ten minutes; `make setup` and `
 
         update_section(ROOT / "BENCHMARKS.md", "llamacpp", section)
     work.cleanup()
-
-
-def read_bandwidth_gbs(size_gib: float = 1.0, repeats: int = 5) -> float:
-    """The machine's memory read bandwidth with torch's threads: best of a sum and a copy, GB/s.
-
-    The old "floor" timed ``W.sum()`` per weight matrix: many small reductions, each below what the
-    memory can deliver. One large buffer read by all threads is what a decode step can at best get.
-    """
-    n = int(size_gib * 2**30 / 4)
-    src = torch.ones(n, dtype=torch.float32)
-    dst = torch.empty_like(src)
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        src.sum()
-        best = max(best, n * 4 / (time.perf_counter() - start) / 1e9)
-        start = time.perf_counter()
-        dst.copy_(src)  # reads n*4 bytes (and writes as many: counted as reads only)
-        best = max(best, n * 4 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 if __name__ == "__main__":
