@@ -127,6 +127,37 @@ def test_generation_reuses_the_compiled_step_and_follows_weight_updates(model):
     assert compiled_decode.release_compiled(m) and not compiled_decode.release_compiled(m)
 
 
+def test_later_calls_of_a_compiled_shape_skip_dynamo(model):
+    """Once compiled for some inputs, the step calls Inductor's graph itself (no Dynamo frame, no guards):
+    the same tokens; inputs of another shape, dtype or grad mode still go through Dynamo."""
+    m = copy.deepcopy(model)
+    first = generate_ids(m, PROMPTS[:1], temperature=0, max_new_tokens=6, eos_id=None, compile=True)
+    (step,) = compiled_decode._entry(m).steps.values()
+    assert len(step.direct) == 1  # batch 1 at a shared position: one graph, kept
+    through_dynamo = []
+    dynamo_entry = step.compiled
+
+    def recording(*args):
+        through_dynamo.append(args)
+        return dynamo_entry(*args)
+
+    step.compiled = recording
+    assert generate_ids(m, PROMPTS[:1], temperature=0, max_new_tokens=6, eos_id=None, compile=True) == first
+    assert through_dynamo == []
+    with torch.inference_mode():
+        state = DecodeState(m, 1, 16, compiled=True)  # the same step, its caches attached again
+        assert state.compiled_step is step
+        state.prefill(PROMPTS[:1])
+        direct = state.step(torch.tensor([20]), torch.tensor([6]))
+        # The same token at the same position again (the same slot written), with a position per row ((1, 1)
+        # rather than (1,)): another signature, which Dynamo compiles.
+        per_row = state.step(torch.tensor([20]), torch.tensor([[6]]))
+    state.close()
+    assert len(through_dynamo) == 1 and len(step.direct) == 2
+    assert torch.allclose(direct, per_row, atol=1e-5)
+    assert compiled_decode.input_signature(torch.tensor([1]), torch.tensor([2])) not in step.direct  # grad mode
+
+
 def broken(options: dict) -> dict:
     """``options`` with a C++ compiler that is not there (and no cached graph to hide it)."""
     return {**options, "cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}

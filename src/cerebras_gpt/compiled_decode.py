@@ -21,6 +21,12 @@ shapes per model; `release_compiled(model)` frees them.
 Where compiling fails (no C++ compiler, an unsupported op) decoding falls back to the eager step, with
 one warning naming the error.
 
+On the CPU, once a step is compiled for some input shapes, later calls with those shapes go straight to
+Inductor's compiled graph (`CompiledStep.direct`), not through Dynamo's frame evaluation and guards, which
+took ~0.5 ms of a 5 ms int8 step (BENCHMARKS.md, "Compiled decode step"). That is safe because the graph
+has no Python side effects to replay, its weights and caches are bound to the step, and the call checks
+what the guards would: the inputs' shapes, strides, dtypes and device, and the grad/inference mode.
+
 Quantized linears (`cerebras_gpt.quantization`) trace to their compiled forms: bf16 as a plain bf16
 `F.linear`, int8 as ``F.linear(x_bf16, W_int8.to(bf16)) * s`` with bf16 scales, which Inductor matches
 to its weight-only int8 kernel (`aten._weight_int8pack_mm`, lowered to the same C++ template).
@@ -32,10 +38,12 @@ import dataclasses
 import inspect
 import warnings
 import weakref
+from collections.abc import Callable
 
 import torch
 import torch._inductor.config
 import torch.nn as nn
+from torch._inductor.compile_fx import compile_fx
 
 from cerebras_gpt.quantization import precision_of
 
@@ -88,6 +96,11 @@ class CompiledStep:
         self.on_cuda = caches[0].k.device.type == "cuda"
         self.options, self.untried = (CUDA_OPTIONS, []) if self.on_cuda else (INDUCTOR_OPTIONS, [FALLBACK_OPTIONS])
         self.compiled = None  # made on the first call, inside its error handling
+        # Inductor's compiled graphs by `input_signature`, called without Dynamo (CPU only).
+        self.direct: dict[tuple, Callable] = {}
+        # The inputs of the call being compiled and their signature (taken before Dynamo: it compiles with
+        # inference mode off).
+        self._tracing: tuple[torch.Tensor, torch.Tensor, tuple] | None = None
 
     def _compile(self):
         keywords: dict = {"fullgraph": True}
@@ -95,31 +108,72 @@ class CompiledStep:
             keywords["isolate_recompiles"] = True
         if self.on_cuda:
             keywords["mode"] = CUDA_MODE  # (torch.compile takes a mode or options, not both)
-        elif _SKIP_MODULE_GUARDS is not None and "isolate_recompiles" in keywords:
+            return torch.compile(DecodeStep(self.model), **keywords)
+        if _SKIP_MODULE_GUARDS is not None and "isolate_recompiles" in keywords:
             keywords["options"] = {"guard_filter_fn": _SKIP_MODULE_GUARDS}
-        return torch.compile(DecodeStep(self.model), **keywords)
+        return torch.compile(DecodeStep(self.model), backend=self._inductor_keeping_the_graph, **keywords)
+
+    def _inductor_keeping_the_graph(self, graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        """The Dynamo backend of the CPU step: Inductor (what torch.compile's default backend calls), and the
+        compiled graph kept in `direct` when it takes just the step's two inputs and returns just the logits,
+        so that later calls can skip Dynamo. Anything else (a PyTorch that traces differently) stays behind
+        Dynamo's guards."""
+        compiled = compile_fx(graph, example_inputs)
+        (output,) = [node for node in graph.graph.nodes if node.op == "output"]
+        returns_logits_alone = isinstance(output.args[0], (tuple, list)) and len(output.args[0]) == 1
+        if self._tracing is None or not returns_logits_alone or len(example_inputs) != 2:
+            return compiled
+        tokens, positions, signature = self._tracing
+        if example_inputs[0] is tokens and example_inputs[1] is positions:
+            self.direct[signature] = compiled  # called as Dynamo calls it: compiled(tokens, positions)
+        return compiled
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
         """Logits (compiling on the first call of these input shapes; on the CPU with `FALLBACK_OPTIONS`
         where `INDUCTOR_OPTIONS` fail); None where compiling fails with every set of options tried, after
         one warning (the caller runs the eager step)."""
+        direct = self.direct.get(input_signature(tokens, positions)) if self.direct else None
+        if direct is not None:
+            return direct(tokens, positions)[0]
         if self.model in _failed:
             return None
         while True:
             try:
                 if self.compiled is None:
                     self.compiled = self._compile()
-                with torch._inductor.config.patch(self.options):
-                    logits = self.compiled(tokens, positions)
+                self._tracing = (tokens, positions, input_signature(tokens, positions))
+                try:
+                    with torch._inductor.config.patch(self.options):
+                        logits = self.compiled(tokens, positions)
+                finally:
+                    self._tracing = None
                 # A CUDA graph writes each replay's output into the same memory: the caller's copy.
                 return logits.clone() if self.on_cuda else logits
             except Exception as error:  # noqa: BLE001 - whatever stops the compiler, decoding goes on
+                self.direct.clear()  # nothing compiled under options that failed is called again
                 if self.untried:  # a fresh torch.compile: Dynamo remembers a frame that failed
                     self.options, self.compiled = self.untried.pop(0), None
                     continue
                 _failed[self.model] = repr(error)
                 warnings.warn(f"compiling the decode step failed; decoding eagerly instead ({error!r})", stacklevel=2)
                 return None
+
+
+def input_signature(tokens: torch.Tensor, positions: torch.Tensor) -> tuple:
+    """What Dynamo's guards check of a step's call and a compiled graph is specialized to: each input's
+    shape, strides, dtype and device, and whether grad and inference mode are on."""
+    return (
+        tokens.shape,
+        tokens.stride(),
+        tokens.dtype,
+        positions.shape,
+        positions.stride(),
+        positions.dtype,
+        tokens.device,
+        positions.device,
+        torch.is_grad_enabled(),
+        torch.is_inference_mode_enabled(),
+    )
 
 
 @dataclasses.dataclass
