@@ -79,18 +79,23 @@ class SamplingParams:
         return self.temperature < GREEDY_TEMPERATURE
 
 
+GREEDY = SamplingParams(temperature=0)
+
+
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """Divide positive / multiply negative logits of tokens in ``seen`` (B, V bool) by ``penalty``."""
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalized, logits)
 
 
+NAN_LOGITS = (
+    "the model produced NaN logits; its weights are probably corrupt (check the model files, or load in float32)"
+)
+
+
 def _check_no_nan(logits: torch.Tensor) -> None:
     if torch.isnan(logits).any():
-        raise ValueError(
-            "the model produced NaN logits; its weights are probably corrupt (check the model "
-            "files, or load in float32)"
-        )
+        raise ValueError(NAN_LOGITS)
 
 
 def sample_next(
@@ -187,10 +192,23 @@ class DecodeState:
         which lets the model skip the attention mask (the common batch-1 case).
         """
         if self.compiled_step is not None:
-            logits = self.compiled_step(tokens, positions)
-            if logits is not None:
-                return logits
+            outputs = self.compiled_step(tokens, positions)
+            if outputs is not None:
+                return outputs[0]
         return self.model(tokens.unsqueeze(1), positions)[:, -1]
+
+    def step_greedy(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """`step`, then each row's most likely token (n,): greedy decoding's next tokens, what `sample_next`
+        gives for greedy parameters (NaN logits raise `ValueError`). The compiled step takes the argmax inside
+        its graph."""
+        if self.compiled_step is not None:
+            outputs = self.compiled_step(tokens, positions)
+            if outputs is not None:
+                _, chosen, chose_nan = outputs
+                if chose_nan:
+                    raise ValueError(NAN_LOGITS)
+                return chosen
+        return sample_next(self.model(tokens.unsqueeze(1), positions)[:, -1], GREEDY)
 
     def move_row(self, dst: int, src: int, length: int) -> None:
         """Copy positions ``0..length-1`` of cache row ``src`` into row ``dst``."""
@@ -354,29 +372,30 @@ def stream_tokens(
             seen[row, ids] = True
 
     state = DecodeState(model, B, min(max_len + params.max_new_tokens, model.config.block_size), compiled=compile)
+    ends_at_eos = eos_id is not None and params.stop_at_eos
     # On CPU, eager decode steps take the fast paths of decode_linear.py (one row split over the cores,
     # 2-32 rows through oneDNN-packed weights); a compiled step needs the model's own linears.
     with contextlib.nullcontext() if compile else decode_linears(model, max_rows=B):
         try:
-            logits = state.prefill(prompts)
-            finished = torch.zeros(B, dtype=torch.bool, device=device)
+            token = sample_next(state.prefill(prompts), params, generator, seen)
+            finished = [False] * B  # (Python lists: a few small tensor ops a token cost more than the loop)
             next_pos = lengths.clone()
             uniform = bool((lengths == lengths[0]).all())
-            for _ in range(params.max_new_tokens):
-                token = sample_next(logits, params, generator, seen)
-                if eos_id is not None and params.stop_at_eos:
-                    new_finished = finished | (token == eos_id)
-                else:
-                    new_finished = finished
+            for produced in range(1, params.max_new_tokens + 1):
                 out = token.tolist()
-                yield [None if done else t for done, t in zip(finished.tolist(), out)]
-                finished = new_finished
-                if bool(finished.all()):
-                    return
+                yield [None if done else t for done, t in zip(finished, out)]
+                if ends_at_eos:
+                    finished = [done or t == eos_id for done, t in zip(finished, out)]
+                if produced == params.max_new_tokens or all(finished):
+                    return  # (no step for logits nobody samples)
                 if seen is not None:
                     seen[torch.arange(B, device=device), token] = True
                 # Rows in step share one position when the prompts had equal lengths.
-                logits = state.step(token, next_pos[:1] if uniform else next_pos.unsqueeze(1))
+                positions = next_pos[:1] if uniform else next_pos.unsqueeze(1)
+                if params.greedy and seen is None:
+                    token = state.step_greedy(token, positions)
+                else:
+                    token = sample_next(state.step(token, positions), params, generator, seen)
                 next_pos += 1
         finally:
             state.close()
