@@ -158,26 +158,6 @@ def test_later_calls_of_a_compiled_shape_skip_dynamo(model):
     assert compiled_decode.input_signature(torch.tensor([1]), torch.tensor([2])) not in step.direct  # grad mode
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_greedy_steps_take_the_argmax_and_refuse_nan_logits(model, compiled):
-    """`DecodeState.step_greedy` (the compiled step takes the argmax in its graph): the argmax of `step`'s
-    logits, for a ragged batch too; NaN logits raise the error `sample_next` raises."""
-    m = copy.deepcopy(model)
-    with torch.inference_mode():
-        state = DecodeState(m, 2, 16, compiled=compiled)
-        state.prefill(PROMPTS)
-        positions = torch.tensor([[len(p)] for p in PROMPTS])
-        logits = state.step(torch.tensor([20, 21]), positions)
-        assert torch.equal(state.step_greedy(torch.tensor([20, 21]), positions), logits.argmax(-1))
-        state.close()
-        m.lm_head.weight[7, 0] = float("nan")  # the step compiled from here on freezes it
-        state = DecodeState(m, 1, 16, compiled=compiled)
-        state.prefill(PROMPTS[:1])
-        with pytest.raises(ValueError, match="NaN logits"):
-            state.step_greedy(torch.tensor([20]), torch.tensor([6]))
-        state.close()
-
-
 def broken(options: dict) -> dict:
     """``options`` with a C++ compiler that is not there (and no cached graph to hide it)."""
     return {**options, "cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}

@@ -10,7 +10,14 @@ from conftest import engine_tokens
 from conftest import run_engine as run_requests
 
 from cerebras_gpt import GPT, GPTConfig, load_tokenizer
-from cerebras_gpt.generation import RowSampler, SamplingParams, generate, generate_ids, plain_greedy_tokens
+from cerebras_gpt.generation import (
+    RowSampler,
+    SamplingParams,
+    generate,
+    generate_ids,
+    greedy_tokens,
+    plain_greedy_tokens,
+)
 from cerebras_gpt.serve.engine import Engine, EngineConfig, SeqRequest
 
 
@@ -165,6 +172,21 @@ def test_plain_greedy_tokens_picks_only_plain_rows_and_leaves_nan_to_the_row():
     assert plain_greedy_tokens([plain, sampled, reported, plain], logits) == {}
     with pytest.raises(ValueError, match="NaN logits"):
         plain.sample(logits[3])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_greedy_tokens_are_torch_argmax_ties_and_all(dtype):
+    """`greedy_tokens` (NumPy's argmax on the CPU, torch's for other dtypes): torch.argmax's tokens for logits
+    rounded to bf16 (tied maxima: the first), rows all equal, a column slice (strided rows); NaN raises."""
+    torch.manual_seed(0)
+    logits = (torch.randn(6, 50257) * 3).to(torch.bfloat16).to(dtype)
+    logits[1] = 0.5  # every token tied
+    logits[2, 100] = logits[2, 7000] = logits[2].max() + 1  # two tied maxima
+    for block in (logits, logits[:, 1000:3000], logits[3:4]):
+        assert torch.equal(greedy_tokens(block), block.argmax(dim=-1))
+    logits[4, 123] = float("nan")
+    with pytest.raises(ValueError, match="NaN logits"):
+        greedy_tokens(logits)
 
 
 def test_stop_strings_engine_text_equals_generate(model, tokenizer):

@@ -71,18 +71,14 @@ _SKIP_MODULE_GUARDS = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsa
 
 
 class DecodeStep(nn.Module):
-    """One decode step of ``model`` over its whole KV cache: tokens (B,), positions (1,) or (B, 1) -> logits
-    (B, V), their argmax (B,) (greedy decoding's next tokens: eager `argmax` over 50,257 logits took ~47 µs,
-    a pass in the graph ~12) and whether any row's chosen logit is NaN (0-dim bool)."""
+    """One decode step of ``model`` over its whole KV cache: tokens (B,), positions (1,) or (B, 1) -> logits (B, V)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self.model(tokens.unsqueeze(1), positions, whole_cache=True)[:, -1]
-        chosen = logits.argmax(dim=-1)  # takes a row's NaN where it has one
-        return logits, chosen, logits.gather(-1, chosen.unsqueeze(-1)).isnan().any()
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens.unsqueeze(1), positions, whole_cache=True)[:, -1]
 
 
 class CompiledStep:
@@ -119,28 +115,26 @@ class CompiledStep:
 
     def _inductor_keeping_the_graph(self, graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
         """The Dynamo backend of the CPU step: Inductor (what torch.compile's default backend calls), and the
-        compiled graph kept in `direct` when it takes just the step's two inputs and returns just
-        `DecodeStep`'s three outputs, so that later calls can skip Dynamo. Anything else (a PyTorch that
-        traces differently) stays behind Dynamo's guards."""
+        compiled graph kept in `direct` when it takes just the step's two inputs and returns just the logits,
+        so that later calls can skip Dynamo. Anything else (a PyTorch that traces differently) stays behind
+        Dynamo's guards."""
         compiled = compile_fx(graph, example_inputs)
         (output,) = [node for node in graph.graph.nodes if node.op == "output"]
-        returns_the_step = isinstance(output.args[0], (tuple, list)) and len(output.args[0]) == 3
-        if self._tracing is None or not returns_the_step or len(example_inputs) != 2:
+        returns_logits_alone = isinstance(output.args[0], (tuple, list)) and len(output.args[0]) == 1
+        if self._tracing is None or not returns_logits_alone or len(example_inputs) != 2:
             return compiled
         tokens, positions, signature = self._tracing
         if example_inputs[0] is tokens and example_inputs[1] is positions:
             self.direct[signature] = compiled  # called as Dynamo calls it: compiled(tokens, positions)
         return compiled
 
-    def __call__(
-        self, tokens: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """`DecodeStep`'s logits, argmax and NaN flag (compiling on the first call of these input shapes; on
-        the CPU with `FALLBACK_OPTIONS` where `INDUCTOR_OPTIONS` fail); None where compiling fails with every
-        set of options tried, after one warning (the caller runs the eager step)."""
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
+        """Logits (compiling on the first call of these input shapes; on the CPU with `FALLBACK_OPTIONS`
+        where `INDUCTOR_OPTIONS` fail); None where compiling fails with every set of options tried, after
+        one warning (the caller runs the eager step)."""
         direct = self.direct.get(input_signature(tokens, positions)) if self.direct else None
         if direct is not None:
-            return tuple(direct(tokens, positions))
+            return direct(tokens, positions)[0]
         if self.model in _failed:
             return None
         while True:
@@ -150,11 +144,11 @@ class CompiledStep:
                 self._tracing = (tokens, positions, input_signature(tokens, positions))
                 try:
                     with torch._inductor.config.patch(self.options):
-                        outputs = self.compiled(tokens, positions)
+                        logits = self.compiled(tokens, positions)
                 finally:
                     self._tracing = None
                 # A CUDA graph writes each replay's output into the same memory: the caller's copy.
-                return tuple(out.clone() for out in outputs) if self.on_cuda else tuple(outputs)
+                return logits.clone() if self.on_cuda else logits
             except Exception as error:  # noqa: BLE001 - whatever stops the compiler, decoding goes on
                 self.direct.clear()  # nothing compiled under options that failed is called again
                 if self.untried:  # a fresh torch.compile: Dynamo remembers a frame that failed
