@@ -22,6 +22,7 @@ def cache(tmp_path, monkeypatch):
     """A private cache directory and an empty in-process table of choices."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(cpu_matmul, "_onednn_pays", {})
+    monkeypatch.setattr(cpu_matmul, "_numpy_pays", {})
     return tmp_path / "cache"
 
 
@@ -89,6 +90,49 @@ def test_the_choice_is_measured_once_per_machine_and_kept(cache, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     assert isinstance(cpu_matmul.onednn_pays(64, 32, 48), bool)
     assert len(json.loads(cpu_matmul.decisions_path().read_text())) == 2
+
+
+def test_the_head_products_through_numpy_give_torchs(monkeypatch):
+    """`nt_matmul`, `nn_matmul` and `tn_matmul` with NumPy's matmul chosen: torch's products, written into the
+    caller's buffers where they take one (strided row slices too), on a parameter that requires grad."""
+    torch.manual_seed(0)
+    x, w = torch.randn(64, 32), nn.Parameter(torch.randn(500, 32))
+    g = torch.randn(64, 500)
+    monkeypatch.setattr(cpu_matmul, "numpy_pays", lambda *shape, **kw: True)
+    logits = torch.empty(64, 500)
+    assert cpu_matmul.nt_matmul(x, w, out=logits) is logits
+    grad_x = torch.empty(128, 32)
+    assert cpu_matmul.nn_matmul(g, w, out=grad_x[64:]).data_ptr() == grad_x[64:].data_ptr()
+    grad_w = cpu_matmul.tn_matmul(g, x)
+    torch.testing.assert_close(logits, x @ w.detach().t(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_x[64:], g @ w.detach(), rtol=1e-4, atol=1e-4)  # sums of 500 products
+    torch.testing.assert_close(grad_w, g.t() @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_the_numpy_choice_is_measured_once_per_machine_and_kept(cache, monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    calls = []
+
+    def fake_measure(kind, rows, in_features, out_features, repeats):
+        calls.append((kind, rows, in_features, out_features))
+        return kind == "nt"
+
+    monkeypatch.setattr(cpu_matmul, "_measure_numpy", fake_measure)
+    monkeypatch.setattr(cpu_matmul, "_measure", lambda *shape: False)  # x @ W.T's rival: torch.mm, not oneDNN
+    assert cpu_matmul.numpy_pays("nt", 1024, 128, 50257) and not cpu_matmul.numpy_pays("tn", 1024, 128, 50257)
+    assert cpu_matmul.numpy_pays("nt", 1000, 128, 50257)  # rows share their power of two's answer
+    assert calls == [("nt", 1024, 128, 50257), ("tn", 1024, 128, 50257)]
+    saved = json.loads(cpu_matmul.decisions_path().read_text())
+    numpy_keys = {key: value for key, value in saved.items() if "through NumPy" in key}
+    assert sorted(numpy_keys.values()) == [False, True] and any("x @ W.T through NumPy" in key for key in numpy_keys)
+    monkeypatch.setattr(cpu_matmul, "_numpy_pays", {})  # another process reads them
+    assert cpu_matmul.numpy_pays("nt", 1024, 128, 50257) and len(calls) == 2
+    with cpu_matmul.onednn_forced(False):  # fixed kernels for a comparison: torch's, not NumPy's
+        assert not cpu_matmul.numpy_pays("nt", 1024, 128, 50257)
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(cpu_matmul, "_numpy_pays", {})
+    assert isinstance(cpu_matmul.numpy_pays("nn", 64, 32, 48), bool)  # a real measurement
 
 
 def test_parallelize_swaps_the_block_linears_and_training_matches(cache):

@@ -86,9 +86,13 @@ def _onednn_everywhere(cache_home: Path) -> dict[str, bool]:
     try:
         keys = [cpu_matmul.decision_key(rows, 32, 128, backward=True) for rows in (64, 128)]
         keys += [cpu_matmul.decision_key(rows, 32, 50257) for rows in (64, 128)]
+        # ... and NumPy's BLAS nowhere (the loss head's three products stay with oneDNN and torch).
+        numpy_keys = [
+            cpu_matmul.numpy_decision_key(k, rows, 32, 50257) for k in ("nt", "nn", "tn") for rows in (64, 128)
+        ]
     finally:
         torch.set_num_threads(threads)
-    seeded = dict.fromkeys(keys, True)
+    seeded = {**dict.fromkeys(keys, True), **dict.fromkeys(numpy_keys, False)}
     path = cache_home / "cerebras_gpt" / "cpu_matmul.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(seeded))

@@ -21,8 +21,13 @@ def _grads(model, x, y, use_chunked: bool):
     return value.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("through_numpy", [False, True])
 @pytest.mark.parametrize("name", ["debug-tiny", "Cerebras-GPT-111M-muP"])
-def test_chunked_loss_matches_the_textbook_loss_and_gradients(name, monkeypatch):
+def test_chunked_loss_matches_the_textbook_loss_and_gradients(name, through_numpy, monkeypatch):
+    """With the head's three products through torch/oneDNN or through NumPy (`cpu_matmul.numpy_pays`)."""
+    from cerebras_gpt.train import cpu_matmul
+
+    monkeypatch.setattr(cpu_matmul, "numpy_pays", lambda *shape, **kw: through_numpy)
     overrides = {} if name == "debug-tiny" else dict(n_layer=1, n_embd=64, n_head=2, vocab_size=300, block_size=32)
     config = GPTConfig.from_name(name, **overrides)
     torch.manual_seed(0)

@@ -16,7 +16,11 @@ Two users:
   through oneDNN; the weight gradient (``dy.T @ x``) stays with `torch.mm`, which was as fast or faster
   there. `parallelize` applies it for CPU float32 training without torch.compile or FSDP2.
 - `nt_matmul` is ``a @ w.T`` for the chunked LM-head loss (`train/loss.py`), through oneDNN where that
-  pays at the block's shape, otherwise `torch.mm` into the caller's reused buffer.
+  pays at the block's shape, otherwise `torch.mm` into the caller's reused buffer. It and the loss's two
+  gradient products (`nn_matmul`: ``g @ w``, `tn_matmul`: ``g.T @ x``) go through NumPy's matmul instead
+  where that is measured faster (`numpy_pays`): NumPy's wheels carry OpenBLAS, whose kernels are chosen
+  for the CPU at hand. At debug-small's head (1,024 x 128 x 50,257) on the AVX-512 AMD EPYC it took the
+  logits in 74 ms where torch's took 116-125 and oneDNN's 150 (BENCHMARKS.md, "Training step").
 
 Both change only the summation order of float32 products (results agree to float32 rounding), and both
 kernels are deterministic for a given shape and thread count, so resumed runs repeat exactly.
@@ -27,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,11 +177,162 @@ def onednn_forced(use: bool) -> Iterator[None]:
 
 
 def nt_matmul(a: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``a @ w.T`` for CPU float32 2-D ``a``: through oneDNN where `onednn_pays` at this shape (a new
-    tensor), else `torch.mm` into ``out``. Anything else goes to `torch.mm`."""
-    if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_pays(a.shape[0], a.shape[1], w.shape[0]):
-        return onednn_nt(a, w)
+    """``a @ w.T`` for CPU float32 2-D ``a``: through NumPy into ``out`` where `numpy_pays`, else through
+    oneDNN where `onednn_pays` at this shape (a new tensor), else `torch.mm` into ``out``. Anything else
+    goes to `torch.mm`."""
+    if _cpu_float32(a, w, out):
+        rows, in_features, out_features = a.shape[0], a.shape[1], w.shape[0]
+        if numpy_pays("nt", rows, in_features, out_features):
+            numpy_matmul(_array(a), _array(w).T, _array(out))
+            return out
+        if onednn_pays(rows, in_features, out_features):
+            return onednn_nt(a, w)
     return torch.mm(a, w.t(), out=out)
+
+
+def nn_matmul(g: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``g @ w`` into ``out`` (the loss head's input gradient: ``g`` (n, V), ``w`` (V, C)): through NumPy
+    where `numpy_pays` at this shape on the CPU, else `torch.mm`."""
+    if _cpu_float32(g, w, out) and numpy_pays("nn", g.shape[0], w.shape[1], w.shape[0]):
+        numpy_matmul(_array(g), _array(w), _array(out))
+        return out
+    return torch.mm(g, w, out=out)
+
+
+def tn_matmul(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``g.T @ x``, a new tensor (the loss head's weight gradient: ``g`` (n, V), ``x`` (n, C)): through
+    NumPy where `numpy_pays` at this shape on the CPU, else torch."""
+    if _cpu_float32(g, x) and numpy_pays("tn", g.shape[0], x.shape[1], g.shape[1]):
+        out = np.empty((g.shape[1], x.shape[1]), dtype=np.float32)
+        numpy_matmul(_array(g).T, _array(x), out)
+        return torch.from_numpy(out)
+    return g.t() @ x
+
+
+def _cpu_float32(*tensors: torch.Tensor) -> bool:
+    """Whether these are CPU float32 matrices (what NumPy's path takes; like ``torch.mm(..., out=)``, the
+    products here are for the loss's own backward, not autograd's)."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 for t in tensors)
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    """``t``'s memory as a NumPy array (no copy)."""
+    return t.detach().numpy()
+
+
+# NumPy's BLAS (OpenBLAS in its wheels) has a thread pool of its own, one thread per core by default, whose
+# threads spin for a while after each call: torch's own kernels right after ran 1.28x slower (scratch
+# script; BENCHMARKS.md, "Training step"), and under torchrun every rank would run every core's worth.
+# So each call here runs BLAS on one thread (threadpoolctl; made once, as it looks for the loaded BLAS
+# libraries; a limit then costs ~9 µs), on torch's thread count of Python threads, each computing its
+# share of the output's rows: no BLAS thread is left spinning, and the work is split as torch's would be.
+_blas_controller = None
+_row_workers: dict[int, ThreadPoolExecutor] = {}
+
+
+def numpy_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = a @ b`` through NumPy's BLAS on torch's thread count (see above); deterministic for a
+    given thread count (each output row made by one single-threaded BLAS call)."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController()
+    threads = max(1, min(torch.get_num_threads(), len(out)))
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        if threads == 1:
+            np.matmul(a, b, out=out)
+            return
+        if threads not in _row_workers:
+            _row_workers[threads] = ThreadPoolExecutor(threads, thread_name_prefix="cerebras-gpt-blas")
+        bounds = [len(out) * k // threads for k in range(threads + 1)]
+        shares = [
+            _row_workers[threads].submit(np.matmul, a[lo:hi], b, out=out[lo:hi]) for lo, hi in zip(bounds, bounds[1:])
+        ]
+        for share in shares:
+            share.result()
+
+
+# (kind, threads, timed rows, in, out) -> whether NumPy beat torch's kernel: this process's copy.
+_numpy_pays: dict[tuple[str, int, int, int, int], bool] = {}
+# The loss head's products by kind: a @ w.T (the logits), g @ w (input gradient), g.T @ x (weight gradient).
+_PRODUCTS = {"nt": "x @ W.T", "nn": "g @ W", "tn": "g.T @ x"}
+
+
+def numpy_decision_key(kind: str, rows: int, in_features: int, out_features: int) -> str:
+    """The key of a `numpy_pays` choice in `decisions_path`."""
+    return f"{decision_key(rows, in_features, out_features)} {_PRODUCTS[kind]} through NumPy"
+
+
+def numpy_pays(kind: str, rows: int, in_features: int, out_features: int, repeats: int = 5) -> bool:
+    """Whether NumPy's matmul is faster than torch's kernel for the loss head's product ``kind`` ("nt":
+    ``x @ W.T`` against oneDNN or `torch.mm`, whichever `onednn_pays` picks; "nn": ``g @ W``; "tn":
+    ``g.T @ x``) with x (rows, in), W (out, in), g (rows, out), on this machine.
+
+    Measured and kept as `onednn_pays` is (NumPy must win by 5%). False while `onednn_forced` fixes the
+    kernels, and without threadpoolctl (NumPy's BLAS threads must follow torch's).
+    """
+    if _forced is not None:
+        return False
+    rows = timed_rows(rows)
+    shape = (kind, torch.get_num_threads(), rows, in_features, out_features)
+    if shape not in _numpy_pays:
+        try:
+            import threadpoolctl  # noqa: F401
+        except ImportError:
+            _numpy_pays[shape] = False
+        else:
+            if kind == "nt":  # NumPy's rival there is oneDNN's or torch's: chosen first (not under the lock)
+                onednn_pays(rows, in_features, out_features)
+            _numpy_pays[shape] = _cached_or_measured(
+                numpy_decision_key(kind, rows, in_features, out_features),
+                lambda: _measure_numpy(kind, rows, in_features, out_features, repeats),
+            )
+    return _numpy_pays[shape]
+
+
+def _measure_numpy(kind: str, rows: int, in_features: int, out_features: int, repeats: int) -> bool:
+    with torch.no_grad():
+        x, w = torch.randn(rows, in_features), torch.randn(out_features, in_features)
+        g = torch.randn(rows, out_features)
+        y, grad_x = torch.empty(rows, out_features), torch.empty(rows, in_features)
+        if kind == "nt":
+            onednn = onednn_pays(rows, in_features, out_features)
+
+            def torch_kernel():
+                return onednn_nt(x, w) if onednn else torch.mm(x, w.t(), out=y)
+
+            def numpy_kernel():
+                numpy_matmul(x.numpy(), w.numpy().T, y.numpy())
+        elif kind == "nn":
+
+            def torch_kernel():
+                torch.mm(g, w, out=grad_x)
+
+            def numpy_kernel():
+                numpy_matmul(g.numpy(), w.numpy(), grad_x.numpy())
+        else:
+
+            def torch_kernel():
+                return g.t() @ x
+
+            def numpy_kernel():
+                numpy_matmul(g.numpy().T, x.numpy(), np.empty((out_features, in_features), dtype=np.float32))
+
+        median = median_times({"torch": torch_kernel, "NumPy": numpy_kernel}, repeats)
+    log.debug(
+        "%s, x (%d, %d), W (%d, %d), %d threads: NumPy %.2f ms, torch %.2f ms (medians of %d)",
+        _PRODUCTS[kind],
+        rows,
+        in_features,
+        out_features,
+        in_features,
+        torch.get_num_threads(),
+        median["NumPy"] * 1e3,
+        median["torch"] * 1e3,
+        repeats,
+    )
+    return median["NumPy"] < _MARGIN * median["torch"]
 
 
 class _OneDNNLinearFunction(torch.autograd.Function):

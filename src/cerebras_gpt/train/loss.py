@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cerebras_gpt.runtime import is_dtensor
-from cerebras_gpt.train.cpu_matmul import nt_matmul
+from cerebras_gpt.train.cpu_matmul import nn_matmul, nt_matmul, tn_matmul
 
 # Rows of logits per block: 1,024 x 50,257 fp32 is 206 MB. Much smaller blocks make the head's matmuls too
 # thin for the BLAS; the measured block sizes are in BENCHMARKS.md, "Figures from the code".
@@ -99,8 +99,9 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             probs[torch.arange(len(yc), device=h.device), target] -= 1.0
             if not bool(keep.all()):  # a pass over the whole block only where some target is ignored
                 probs[~keep] = 0.0
-            torch.mm(probs, weight, out=grad_h[start : start + chunk])
-            grad_w = probs.t() @ hc if grad_w is None else grad_w.addmm_(probs.t(), hc)
+            nn_matmul(probs, weight, out=grad_h[start : start + chunk])
+            # (the first block's product through the kernel measured fastest; the others add with addmm_)
+            grad_w = tn_matmul(probs, hc) if grad_w is None else grad_w.addmm_(probs.t(), hc)
         if grad_w is None:  # no rows at all
             grad_w = torch.zeros_like(weight)
         ctx.save_for_backward(grad_h, grad_w)
