@@ -83,7 +83,7 @@ class Runner:
     def step(self, batch: torch.Tensor) -> dict[str, float]:
         from cerebras_gpt.train.cpu_matmul import onednn_forced
 
-        # "ours, torch.mm": the same step with every matmul through torch's BLAS, none through oneDNN.
+        # "ours, torch.mm": the same step with every matmul through torch's BLAS, none through oneDNN or NumPy.
         with onednn_forced(False) if self.impl == TORCH_MM else contextlib.nullcontext():
             return self._step(batch)
 
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-matmul",
         action="store_true",
-        help="also run ours with every matmul through torch's BLAS, to measure what oneDNN buys here",
+        help="also run ours with every matmul through torch's BLAS, to measure what oneDNN and NumPy's BLAS buy here",
     )
     parser.add_argument("--rss-child", nargs=4, metavar=("IMPL", "PRESET", "SEQ", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,8 +271,10 @@ def main() -> None:
     if args.compare_matmul:
         lines += [
             "",
-            "oneDNN where measured faster (`train/cpu_matmul.py`), side by side with ours with every matmul "
-            "through torch's BLAS: " + ", ".join(f"{r['preset']} {r['onednn_speedup']:.2f}x" for r in rows) + ".",
+            "oneDNN and NumPy's BLAS where measured faster (`train/cpu_matmul.py`), side by side with ours with "
+            "every matmul through torch's BLAS: "
+            + ", ".join(f"{r['preset']} {r['onednn_speedup']:.2f}x" for r in rows)
+            + ".",
         ]
     lines += [
         "",
