@@ -41,9 +41,7 @@ import weakref
 from collections.abc import Callable
 
 import torch
-import torch._inductor.config
 import torch.nn as nn
-from torch._inductor.compile_fx import compile_fx
 
 from cerebras_gpt.quantization import precision_of
 
@@ -118,6 +116,8 @@ class CompiledStep:
         compiled graph kept in `direct` when it takes just the step's two inputs and returns just the logits,
         so that later calls can skip Dynamo. Anything else (a PyTorch that traces differently) stays behind
         Dynamo's guards."""
+        from torch._inductor.compile_fx import compile_fx
+
         compiled = compile_fx(graph, example_inputs)
         (output,) = [node for node in graph.graph.nodes if node.op == "output"]
         returns_logits_alone = isinstance(output.args[0], (tuple, list)) and len(output.args[0]) == 1
@@ -137,6 +137,8 @@ class CompiledStep:
             return direct(tokens, positions)[0]
         if self.model in _failed:
             return None
+        import torch._inductor.config  # (imported on the first compiled step: it takes ~1 s)
+
         while True:
             try:
                 if self.compiled is None:
