@@ -180,33 +180,58 @@ def nt_matmul(a: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tens
     """``a @ w.T`` for CPU float32 2-D ``a``: through NumPy into ``out`` where `numpy_pays`, else through
     oneDNN where `onednn_pays` at this shape (a new tensor), else `torch.mm` into ``out``. Anything else
     goes to `torch.mm`."""
-    if _cpu_float32(a, w, out):
-        rows, in_features, out_features = a.shape[0], a.shape[1], w.shape[0]
-        if numpy_pays("nt", rows, in_features, out_features):
-            numpy_matmul(_array(a), _array(w).T, _array(out))
-            return out
-        if onednn_pays(rows, in_features, out_features):
-            return onednn_nt(a, w)
-    return torch.mm(a, w.t(), out=out)
+    return _head_product("nt", a, w, out)
 
 
 def nn_matmul(g: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``g @ w`` into ``out`` (the loss head's input gradient: ``g`` (n, V), ``w`` (V, C)): through NumPy
     where `numpy_pays` at this shape on the CPU, else `torch.mm`."""
-    if _cpu_float32(g, w, out) and numpy_pays("nn", g.shape[0], w.shape[1], w.shape[0]):
-        numpy_matmul(_array(g), _array(w), _array(out))
-        return out
-    return torch.mm(g, w, out=out)
+    return _head_product("nn", g, w, out)
 
 
 def tn_matmul(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``g.T @ x``, a new tensor (the loss head's weight gradient: ``g`` (n, V), ``x`` (n, C)): through
     NumPy where `numpy_pays` at this shape on the CPU, else torch."""
-    if _cpu_float32(g, x) and numpy_pays("tn", g.shape[0], x.shape[1], g.shape[1]):
-        out = np.empty((g.shape[1], x.shape[1]), dtype=np.float32)
-        numpy_matmul(_array(g).T, _array(x), out)
-        return torch.from_numpy(out)
-    return g.t() @ x
+    return _head_product("tn", g, x)
+
+
+def _head_product(kind: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss head's product ``kind`` (`_PRODUCTS`) through the kernel chosen for its shape."""
+    tensors = (a, b) if out is None else (a, b, out)
+    if _cpu_float32(*tensors) and numpy_pays(kind, *_product_shape(kind, a, b)):
+        return _numpy_product(kind, a, b, out)
+    return _torch_product(kind, a, b, out)
+
+
+def _product_shape(kind: str, a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int]:
+    """(rows, in, out) of a product: x (rows, in), W (out, in), g (rows, out) as in `_PRODUCTS`."""
+    if kind == "nt":  # x @ W.T
+        return a.shape[0], a.shape[1], b.shape[0]
+    if kind == "nn":  # g @ W
+        return a.shape[0], b.shape[1], b.shape[0]
+    return a.shape[0], b.shape[1], a.shape[1]  # g.T @ x
+
+
+def _torch_product(kind: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The product through torch: ``x @ W.T`` through oneDNN where `onednn_pays` (CPU float32), else into
+    ``out``; ``g.T @ x`` into a new tensor."""
+    if kind == "nt":
+        if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_pays(*_product_shape(kind, a, b)):
+            return onednn_nt(a, b)
+        return torch.mm(a, b.t(), out=out)
+    if kind == "nn":
+        return torch.mm(a, b, out=out)
+    return a.t() @ b
+
+
+def _numpy_product(kind: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The product through NumPy's BLAS (`numpy_matmul`), into ``out`` (a new tensor for ``g.T @ x``)."""
+    left = _array(a).T if kind == "tn" else _array(a)
+    right = _array(b).T if kind == "nt" else _array(b)
+    if out is None:
+        out = torch.empty(left.shape[0], right.shape[1])
+    numpy_matmul(left, right, _array(out))
+    return out
 
 
 def _cpu_float32(*tensors: torch.Tensor) -> bool:
@@ -295,31 +320,18 @@ def _measure_numpy(kind: str, rows: int, in_features: int, out_features: int, re
     with torch.no_grad():
         x, w = torch.randn(rows, in_features), torch.randn(out_features, in_features)
         g = torch.randn(rows, out_features)
-        y, grad_x = torch.empty(rows, out_features), torch.empty(rows, in_features)
-        if kind == "nt":
-            onednn = onednn_pays(rows, in_features, out_features)
-
-            def torch_kernel():
-                return onednn_nt(x, w) if onednn else torch.mm(x, w.t(), out=y)
-
-            def numpy_kernel():
-                numpy_matmul(x.numpy(), w.numpy().T, y.numpy())
-        elif kind == "nn":
-
-            def torch_kernel():
-                torch.mm(g, w, out=grad_x)
-
-            def numpy_kernel():
-                numpy_matmul(g.numpy(), w.numpy(), grad_x.numpy())
-        else:
-
-            def torch_kernel():
-                return g.t() @ x
-
-            def numpy_kernel():
-                numpy_matmul(g.numpy().T, x.numpy(), np.empty((out_features, in_features), dtype=np.float32))
-
-        median = median_times({"torch": torch_kernel, "NumPy": numpy_kernel}, repeats)
+        # The operands and output buffer as the loss passes them (``g.T @ x`` makes a new tensor).
+        a, b, out = {
+            "nt": (x, w, torch.empty(rows, out_features)),
+            "nn": (g, w, torch.empty(rows, in_features)),
+            "tn": (g, x, None),
+        }[kind]
+        # (x @ W.T's rival, oneDNN or torch.mm, was chosen by `numpy_pays` before this: `_torch_product` reads it)
+        candidates = {
+            "torch": lambda: _torch_product(kind, a, b, out),
+            "NumPy": lambda: _numpy_product(kind, a, b, out),
+        }
+        median = median_times(candidates, repeats)
     log.debug(
         "%s, x (%d, %d), W (%d, %d), %d threads: NumPy %.2f ms, torch %.2f ms (medians of %d)",
         _PRODUCTS[kind],
